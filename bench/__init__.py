@@ -1,0 +1,13 @@
+"""survbench: a benchmark and evaluation harness for multimodal cancer survival prediction.
+
+The public face for plugin authors: ``Method``, ``Prediction``, ``RunContext``, ``Cohort`` and
+``register_method``. Importing ``bench`` is light (no torch, no method modules).
+"""
+from bench.data.cohort import Cohort
+from bench.errors import BenchInputError
+from bench.method import Method, Prediction, RunContext
+from bench.registry import register_method
+
+__version__ = "0.1.0"
+
+__all__ = ["BenchInputError", "Cohort", "Method", "Prediction", "RunContext", "register_method", "__version__"]

@@ -1,0 +1,216 @@
+"""``bench``: the command line, a thin face over the library.
+
+Exit codes: 0 ok; 2 bad input (a message naming what and where, no traceback); 1 internal error.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from bench.errors import BenchInputError
+
+RESULTS_HELP = "Results directory (SQLite store, splits, fitted models)."
+
+
+class BenchGroup(click.Group):
+    """Turns BenchInputError into exit 2 with a clean message, wherever it is raised."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BenchInputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="survbench", prog_name="bench")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool) -> None:
+    """survbench — train and score survival methods on PET/CT + clinical cohorts, the same way for all.
+
+    \b
+    Typical use:
+      bench list                                   registered methods
+      bench protocols                              shipped protocols
+      bench run --method coxph --protocol clean    run, store and summarise
+      bench results --format csv > runs.csv        one row per (method, protocol, fold, seed)
+    """
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"quiet": quiet}
+
+
+# --- methods --------------------------------------------------------------------------------------------
+@cli.command("list")
+@click.option("-v", "--verbose", is_flag=True, help="Import each method to show what it consumes/produces and its scales.")
+def list_cmd(verbose: bool) -> None:
+    """List registered methods (entry points of group bench.methods) without importing them."""
+    from tabulate import tabulate
+
+    from bench.registry import available
+
+    entries = available()
+    if not entries:
+        click.echo("no methods registered")
+        return
+    if not verbose:
+        rows = [(e.name, e.package, e.target) for e in entries.values()]
+        click.echo(tabulate(rows, headers=["method", "package", "entry point"], tablefmt="simple"))
+        return
+    rows = []
+    for e in entries.values():
+        try:
+            cls = e.load()
+        except BenchInputError as exc:
+            rows.append((e.name, e.package, f"cannot load: {exc}", "", "", ""))
+            continue
+        rows.append((
+            e.name, e.package, ",".join(cls.consumes), ",".join(cls.produces), ",".join(cls.configs),
+            "yes" if cls.needs_mask_at_test else "",
+        ))
+    click.echo(tabulate(rows, headers=["method", "package", "consumes", "produces", "scales", "mask at test"]))
+
+
+# --- protocols ------------------------------------------------------------------------------------------
+@cli.group("protocols", invoke_without_command=True)
+@click.pass_context
+def protocols_cmd(ctx: click.Context) -> None:
+    """List the shipped protocols; `bench protocols show NAME` prints one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tabulate import tabulate
+
+    from bench.protocols import builtin_names, load_protocol
+
+    rows = []
+    for n in builtin_names():
+        p = load_protocol(n)
+        rows.append((p.name, p.version, p.split["kind"], p.corruption.get("fraction", "-") if p.corrupts else "-",
+                     p.hash, p.description))
+    click.echo(tabulate(rows, headers=["protocol", "version", "split", "noise fraction", "hash", "description"], disable_numparse=True))
+
+
+@protocols_cmd.command("show")
+@click.argument("name")
+def protocols_show(name: str) -> None:
+    """Print protocol NAME (or a TOML file path) and its content hash."""
+    from bench.protocols import load_protocol, protocol_text
+
+    p = load_protocol(name)
+    click.echo(f"# {p.source}  hash {p.hash}")
+    click.echo(protocol_text(name).rstrip())
+
+
+# --- data -----------------------------------------------------------------------------------------------
+@cli.group("data")
+def data_cmd() -> None:
+    """Datasets: generate the built-in demo cohort, check a HECKTOR-layout folder."""
+
+
+@data_cmd.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_demo(out: Path, seed: int) -> None:
+    """Write the clinical-only demo cohort (HECKTOR 2022 CSVs, 489 patients, 7 centres) to OUT."""
+    from bench.data.demo import write_demo
+    from bench.data.hecktor import load_hecktor
+
+    write_demo(out, seed)
+    ds = load_hecktor(out)
+    click.echo(f"wrote {out}: {len(ds.ids)} patients, {ds.outcomes.event.sum()} events, "
+               f"{ds.centres.nunique()} centres, fingerprint {ds.fingerprint}")
+
+
+# --- run ------------------------------------------------------------------------------------------------
+@cli.command("run")
+@click.option("--method", "-m", "method", required=True, help="Method name(s), comma-separated, or 'all' (see `bench list`).")
+@click.option("--protocol", "-p", "protocol", default="clean", show_default=True,
+              help="Protocol name(s), comma-separated, or a TOML file path (see `bench protocols`).")
+@click.option("--dataset", "-d", default=None,
+              help="demo[:SEED] (default, generated on first use) or hecktor2022:PATH.")
+@click.option("--scale", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
+              help="smoke: seconds (tests); quick: a CPU; paper: published sizes, for a GPU.")
+@click.option("--seed", default="0", show_default=True, help="Training seed(s), comma-separated.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field (TOML value); METHOD:KEY=VALUE targets one method. Repeatable.")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.pass_context
+def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, device) -> None:
+    """Run every (method, protocol, fold, seed) job, store the results and print a summary.
+
+    Finished jobs are skipped, so a killed run picks up where it stopped. Protocols that differ only in
+    test-side corruption share one fitted model per fold.
+    """
+    from tabulate import tabulate
+
+    from bench.data import load_dataset
+    from bench.protocols import resolve_protocols
+    from bench.registry import resolve_names
+    from bench.results import results_frame, summarise
+    from bench.runner import plan_methods, resolve_device, run_jobs
+    from bench.store import Store
+
+    try:
+        seeds = [int(s) for s in seed.split(",") if s.strip()]
+    except ValueError:
+        raise BenchInputError(f"--seed {seed!r}: expected integers, comma-separated") from None
+    names = resolve_names(method)
+    protocols = resolve_protocols(protocol)
+    plans = plan_methods(names, scale, list(overrides))
+    ds = load_dataset(dataset)
+    dev = resolve_device(device)
+    report = run_jobs(plans, protocols, ds, scale=scale, seeds=seeds, results_dir=results, device=dev,
+                      progress=not ctx.obj["quiet"])
+    frame = results_frame(Store(results), [k for k, _ in report.keys])
+    summary = summarise(frame)
+    click.echo(f"\ndataset {ds.name} ({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}, "
+               f"device {dev}")
+    click.echo(tabulate(summary, headers="keys", showindex=False) if not summary.empty else "no results")
+    click.echo(f"\n{report.ran} job(s) run, {report.skipped} already done, {report.fits} model(s) fitted, "
+               f"{report.reused_models} reused; results in {results}/")
+    if report.failed:
+        click.echo(f"{len(report.failed)} job(s) failed (see the log above and `bench results`):", err=True)
+        for f in report.failed:
+            click.echo(f"  - {f}", err=True)
+        sys.exit(1)
+
+
+@cli.command("results")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--summary", is_flag=True, help="Mean ± sd over folds per (method, protocol) instead of one row per job.")
+def results_cmd(results: Path, fmt: str, summary: bool) -> None:
+    """Export stored runs: one row per (method, protocol, fold, seed) with its metric columns."""
+    from tabulate import tabulate
+
+    from bench.results import metric_columns, results_frame, summarise
+    from bench.store import Store
+
+    frame = results_frame(Store(results, create=False))
+    if summary:
+        frame = summarise(frame)
+    if fmt == "csv":
+        click.echo(frame.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        click.echo(frame.to_json(orient="records", indent=1))
+    else:
+        shown = frame.round({c: 4 for c in metric_columns(frame)} | {"fit_seconds": 2, "predict_seconds": 2})
+        click.echo(tabulate(shown, headers="keys", showindex=False, disable_numparse=True)
+                   if not frame.empty else "no runs stored")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except BenchInputError as exc:  # raised outside a command (e.g. while parsing)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Load and validate a cohort in the HECKTOR 2022 training layout.
+
+    <root>/hecktor2022_clinical_info_training.csv   PatientID, Task 1, Task 2, CenterID, Gender, Age, ...
+    <root>/hecktor2022_endpoint_training.csv        PatientID, Relapse, RFS
+    <root>/imagesTr/<PatientID>__CT.nii.gz, <PatientID>__PT.nii.gz   (optional: clinical-only datasets)
+    <root>/labelsTr/<PatientID>.nii.gz              0 background, 1 GTVp, 2 GTVn
+
+The cohort is the patients of the endpoint file. Images are listed (their existence checked) but not read:
+a clinical-only method never touches them. Every problem found is reported with its file and patient.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.data.cohort import Cohort, ImageFiles
+from bench.errors import BenchInputError
+
+CLINICAL_FILE = "hecktor2022_clinical_info_training.csv"
+ENDPOINT_FILE = "hecktor2022_endpoint_training.csv"
+IMAGES_DIR = "imagesTr"
+LABELS_DIR = "labelsTr"
+GROUNDTRUTH_FILE = Path("groundtruth") / "oracle.csv"
+
+HPV_COLUMN = "HPV status (0=-, 1=+)"
+CLINICAL_COLUMNS = [
+    "PatientID", "Task 1", "Task 2", "CenterID", "Gender", "Age", "Weight", "Tobacco", "Alcohol",
+    "Performance status", HPV_COLUMN, "Surgery", "Chemotherapy",
+]
+ENDPOINT_COLUMNS = ["PatientID", "Relapse", "RFS"]
+# Bookkeeping columns of the clinical file that are not patient features.
+NON_FEATURES = ("PatientID", "Task 1", "Task 2", "CenterID")
+CATEGORICAL = ("Gender",)
+MAX_LISTED_PROBLEMS = 20
+
+
+@dataclass
+class Dataset:
+    """A loaded cohort: the whole table, image listing and a fingerprint of the files it came from."""
+
+    name: str
+    root: Path
+    clinical: pd.DataFrame
+    outcomes: pd.DataFrame
+    centres: pd.Series
+    images: dict[str, ImageFiles] | None
+    fingerprint: str
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.outcomes.index.to_numpy(dtype=object)
+
+    @property
+    def has_groundtruth(self) -> bool:
+        return (self.root / GROUNDTRUTH_FILE).is_file()
+
+    def cohort(self, ids, *, with_outcomes: bool, with_mask: bool = True, name: str = "cohort") -> Cohort:
+        images = self.images
+        if images is not None and not with_mask:
+            images = {i: ImageFiles(f.ct, f.pet, None) for i, f in images.items()}
+        outcomes = self.outcomes if with_outcomes else None
+        return Cohort(ids, self.centres, self.clinical, outcomes, images, name)
+
+
+def _fail(problems: list[str], root: Path) -> None:
+    shown = problems[:MAX_LISTED_PROBLEMS]
+    more = len(problems) - len(shown)
+    text = "\n".join(f"  - {p}" for p in shown)
+    if more:
+        text += f"\n  ... and {more} more"
+    raise BenchInputError(f"dataset {root} is not a valid HECKTOR 2022 folder:\n{text}")
+
+
+def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFrame | None:
+    if not path.is_file():
+        problems.append(f"{path}: file missing")
+        return None
+    try:
+        table = pd.read_csv(path, dtype={"PatientID": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        problems.append(f"{path}: cannot be parsed as CSV ({exc})")
+        return None
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        problems.append(f"{path}: missing column(s) {missing}")
+        return None
+    ids = table["PatientID"]
+    if ids.isna().any():
+        rows = (np.flatnonzero(ids.isna().to_numpy()) + 2).tolist()
+        problems.append(f"{path}: empty PatientID on line(s) {rows[:10]}")
+        return None
+    dup = sorted(set(ids[ids.duplicated()]))
+    if dup:
+        problems.append(f"{path}: duplicate PatientID(s) {dup[:10]}")
+        return None
+    return table.set_index("PatientID", drop=False)
+
+
+def _centre_of(pid: str, center_id) -> str:
+    """HECKTOR ids are <Centre>-<NNN>; the numeric CenterID is the fallback for other id schemes."""
+    if "-" in pid:
+        return pid.split("-", 1)[0]
+    return str(center_id)
+
+
+def _type_clinical(table: pd.DataFrame, path: Path, problems: list[str]) -> pd.DataFrame:
+    features = table.drop(columns=[c for c in NON_FEATURES if c in table.columns])
+    out = {}
+    for col in features.columns:
+        values = features[col]
+        if col in CATEGORICAL or values.dtype == object:
+            numeric = pd.to_numeric(values, errors="coerce")
+            if col not in CATEGORICAL and numeric.notna().sum() == values.notna().sum():
+                out[col] = numeric.astype(float)
+            else:
+                out[col] = values.astype("string").astype("category")
+        else:
+            out[col] = values.astype(float)
+    typed = pd.DataFrame(out, index=table.index)
+    typed.index.name = "PatientID"
+    for col in ("Age", "Weight"):
+        if col in typed and pd.api.types.is_numeric_dtype(typed[col]) and (typed[col] < 0).any():
+            bad = typed.index[typed[col] < 0].tolist()
+            problems.append(f"{path}: column {col!r} is negative for patient(s) {bad[:10]}")
+    return typed
+
+
+def _validate_endpoint(table: pd.DataFrame, path: Path, problems: list[str]) -> pd.DataFrame | None:
+    time = pd.to_numeric(table["RFS"], errors="coerce")
+    event = pd.to_numeric(table["Relapse"], errors="coerce")
+    n_before = len(problems)
+    nan_time = table.index[time.isna()].tolist()
+    if nan_time:
+        problems.append(f"{path}: column 'RFS' is missing or not a number for patient(s) {nan_time[:10]}")
+    neg = table.index[time < 0].tolist()
+    if neg:
+        problems.append(f"{path}: column 'RFS' is negative for patient(s) {neg[:10]}")
+    bad_event = table.index[~event.isin([0, 1])].tolist()
+    if bad_event:
+        problems.append(f"{path}: column 'Relapse' must be 0 or 1; patient(s) {bad_event[:10]} are not")
+    if len(problems) > n_before:
+        return None
+    out = pd.DataFrame({"time": time.astype(float), "event": event.astype(int)}, index=table.index)
+    out.index.name = "PatientID"
+    return out
+
+
+def _list_images(root: Path, ids: list[str], problems: list[str]) -> dict[str, ImageFiles] | None:
+    images_dir, labels_dir = root / IMAGES_DIR, root / LABELS_DIR
+    if not images_dir.is_dir():
+        if labels_dir.is_dir():
+            problems.append(f"{labels_dir}: labels present but {images_dir} is missing")
+        return None
+    listing = {}
+    for pid in ids:
+        ct, pet = images_dir / f"{pid}__CT.nii.gz", images_dir / f"{pid}__PT.nii.gz"
+        mask = labels_dir / f"{pid}.nii.gz" if labels_dir.is_dir() else None
+        for path in (ct, pet, mask):
+            if path is not None and not path.is_file():
+                problems.append(f"{path}: image of patient {pid} is missing")
+        listing[pid] = ImageFiles(ct, pet, mask)
+    return listing
+
+
+def _fingerprint(root: Path, images: dict[str, ImageFiles] | None) -> str:
+    """Hash of the CSV contents and of the image file names and sizes (reading every voxel is too slow)."""
+    h = hashlib.sha256()
+    for name in (CLINICAL_FILE, ENDPOINT_FILE):
+        h.update(name.encode())
+        h.update((root / name).read_bytes())
+    for pid in sorted(images or {}):
+        f = images[pid]
+        for path in (f.ct, f.pet, f.mask):
+            if path is not None:
+                h.update(f"{path.relative_to(root)}:{path.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_hecktor(root: str | Path, name: str | None = None) -> Dataset:
+    """Load and validate a HECKTOR 2022 layout folder; raise ``BenchInputError`` listing every problem."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise BenchInputError(f"dataset folder {root} does not exist")
+    problems: list[str] = []
+    clin_path, end_path = root / CLINICAL_FILE, root / ENDPOINT_FILE
+    clinical = _read_csv(clin_path, CLINICAL_COLUMNS, problems)
+    endpoint = _read_csv(end_path, ENDPOINT_COLUMNS, problems)
+    if clinical is None or endpoint is None:
+        _fail(problems, root)
+    unknown = sorted(set(endpoint.index) - set(clinical.index))
+    if unknown:
+        problems.append(f"{end_path}: patient(s) {unknown[:10]} are not in {CLINICAL_FILE}")
+    outcomes = _validate_endpoint(endpoint, end_path, problems)
+    typed = _type_clinical(clinical, clin_path, problems)
+    ids = endpoint.index.tolist()
+    if not ids:
+        problems.append(f"{end_path}: no patients")
+    images = _list_images(root, ids, problems)
+    if problems:
+        _fail(problems, root)
+    centres = pd.Series(
+        [_centre_of(pid, clinical.at[pid, "CenterID"]) for pid in ids], index=endpoint.index, name="centre"
+    )
+    return Dataset(
+        name=name or f"hecktor2022:{root}",
+        root=root,
+        clinical=typed.loc[ids],
+        outcomes=outcomes,
+        centres=centres,
+        images=images,
+        fingerprint=_fingerprint(root, images),
+    )

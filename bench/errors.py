@@ -1,0 +1,18 @@
+"""Error types that map to the CLI's exit codes.
+
+``BenchInputError`` is bad input from the user (a file, field, patient, method or protocol name): the CLI
+prints its message and exits 2 without a traceback. Anything else is an internal error (exit 1).
+"""
+from __future__ import annotations
+
+
+class BenchInputError(Exception):
+    """Bad input: the message names what and where, and what to do about it."""
+
+
+class PredictionError(BenchInputError):
+    """A method returned a prediction that breaks the contract (shape, NaN, length)."""
+
+
+class OutcomeLeakError(AttributeError):
+    """Reading outcomes on a cohort handed to ``predict`` (test outcomes must not leak)."""

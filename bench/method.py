@@ -1,0 +1,130 @@
+"""The plugin interface: ``Method``, what it returns (``Prediction``) and what it is given (``RunContext``).
+
+A method is one small class (the scikit-learn habit): built as ``cls(ctx)``, trained with
+``fit(train, val)`` and asked ``predict(cohort)``. Class attributes declare what it consumes and produces,
+so the harness can check a dataset before training and flag rows on the leaderboards.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from bench.errors import PredictionError
+
+if TYPE_CHECKING:
+    from bench.data.cohort import Cohort
+
+INPUTS = ("ct", "pet", "mask", "clinical")
+OUTPUTS = ("risk", "survival", "segmentation")
+SCALES = ("smoke", "quick", "paper")
+
+
+@dataclass
+class RunContext:
+    """What the harness hands a method: device, seed, scale, resolved config, a cache dir, a logger."""
+
+    config: dict[str, Any]
+    scale: str = "quick"
+    seed: int = 0
+    device: str = "cpu"
+    cache_dir: Path = field(default_factory=lambda: Path(".cache"))
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("bench.method"))
+    progress: bool = True
+    method_name: str = ""
+
+
+class Method:
+    """Base class of every method plugin.
+
+    Subclasses set ``consumes`` (subset of ct, pet, mask, clinical), ``produces`` (risk always; survival,
+    segmentation where the model gives them) and ``configs = {scale: {...}}`` for smoke, quick and paper.
+    ``needs_mask_at_test = True`` lets ``predict`` see reference contours (flagged on leaderboards).
+    Bump ``version`` when a code change alters results: it is part of the config hash.
+    """
+
+    consumes: ClassVar[tuple[str, ...]] = ("clinical",)
+    produces: ClassVar[tuple[str, ...]] = ("risk",)
+    configs: ClassVar[dict[str, dict[str, Any]]] = {}
+    needs_mask_at_test: ClassVar[bool] = False
+    version: ClassVar[str] = "1"
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.ctx.config
+
+    def fit(self, train: Cohort, val: Cohort) -> None:
+        raise NotImplementedError(f"{type(self).__name__}.fit")
+
+    def predict(self, cohort: Cohort) -> Prediction:
+        raise NotImplementedError(f"{type(self).__name__}.predict")
+
+    # A fitted method is pickled by the store so protocols that share a training reuse it; the context
+    # (logger, progress bars) is not part of the model and is attached again after loading.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("ctx", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+@dataclass
+class Prediction:
+    """A method's output for one cohort, validated on creation.
+
+    ``risk`` (n,): higher means an earlier event. ``survival`` (n, T) on increasing ``times`` (T,), values
+    in [0, 1]; optional for risk-only methods. ``segmentation``: optional per-patient label maps.
+    """
+
+    risk: np.ndarray
+    survival: np.ndarray | None = None
+    times: np.ndarray | None = None
+    segmentation: dict[str, np.ndarray] | None = None
+    method: str = "<method>"
+    n_expected: int | None = None
+
+    def __post_init__(self) -> None:
+        who = f"method {self.method!r}"
+        risk = np.asarray(self.risk, dtype=float)
+        if risk.ndim == 2 and risk.shape[1] == 1:
+            risk = risk[:, 0]
+        if risk.ndim != 1:
+            raise PredictionError(f"{who}: risk must be 1-D (n_patients,), got shape {risk.shape}")
+        if self.n_expected is not None and len(risk) != self.n_expected:
+            raise PredictionError(
+                f"{who}: risk has {len(risk)} values but the cohort has {self.n_expected} patients"
+            )
+        if not np.all(np.isfinite(risk)):
+            bad = int(np.sum(~np.isfinite(risk)))
+            raise PredictionError(f"{who}: risk has {bad} NaN/inf value(s)")
+        self.risk = risk
+        if (self.survival is None) != (self.times is None):
+            raise PredictionError(f"{who}: survival and times must be given together")
+        if self.survival is not None:
+            surv = np.asarray(self.survival, dtype=float)
+            times = np.asarray(self.times, dtype=float)
+            if times.ndim != 1 or len(times) == 0:
+                raise PredictionError(f"{who}: times must be a non-empty 1-D array, got shape {times.shape}")
+            if np.any(np.diff(times) <= 0) or not np.all(np.isfinite(times)):
+                raise PredictionError(f"{who}: times must be finite and strictly increasing")
+            if surv.shape != (len(risk), len(times)):
+                raise PredictionError(
+                    f"{who}: survival must have shape (n_patients, n_times) = {(len(risk), len(times))},"
+                    f" got {surv.shape}"
+                )
+            if not np.all(np.isfinite(surv)):
+                raise PredictionError(f"{who}: survival has NaN/inf values")
+            if surv.min() < -1e-6 or surv.max() > 1 + 1e-6:
+                raise PredictionError(f"{who}: survival values must lie in [0, 1]")
+            self.survival = np.clip(surv, 0.0, 1.0)
+            self.times = times
+        if self.segmentation is not None and not isinstance(self.segmentation, dict):
+            raise PredictionError(f"{who}: segmentation must be a dict {{patient id: label map}}")

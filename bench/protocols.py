@@ -1,0 +1,243 @@
+"""Protocols: versioned TOML files that fix the split, the corruption and the metrics of a run.
+
+Shipped protocols live in the top-level ``protocols/`` folder (package data); a user may pass the path of
+their own file. Every key is checked: an unknown key or a bad value is an error naming the file and key.
+The content hash (of the parsed content, so comments do not count) is stored with every run.
+"""
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.errors import BenchInputError
+from bench.hashing import content_hash
+
+SPLIT_KINDS = ("kfold", "loco", "center-split")
+CORRUPTION_KINDS = ("none", "noise")
+LEVELS = ("low", "medium", "high")
+METRIC_KEYS = ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice", "logrank_p")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: str
+    description: str
+    split: dict[str, Any]
+    corruption: dict[str, Any]
+    metrics: dict[str, Any]
+    source: str  # path or "builtin:<name>"
+
+    def content(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "description": self.description,
+            "split": self.split, "corruption": self.corruption, "metrics": self.metrics,
+        }
+
+    @property
+    def hash(self) -> str:
+        return content_hash(self.content())
+
+    @property
+    def split_hash(self) -> str:
+        return content_hash(self.split)
+
+    @property
+    def corrupts(self) -> bool:
+        return self.corruption["kind"] != "none"
+
+    @property
+    def train_corruption(self) -> dict[str, Any] | None:
+        """The corruption that reaches training data (part of the fitted-model key), if any."""
+        if self.corrupts and "train" in self.corruption["apply_to"]:
+            return self.corruption
+        return None
+
+
+# --- validation -------------------------------------------------------------------------------------
+Check = Callable[[Any], str | None]  # returns a complaint or None
+
+
+def _is(t: type | tuple[type, ...], what: str) -> Check:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) and bool not in (t if isinstance(t, tuple) else (t,)):
+            return f"must be {what}"
+        return None if isinstance(v, t) else f"must be {what}"
+
+    return check
+
+
+def _int_min(lo: int) -> Check:
+    return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= lo else f"must be an integer >= {lo}"
+
+
+def _fraction(lo_open: bool, hi: float) -> Check:
+    def check(v: Any) -> str | None:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > 0 if lo_open else v >= 0) and v <= hi
+        return None if ok else f"must be a number in {'(' if lo_open else '['}0, {hi}]"
+
+    return check
+
+
+def _one_of(options: tuple[str, ...]) -> Check:
+    return lambda v: None if v in options else f"must be one of {list(options)}"
+
+
+def _subset_of(options: tuple[str, ...], nonempty: bool = True) -> Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, list) or not all(x in options for x in v) or len(set(v)) != len(v):
+            return f"must be a list of distinct values from {list(options)}"
+        if nonempty and not v:
+            return "must not be empty"
+        return None
+
+    return check
+
+
+def _str_list(v: Any) -> str | None:
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+        return "must be a non-empty list of strings"
+    return None
+
+
+def _levels(positive: bool = True) -> Check:
+    def check(v: Any) -> str | None:
+        if not isinstance(v, dict) or set(v) != set(LEVELS):
+            return f"must be a table with exactly the keys {list(LEVELS)}"
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v.values()):
+            return "values must be positive numbers"
+        return None
+
+    return check
+
+
+def _horizons(v: Any) -> str | None:
+    ok = isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)
+    return None if ok and sorted(v) == v else "must be an increasing list of positive numbers (years)"
+
+
+TOP = {"name": _is(str, "a string"), "version": _is(str, "a string"), "description": _is(str, "a string"),
+       "split": _is(dict, "a table"), "corruption": _is(dict, "a table"), "metrics": _is(dict, "a table")}
+SPLIT_COMMON = {"kind": _one_of(SPLIT_KINDS), "seed": _int_min(0), "val_fraction": _fraction(False, 0.5)}
+SPLIT = {
+    "kfold": {**SPLIT_COMMON, "n_folds": _int_min(2), "stratify": _subset_of(("event", "centre"), nonempty=False)},
+    "loco": dict(SPLIT_COMMON),
+    "center-split": {**SPLIT_COMMON, "train_centres": _str_list, "test_centres": _str_list},
+}
+CORRUPTION = {
+    "none": {"kind": _one_of(CORRUPTION_KINDS)},
+    "noise": {
+        "kind": _one_of(CORRUPTION_KINDS), "fraction": _fraction(True, 1.0), "seed": _int_min(0),
+        "apply_to": _subset_of(("train", "test")), "ct_level": _one_of(LEVELS), "pet_level": _one_of(LEVELS),
+        "ct_sigma": _levels(), "pet_counts_per_suv": _levels(),
+    },
+}
+METRICS = {
+    "primary": _one_of(METRIC_KEYS), "report": _subset_of(METRIC_KEYS), "horizons_years": _horizons,
+    "bootstrap": _int_min(0), "bootstrap_seed": _int_min(0), "logrank_split": _one_of(("train-median",)),
+}
+
+
+def _check_table(table: dict, schema: dict[str, Check], where: str, source: str) -> None:
+    for key in table:
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BenchInputError(f"protocol {source}: unknown key {where}{key!r}{hint}; allowed: {sorted(schema)}")
+    for key, check in schema.items():
+        if key not in table:
+            raise BenchInputError(f"protocol {source}: missing key {where}{key!r}")
+        complaint = check(table[key])
+        if complaint:
+            raise BenchInputError(f"protocol {source}: {where}{key} = {table[key]!r} {complaint}")
+
+
+def parse_protocol(data: dict[str, Any], source: str) -> Protocol:
+    _check_table(data, TOP, "", source)
+    split, corruption, metrics = data["split"], data["corruption"], data["metrics"]
+    kind = split.get("kind")
+    if kind not in SPLIT:
+        raise BenchInputError(f"protocol {source}: split.kind = {kind!r} must be one of {list(SPLIT_KINDS)}")
+    _check_table(split, SPLIT[kind], "split.", source)
+    if kind == "center-split":
+        both = set(split["train_centres"]) & set(split["test_centres"])
+        if both:
+            raise BenchInputError(f"protocol {source}: split centres {sorted(both)} are both train and test")
+    ckind = corruption.get("kind")
+    if ckind not in CORRUPTION:
+        raise BenchInputError(
+            f"protocol {source}: corruption.kind = {ckind!r} must be one of {list(CORRUPTION_KINDS)}"
+        )
+    _check_table(corruption, CORRUPTION[ckind], "corruption.", source)
+    _check_table(metrics, METRICS, "metrics.", source)
+    if metrics["primary"] not in metrics["report"]:
+        raise BenchInputError(f"protocol {source}: metrics.primary {metrics['primary']!r} is not in metrics.report")
+    return Protocol(data["name"], data["version"], data["description"], split, corruption, metrics, source)
+
+
+def _builtin_dir():
+    return resources.files("protocols")
+
+
+def builtin_names() -> list[str]:
+    names = [p.name[:-5] for p in _builtin_dir().iterdir() if p.name.endswith(".toml")]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> tuple:
+    head = name.rstrip("0123456789")
+    tail = name[len(head):]
+    return (head, int(tail) if tail else -1)
+
+
+def _load_text(text: str, source: str) -> Protocol:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchInputError(f"protocol {source}: not valid TOML ({exc})") from None
+    return parse_protocol(data, source)
+
+
+def load_protocol(spec: str) -> Protocol:
+    """A shipped protocol by name (``noisy50``) or a user's TOML file by path."""
+    path = Path(spec).expanduser()
+    if spec.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise BenchInputError(f"protocol file {path} does not exist")
+        return _load_text(path.read_text(), str(path))
+    names = builtin_names()
+    if spec not in names:
+        close = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
+        hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise BenchInputError(f"unknown protocol {spec!r}{hint} (shipped: {', '.join(names)}; or pass a .toml path)")
+    resource = _builtin_dir() / f"{spec}.toml"
+    protocol = _load_text(resource.read_text(), f"builtin:{spec}")
+    if protocol.name != spec:
+        raise BenchInputError(f"protocol builtin:{spec}: its name field is {protocol.name!r}, expected {spec!r}")
+    return protocol
+
+
+def resolve_protocols(spec: str) -> list[Protocol]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise BenchInputError("--protocol is empty")
+    protocols = [load_protocol(n) for n in names]
+    seen: dict[str, str] = {}
+    for p in protocols:
+        if p.name in seen and seen[p.name] != p.hash:
+            raise BenchInputError(f"two different protocols are both named {p.name!r}")
+        seen[p.name] = p.hash
+    return list({p.hash: p for p in protocols}.values())
+
+
+def protocol_text(spec: str) -> str:
+    path = Path(spec).expanduser()
+    if spec.endswith(".toml") or path.is_file():
+        load_protocol(spec)
+        return path.read_text()
+    load_protocol(spec)
+    return (_builtin_dir() / f"{spec}.toml").read_text()

@@ -1,0 +1,266 @@
+"""Run every (method, protocol, fold, seed) job: split, fit (or reuse a fitted model), predict, score, store.
+
+Jobs are grouped by training key — (method, config, dataset, split, fold, seed, train-side corruption) —
+so protocols that differ only in test-side corruption (clean, noisy10 … noisy100) share one fitted model
+per fold, in this run and in later ones (the model is stored). Finished jobs are skipped; a job killed
+half-way is redone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import traceback
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bench.config import config_hash, overrides_by_method, resolve_config
+from bench.corruptions import corruption_manifest
+from bench.data import Dataset, cache_dir
+from bench.env import environment
+from bench.errors import BenchInputError
+from bench.hashing import content_hash
+from bench.method import SCALES, Method, Prediction, RunContext
+from bench.metrics import SCORERS
+from bench.protocols import Protocol
+from bench.registry import get_method
+from bench.splits import Fold, split_plan
+from bench.store import RunKey, Store
+
+log = logging.getLogger("bench.runner")
+IMAGE_INPUTS = ("ct", "pet", "mask")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → cuda when a GPU is visible, else cpu (torch is imported only when a GPU might exist)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise BenchInputError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device == "cpu":
+        return "cpu"
+    gpu_visible = shutil.which("nvidia-smi") is not None or os.path.exists("/dev/nvidia0")
+    if gpu_visible:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+    if device == "cuda":
+        raise BenchInputError("--device cuda: no CUDA GPU is available here (use --device auto or cpu)")
+    return "cpu"
+
+
+@dataclass
+class MethodPlan:
+    name: str
+    cls: type[Method]
+    config: dict[str, Any]
+    config_hash: str
+
+
+@dataclass
+class RunReport:
+    keys: list[tuple[RunKey, str]] = field(default_factory=list)  # (key, protocol name)
+    ran: int = 0
+    skipped: int = 0
+    failed: list[str] = field(default_factory=list)
+    fits: int = 0
+    reused_models: int = 0
+
+
+def check_dataset_fits(name: str, cls: type[Method], dataset: Dataset) -> None:
+    needs_images = [c for c in cls.consumes if c in IMAGE_INPUTS]
+    if needs_images and dataset.images is None:
+        raise BenchInputError(
+            f"method {name!r} consumes {needs_images} but dataset {dataset.name} has no images "
+            f"(no imagesTr/ folder); choose a clinical-only method or a dataset with images"
+        )
+    if "mask" in cls.consumes and any(f.mask is None for f in (dataset.images or {}).values()):
+        raise BenchInputError(f"method {name!r} needs reference masks but dataset {dataset.name} has no labelsTr/")
+
+
+def plan_methods(names: list[str], scale: str, overrides: list[str]) -> list[MethodPlan]:
+    if scale not in SCALES:
+        raise BenchInputError(f"--scale {scale!r}: choose one of {', '.join(SCALES)}")
+    classes = {n: get_method(n) for n in names}
+    routed = overrides_by_method(overrides, classes, scale)
+    plans = []
+    for n, cls in classes.items():
+        cfg = resolve_config(n, cls, scale, routed[n])
+        plans.append(MethodPlan(n, cls, cfg, config_hash(n, cls, cfg)))
+    return plans
+
+
+def _train_key(plan: MethodPlan, dataset: Dataset, protocol: Protocol, fold: Fold, seed: int) -> str:
+    return content_hash({
+        "method": plan.name, "config_hash": plan.config_hash, "dataset": dataset.fingerprint,
+        "split": protocol.split_hash, "fold": fold.index, "seed": seed, "train_corruption": protocol.train_corruption,
+    }, 24)
+
+
+def _score(protocol: Protocol, test_time, test_event, pred: Prediction) -> dict[str, float]:
+    scores = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for key in protocol.metrics["report"]:
+            if key in SCORERS:
+                scores[key] = SCORERS[key](test_time, test_event, pred.risk)
+    for w in caught:
+        log.warning("%s", w.message)
+    return {k: (None if v is None or np.isnan(v) else float(v)) for k, v in scores.items()}
+
+
+def run_jobs(
+    plans: list[MethodPlan],
+    protocols: list[Protocol],
+    dataset: Dataset,
+    *,
+    scale: str,
+    seeds: list[int],
+    results_dir: Path,
+    device: str = "cpu",
+    progress: bool = True,
+) -> RunReport:
+    store = Store(results_dir)
+    for p in plans:
+        check_dataset_fits(p.name, p.cls, dataset)
+    env = environment(device)
+    report = RunReport()
+    split_plans = {pr.split_hash: split_plan(dataset, pr.split, results_dir, seeds) for pr in protocols}
+    groups: dict[tuple, list[Protocol]] = defaultdict(list)
+    for pr in protocols:
+        groups[(pr.split_hash, content_hash(pr.train_corruption))].append(pr)
+
+    # Every (method, protocol, fold, seed) job; skip the finished ones.
+    todo: list[tuple[MethodPlan, tuple, Fold, int, list[tuple[Protocol, RunKey]]]] = []
+    for plan in plans:
+        for gkey, group in groups.items():
+            folds = split_plans[group[0].split_hash].folds
+            for seed in seeds:
+                for fold in folds:
+                    pending = []
+                    for pr in group:
+                        key = RunKey(plan.name, plan.config_hash, dataset.fingerprint, pr.hash, fold.index, seed)
+                        report.keys.append((key, pr.name))
+                        if store.status(key) == "done":
+                            report.skipped += 1
+                        else:
+                            pending.append((pr, key))
+                    if pending:
+                        todo.append((plan, gkey, fold, seed, pending))
+
+    n_jobs = sum(len(t[4]) for t in todo)
+    bar = tqdm(total=n_jobs, desc="bench run", unit="job", disable=not progress or None, leave=False)
+    try:
+        for plan, _, fold, seed, pending in todo:
+            bar.set_postfix_str(f"{plan.name} {fold.name} seed {seed}")
+            _run_fold(plan, pending, fold, seed, dataset, split_plans[pending[0][0].split_hash], store, env,
+                      scale, device, report, bar)
+    finally:
+        bar.close()
+    return report
+
+
+def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, device, report, bar) -> None:
+    protocol0 = pending[0][0]
+    train_key = _train_key(plan, dataset, protocol0, fold, seed)
+    for pr, key in pending:
+        store.start(key, {
+            "fold_name": fold.name, "protocol": pr.name, "protocol_version": pr.version, "dataset": dataset.name,
+            "scale": scale, "train_key": train_key, "config": plan.config, "protocol_content": pr.content(),
+            "env": env,
+        })
+    ctx = RunContext(
+        config=plan.config, scale=scale, seed=seed, device=device,
+        cache_dir=cache_dir() / "methods" / plan.name, logger=logging.getLogger(f"bench.method.{plan.name}"),
+        method_name=plan.name,
+    )
+    fit_ids, val_ids = splits.fit_val(fold, seed)
+    try:
+        stored = store.load_model(train_key)
+        reused = stored is not None
+        if reused:
+            method, fit_seconds = stored
+            method.ctx = ctx
+            report.reused_models += 1
+        else:
+            method = plan.cls(ctx)
+            train = dataset.cohort(fit_ids, with_outcomes=True, name=f"{fold.name}/train")
+            val = dataset.cohort(val_ids, with_outcomes=True, name=f"{fold.name}/val")
+            _seed_everything(seed)
+            t0 = time.perf_counter()
+            method.fit(train, val)
+            fit_seconds = time.perf_counter() - t0
+            store.save_model(train_key, method, {
+                "method": plan.name, "config_hash": plan.config_hash, "dataset_fp": dataset.fingerprint,
+                "split_hash": protocol0.split_hash, "fold": fold.index, "seed": seed,
+                "train_corruption": protocol0.train_corruption, "fit_seconds": fit_seconds,
+            })
+            report.fits += 1
+        train_ids = list(fit_ids) + list(val_ids)
+        train_pred = _predict(plan, method, dataset, train_ids, f"{fold.name}/train-predict")
+        outcomes = dataset.outcomes
+        for pr, key in pending:
+            manifest = corruption_manifest(
+                dataset.name, pr.corruption, fold.test,
+                affects_inputs=any(c in IMAGE_INPUTS for c in plan.cls.consumes),
+            )
+            t0 = time.perf_counter()
+            pred = _predict(plan, method, dataset, list(fold.test), f"{fold.name}/test")
+            predict_seconds = time.perf_counter() - t0
+            test_time = outcomes.loc[list(fold.test), "time"].to_numpy()
+            test_event = outcomes.loc[list(fold.test), "event"].to_numpy()
+            metrics = _score(pr, test_time, test_event, pred)
+            store.finish(
+                key, metrics=metrics, corruption=manifest, fit_seconds=fit_seconds,
+                predict_seconds=predict_seconds, model_reused=reused,
+                predictions={
+                    "ids": np.asarray(fold.test, dtype=str), "risk": pred.risk, "time": test_time,
+                    "event": test_event, "survival": pred.survival, "times": pred.times,
+                    "train_ids": np.asarray(train_ids, dtype=str), "train_risk": train_pred.risk,
+                    "train_time": outcomes.loc[train_ids, "time"].to_numpy(),
+                    "train_event": outcomes.loc[train_ids, "event"].to_numpy(),
+                },
+            )
+            report.ran += 1
+            bar.update(1)
+    except BenchInputError as exc:
+        for _, key in pending:
+            if store.status(key) != "done":
+                store.fail(key, str(exc))
+        raise
+    except Exception:  # a method's own bug: record it, go on with the sweep, exit 1 at the end
+        err = traceback.format_exc()
+        for _, key in pending:
+            if store.status(key) != "done":
+                store.fail(key, err)
+                report.failed.append(f"{plan.name} / {key.protocol_hash[:8]} / {fold.name} / seed {seed}")
+                bar.update(1)
+        log.error("method %s failed on %s (seed %s):\n%s", plan.name, fold.name, seed, err)
+
+
+def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str], name: str) -> Prediction:
+    cohort = dataset.cohort(ids, with_outcomes=False, with_mask=plan.cls.needs_mask_at_test, name=name)
+    pred = method.predict(cohort)
+    if not isinstance(pred, Prediction):
+        raise BenchInputError(
+            f"method {plan.name!r}: predict() must return a bench.Prediction, got {type(pred).__name__}"
+        )
+    # Re-validate against this cohort and name the method in any message.
+    return Prediction(pred.risk, pred.survival, pred.times, pred.segmentation, method=plan.name, n_expected=len(ids))
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)

@@ -1,0 +1,203 @@
+"""The results store: one SQLite file plus pickled fitted models, under the results directory.
+
+``runs``: one row per (method, config hash, dataset fingerprint, protocol hash, fold, seed) with status,
+timings, environment, metrics, the corruption manifest and the per-patient predictions (an npz blob), so
+every metric can be recomputed later. A row is written ``running`` when its job starts and completed in one
+transaction when it ends: a killed job is redone on the next run, a finished one is skipped, and the UNIQUE
+key means two runs never duplicate a row.
+
+``models``: fitted models keyed apart from evaluations by (method, config hash, dataset fingerprint, split,
+fold, seed, train-side corruption), so protocols that differ only in test-side corruption reuse one model.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import sqlite3
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from bench.errors import BenchInputError
+
+SCHEMA_VERSION = 1
+DB_NAME = "runs.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    method TEXT NOT NULL, config_hash TEXT NOT NULL, dataset_fp TEXT NOT NULL,
+    protocol_hash TEXT NOT NULL, fold INTEGER NOT NULL, seed INTEGER NOT NULL,
+    fold_name TEXT, protocol TEXT, protocol_version TEXT, dataset TEXT, scale TEXT, train_key TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    error TEXT, started_at TEXT, finished_at TEXT,
+    fit_seconds REAL, predict_seconds REAL, model_reused INTEGER,
+    config TEXT, protocol_content TEXT, env TEXT, metrics TEXT, corruption TEXT, predictions BLOB,
+    UNIQUE (method, config_hash, dataset_fp, protocol_hash, fold, seed)
+);
+CREATE TABLE IF NOT EXISTS models (
+    train_key TEXT PRIMARY KEY, method TEXT NOT NULL, config_hash TEXT NOT NULL, dataset_fp TEXT NOT NULL,
+    split_hash TEXT NOT NULL, fold INTEGER NOT NULL, seed INTEGER NOT NULL, train_corruption TEXT,
+    path TEXT NOT NULL, fit_seconds REAL, created_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    method: str
+    config_hash: str
+    dataset_fp: str
+    protocol_hash: str
+    fold: int
+    seed: int
+
+    def as_tuple(self) -> tuple:
+        return (self.method, self.config_hash, self.dataset_fp, self.protocol_hash, self.fold, self.seed)
+
+
+WHERE_KEY = "method=? AND config_hash=? AND dataset_fp=? AND protocol_hash=? AND fold=? AND seed=?"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def pack_arrays(arrays: dict[str, np.ndarray | None]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items() if v is not None})
+    return buf.getvalue()
+
+
+def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+class Store:
+    def __init__(self, results_dir: str | Path, *, create: bool = True):
+        self.root = Path(results_dir)
+        self.db_path = self.root / DB_NAME
+        if not create and not self.db_path.is_file():
+            raise BenchInputError(f"no results store at {self.db_path} (run `bench run --results {self.root}` first)")
+        if self.root.exists() and not self.root.is_dir():
+            raise BenchInputError(f"--results {self.root} exists and is not a directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._connect() as con:
+                con.executescript(SCHEMA)
+                row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise BenchInputError(
+                        f"results store {self.db_path} has schema version {row[0]}, this harness writes "
+                        f"{SCHEMA_VERSION}; use another --results directory"
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise BenchInputError(
+                f"{self.db_path} is not a usable results database ({exc}); it was left untouched — "
+                f"use another --results directory"
+            ) from None
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.db_path, timeout=60)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            with con:  # one transaction: committed on success, rolled back on error
+                yield con
+        finally:
+            con.close()
+
+    # --- evaluation rows ------------------------------------------------------------------------------
+    def status(self, key: RunKey) -> str | None:
+        with self._connect() as con:
+            row = con.execute(f"SELECT status FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()
+        return row[0] if row else None
+
+    def start(self, key: RunKey, info: dict[str, Any]) -> None:
+        """Mark a job running (replacing a stale running/failed row of a killed or failed attempt)."""
+        with self._connect() as con:
+            row = con.execute(f"SELECT status FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()
+            if row and row[0] == "done":
+                return
+            con.execute(f"DELETE FROM runs WHERE {WHERE_KEY}", key.as_tuple())
+            con.execute(
+                """INSERT INTO runs (method, config_hash, dataset_fp, protocol_hash, fold, seed, fold_name,
+                   protocol, protocol_version, dataset, scale, train_key, status, started_at, config,
+                   protocol_content, env) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'running',?,?,?,?)""",
+                (*key.as_tuple(), info["fold_name"], info["protocol"], info["protocol_version"],
+                 info["dataset"], info["scale"], info["train_key"], now(), json.dumps(info["config"]),
+                 json.dumps(info["protocol_content"]), json.dumps(info["env"])),
+            )
+
+    def finish(self, key: RunKey, *, metrics: dict, corruption: dict, predictions: dict[str, Any],
+               fit_seconds: float, predict_seconds: float, model_reused: bool) -> None:
+        with self._connect() as con:
+            con.execute(
+                f"""UPDATE runs SET status='done', error=NULL, finished_at=?, fit_seconds=?, predict_seconds=?,
+                    model_reused=?, metrics=?, corruption=?, predictions=? WHERE {WHERE_KEY}""",
+                (now(), fit_seconds, predict_seconds, int(model_reused), json.dumps(metrics),
+                 json.dumps(corruption), pack_arrays(predictions), *key.as_tuple()),
+            )
+
+    def fail(self, key: RunKey, error: str) -> None:
+        with self._connect() as con:
+            con.execute(
+                f"UPDATE runs SET status='failed', error=?, finished_at=? WHERE {WHERE_KEY}",
+                (error, now(), *key.as_tuple()),
+            )
+
+    def rows(self, status: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM runs" + (" WHERE status=?" if status else "") + " ORDER BY method, protocol, seed, fold"
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(query, (status,) if status else ())]
+
+    def row(self, key: RunKey) -> dict[str, Any] | None:
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            r = con.execute(f"SELECT * FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()
+        return dict(r) if r else None
+
+    # --- fitted models --------------------------------------------------------------------------------
+    def model_path(self, train_key: str) -> Path:
+        return self.root / "models" / f"{train_key}.pkl"
+
+    def load_model(self, train_key: str) -> tuple[Any, float] | None:
+        """The stored fitted model and the seconds its fit took, or None."""
+        with self._connect() as con:
+            row = con.execute("SELECT path, fit_seconds FROM models WHERE train_key=?", (train_key,)).fetchone()
+        if row is None:
+            return None
+        path = self.root / row[0]
+        try:
+            with open(path, "rb") as fh:
+                return pickle.load(fh), float(row[1] or 0.0)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            return None  # missing or unreadable: the caller refits and overwrites it
+
+    def save_model(self, train_key: str, model: Any, info: dict[str, Any]) -> None:
+        path = self.model_path(train_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        with self._connect() as con:
+            con.execute(
+                """INSERT OR REPLACE INTO models (train_key, method, config_hash, dataset_fp, split_hash, fold,
+                   seed, train_corruption, path, fit_seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+                (train_key, info["method"], info["config_hash"], info["dataset_fp"], info["split_hash"],
+                 info["fold"], info["seed"], json.dumps(info["train_corruption"]),
+                 str(path.relative_to(self.root)), info["fit_seconds"], now()),
+            )
