@@ -1,0 +1,1 @@
+"""Example survbench plugin (see docs/plugins.md in survbench)."""

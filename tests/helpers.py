@@ -1,0 +1,67 @@
+"""Test data: a tiny HECKTOR 2022 layout folder with clinical CSVs and small NIfTI images."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, HPV_COLUMN
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = str(Path(sys.executable).with_name("bench"))
+
+
+def write_tiny_hecktor(root: Path, per_centre=(12, 10, 8), images: bool = True, seed: int = 0) -> Path:
+    """A small cohort over len(per_centre) centres, informative clinical covariates, ~35 % events."""
+    rng = np.random.default_rng(seed)
+    centres = ["CHUM", "CHUP", "MDA", "HGJ", "CHUV"][: len(per_centre)]
+    ids, cid = [], []
+    for k, (c, n) in enumerate(zip(centres, per_centre)):
+        ids += [f"{c}-{i:03d}" for i in range(1, n + 1)]
+        cid += [k + 1] * n
+    n = len(ids)
+    age = rng.normal(62, 9, n).round()
+    hpv = (rng.uniform(size=n) < 0.6).astype(float)
+    ecog = rng.integers(0, 3, n).astype(float)
+    eta = 0.05 * (age - 62) - 0.8 * hpv + 0.5 * ecog
+    t = 800 * rng.exponential(size=n) * np.exp(-eta)
+    cens = rng.uniform(300, 2500, n)
+    event = (t <= cens).astype(int)
+    time = np.maximum(1, np.minimum(t, cens)).round().astype(int)
+    hpv_obs = np.where(rng.uniform(size=n) < 0.2, np.nan, hpv)
+    clinical = pd.DataFrame({
+        "PatientID": ids, "Task 1": 1, "Task 2": 1, "CenterID": cid,
+        "Gender": rng.choice(["M", "F"], n, p=[0.8, 0.2]), "Age": age, "Weight": rng.normal(75, 12, n).round(1),
+        "Tobacco": rng.integers(0, 2, n).astype(float), "Alcohol": rng.integers(0, 2, n).astype(float),
+        "Performance status": ecog, HPV_COLUMN: hpv_obs, "Surgery": 0.0, "Chemotherapy": 1.0,
+    })[CLINICAL_COLUMNS]
+    root.mkdir(parents=True, exist_ok=True)
+    clinical.to_csv(root / CLINICAL_FILE, index=False)
+    pd.DataFrame({"PatientID": ids, "Relapse": event, "RFS": time}).to_csv(root / ENDPOINT_FILE, index=False)
+    if images:
+        (root / "imagesTr").mkdir(exist_ok=True)
+        (root / "labelsTr").mkdir(exist_ok=True)
+        for pid in ids:
+            ct = sitk.GetImageFromArray(rng.normal(40, 20, (8, 8, 8)).astype(np.float32))
+            ct.SetSpacing((2.0, 2.0, 2.0))
+            pet = sitk.GetImageFromArray(rng.gamma(2.0, 1.0, (6, 6, 6)).astype(np.float32))
+            pet.SetSpacing((3.0, 3.0, 3.0))
+            mask = np.zeros((8, 8, 8), np.uint8)
+            mask[3:5, 3:5, 3:5] = 1
+            lab = sitk.GetImageFromArray(mask)
+            lab.CopyInformation(ct)
+            sitk.WriteImage(ct, str(root / "imagesTr" / f"{pid}__CT.nii.gz"))
+            sitk.WriteImage(pet, str(root / "imagesTr" / f"{pid}__PT.nii.gz"))
+            sitk.WriteImage(lab, str(root / "labelsTr" / f"{pid}.nii.gz"))
+    return root
+
+
+def run_bench(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `bench` console script as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([BENCH, *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=600)

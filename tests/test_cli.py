@@ -1,0 +1,74 @@
+"""End to end, as a user runs it: the installed `bench` script on a HECKTOR-layout folder the test writes."""
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from helpers import run_bench
+
+
+@pytest.fixture(scope="module")
+def e2e(tiny_dataset_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("e2e") / "results"
+    done = run_bench("run", "--method", "coxph", "--protocol", "clean,noisy50,loco", "--dataset",
+                     f"hecktor2022:{tiny_dataset_dir}", "--scale", "smoke", "--results", str(results))
+    return done, results
+
+
+def test_run_prints_a_summary_and_stores_every_job(e2e):
+    done, results = e2e
+    assert done.returncode == 0, done.stderr
+    assert "cindex_harrell" in done.stdout and "5/5" in done.stdout and "3/3" in done.stdout
+    assert "13 job(s) run, 0 already done, 8 model(s) fitted" in done.stdout
+    assert (results / "runs.sqlite").is_file() and list((results / "splits").glob("*.json"))
+
+
+def test_rerun_skips_finished_jobs(e2e, tiny_dataset_dir):
+    _, results = e2e
+    again = run_bench("run", "-m", "coxph", "-p", "clean,noisy50,loco", "-d", f"hecktor2022:{tiny_dataset_dir}",
+                      "--scale", "smoke", "--results", str(results))
+    assert again.returncode == 0 and "0 job(s) run, 13 already done" in again.stdout
+
+
+def test_results_export_csv_json_table(e2e):
+    _, results = e2e
+    csv = run_bench("results", "--results", str(results), "--format", "csv")
+    frame = pd.read_csv(io.StringIO(csv.stdout))
+    assert len(frame) == 13 and set(frame.protocol) == {"clean", "noisy50", "loco"}
+    assert {"method", "protocol", "fold", "seed", "cindex_harrell", "status"} <= set(frame.columns)
+    assert frame.cindex_harrell.between(0, 1).all()
+    records = json.loads(run_bench("results", "--results", str(results), "--format", "json").stdout)
+    assert len(records) == 13
+    table = run_bench("results", "--results", str(results), "--summary")
+    assert table.returncode == 0 and "loco" in table.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "-m", "coxp"], "did you mean 'coxph'"),
+    (["run", "-m", "coxph", "-p", "noisy55"], "did you mean 'noisy50'"),
+    (["run", "-m", "coxph", "--set", "alpah=1"], "no selected method has a config key 'alpah'"),
+    (["run", "-m", "coxph", "--set", "alpha=[1]"], "expects float"),
+    (["run", "-m", "coxph", "--seed", "x"], "--seed 'x'"),
+    (["results", "--results", "/nonexistent/dir"], "no results store"),
+    (["protocols", "show", "nope"], "unknown protocol"),
+])
+def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message, tmp_path):
+    done = run_bench(*args, cwd=tmp_path)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_protocols_listing_and_show():
+    listing = run_bench("protocols")
+    assert listing.returncode == 0 and "noisy100" in listing.stdout and "center-split" in listing.stdout
+    shown = run_bench("protocols", "show", "noisy50")
+    assert shown.returncode == 0 and "fraction = 0.5" in shown.stdout and "hash" in shown.stdout
+
+
+def test_help_explains_the_commands():
+    out = run_bench("run", "--help").stdout
+    for flag in ("--method", "--protocol", "--dataset", "--scale", "--seed", "--set", "--results", "--device"):
+        assert flag in out

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+import bench
+from bench.data.hecktor import load_hecktor
+from bench.errors import BenchInputError
+from bench.protocols import load_protocol
+from bench.registry import register_method, unregister_method
+from bench.runner import plan_methods, run_jobs
+from bench.store import Store
+
+
+class Killer(bench.Method):
+    """Age as risk; ``kill_on_fit`` simulates the process being killed during the n-th fit."""
+
+    consumes = ("clinical",)
+    configs = {"smoke": {"w": 1.0}}
+    kill_on_fit: int | None = None
+    fits = 0
+
+    def fit(self, train, val):
+        type(self).fits += 1
+        if type(self).kill_on_fit == type(self).fits:
+            raise KeyboardInterrupt("simulated kill")
+        self.mean_ = float(train.clinical["Age"].mean())
+
+    def predict(self, cohort):
+        return bench.Prediction(self.config["w"] * (cohort.clinical["Age"].fillna(self.mean_).to_numpy()))
+
+
+@pytest.fixture
+def killer():
+    register_method("killer")(Killer)
+    Killer.kill_on_fit, Killer.fits = None, 0
+    yield Killer
+    unregister_method("killer")
+
+
+def _run(dataset, protocols, results, **kw):
+    return run_jobs(plan_methods(["killer"], "smoke", []), [load_protocol(p) for p in protocols], dataset,
+                    scale="smoke", seeds=[0], results_dir=results, **kw, progress=False)
+
+
+def _count(results, status=None):
+    return len(Store(results).rows(status))
+
+
+def test_resume_after_a_kill_redoes_only_the_unfinished_job(killer, tiny_dataset, tmp_path):
+    killer.kill_on_fit = 3
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_dataset, ["clean"], tmp_path)
+    rows = Store(tmp_path).rows()
+    assert [r["status"] for r in rows] == ["done", "done", "running"]
+    finished = {r["fold"]: r["finished_at"] for r in rows if r["status"] == "done"}
+    killer.kill_on_fit = None
+    report = _run(tiny_dataset, ["clean"], tmp_path)
+    assert report.skipped == 2 and report.ran == 3
+    rows = Store(tmp_path).rows()
+    assert len(rows) == 5 and {r["status"] for r in rows} == {"done"}
+    assert {r["fold"]: r["finished_at"] for r in rows if r["fold"] in finished} == finished
+    again = _run(tiny_dataset, ["clean"], tmp_path)
+    assert again.ran == 0 and again.skipped == 5 and _count(tmp_path) == 5
+
+
+def test_test_side_corruption_reuses_one_model_per_fold(killer, tiny_dataset, tmp_path):
+    report = _run(tiny_dataset, ["clean", "noisy50"], tmp_path)
+    assert report.fits == 5 and report.ran == 10
+    later = _run(tiny_dataset, ["noisy10", "noisy100"], tmp_path)
+    assert later.fits == 0 and later.reused_models == 5 and later.ran == 10
+    assert killer.fits == 5
+    rows = {(r["protocol"], r["fold"]): r for r in Store(tmp_path).rows()}
+    assert rows[("noisy10", 0)]["train_key"] == rows[("clean", 0)]["train_key"]
+    assert rows[("noisy10", 0)]["model_reused"] == 1
+
+
+def test_corruption_manifest_is_nested_and_stored(killer, tiny_dataset, tmp_path):
+    import json
+
+    _run(tiny_dataset, ["noisy10", "noisy50", "noisy100"], tmp_path)
+    manifests = {}
+    for r in Store(tmp_path).rows():
+        m = json.loads(r["corruption"])
+        assert m["affects_inputs"] is False  # a clinical-only method's inputs are untouched
+        manifests.setdefault(r["protocol"], set()).update(p for p, e in m["patients"].items() if e["corrupted"])
+    assert manifests["noisy10"] <= manifests["noisy50"] <= manifests["noisy100"]
+    assert manifests["noisy100"] == set(tiny_dataset.ids)
+
+
+def test_predictions_are_stored_per_patient(killer, tiny_dataset, tmp_path):
+    from bench.store import unpack_arrays
+
+    _run(tiny_dataset, ["clean"], tmp_path)
+    row = Store(tmp_path).rows()[0]
+    arrays = unpack_arrays(row["predictions"])
+    assert len(arrays["ids"]) == len(arrays["risk"]) == len(arrays["time"]) == len(arrays["event"])
+    assert len(arrays["train_risk"]) == len(arrays["train_ids"]) == 30 - len(arrays["ids"])
+    age = tiny_dataset.clinical.loc[list(arrays["ids"]), "Age"].to_numpy()
+    np.testing.assert_allclose(arrays["risk"], age)
+
+
+def test_two_runs_never_duplicate_a_row(killer, tiny_dataset, tmp_path):
+    _run(tiny_dataset, ["clean"], tmp_path)
+    _run(tiny_dataset, ["clean"], tmp_path)
+    assert _count(tmp_path) == 5
+    row = Store(tmp_path).rows()[0]
+    with sqlite3.connect(tmp_path / "runs.sqlite") as con, pytest.raises(sqlite3.IntegrityError):
+        con.execute(
+            "INSERT INTO runs (method, config_hash, dataset_fp, protocol_hash, fold, seed, status) "
+            "VALUES (?,?,?,?,?,?,'done')",
+            tuple(row[k] for k in ("method", "config_hash", "dataset_fp", "protocol_hash", "fold", "seed")),
+        )
+
+
+def test_a_method_bug_is_recorded_and_the_sweep_goes_on(killer, tiny_dataset, tmp_path, monkeypatch):
+    def broken(self, train, val):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Killer, "fit", broken)
+    report = _run(tiny_dataset, ["clean"], tmp_path)
+    assert len(report.failed) == 5
+    rows = Store(tmp_path).rows()
+    assert {r["status"] for r in rows} == {"failed"} and "boom" in rows[0]["error"]
+
+
+def test_a_non_database_store_is_refused_and_left_untouched(tmp_path):
+    (tmp_path / "runs.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(BenchInputError, match="not a usable results database"):
+        Store(tmp_path)
+    assert (tmp_path / "runs.sqlite").read_bytes() == b"not a database at all" * 100
+
+
+def test_config_changes_make_new_rows_not_overwrites(killer, tiny_dataset, tmp_path):
+    _run(tiny_dataset, ["clean"], tmp_path)
+    plans = plan_methods(["killer"], "smoke", ["w=2"])
+    run_jobs(plans, [load_protocol("clean")], tiny_dataset, scale="smoke", seeds=[0], results_dir=tmp_path,
+             progress=False)
+    rows = Store(tmp_path).rows()
+    assert len(rows) == 10 and len({r["config_hash"] for r in rows}) == 2
