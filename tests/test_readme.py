@@ -1,0 +1,30 @@
+"""The README's tour is run as written, so it cannot rot."""
+from __future__ import annotations
+
+import re
+import shlex
+
+from helpers import ROOT, run_bench
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_starts_with_the_two_commands():
+    first_block = README.split("```")[1]
+    commands = [l.split("#")[0].strip() for l in first_block.splitlines()[1:] if l.strip()]
+    assert commands == ["make bench", "make test"]
+
+
+def test_makefile_targets_exist():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^bench:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+    assert "torch==2.13.0" in makefile
+
+
+def test_tour_commands_run(tmp_path):
+    commands = re.findall(r"^\$ (bench .+)$", README, re.M)
+    assert len(commands) >= 6
+    for command in commands:
+        done = run_bench(*shlex.split(command)[1:], cwd=tmp_path)
+        assert done.returncode == 0, (command, done.stderr)
+    assert (tmp_path / "results" / "runs.sqlite").is_file()
