@@ -72,3 +72,33 @@ def test_help_explains_the_commands():
     out = run_bench("run", "--help").stdout
     for flag in ("--method", "--protocol", "--dataset", "--scale", "--seed", "--set", "--results", "--device"):
         assert flag in out
+
+
+def test_a_failing_method_job_exits_1_and_is_recorded(tiny_dataset_dir, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bench\n"
+        "from bench.cli import main\n"
+        "@bench.register_method('broken')\n"
+        "class Broken(bench.Method):\n"
+        "    configs = {'smoke': {}}\n"
+        "    def fit(self, train, val):\n"
+        "        raise RuntimeError('internal failure in fit')\n"
+        f"sys.argv = ['bench', 'run', '-m', 'broken', '--scale', 'smoke', '-d', 'hecktor2022:{tiny_dataset_dir}',"
+        f" '--results', '{tmp_path}']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert "internal failure in fit" in done.stderr and "5 job(s) failed" in done.stderr
+    csv = run_bench("results", "--results", str(tmp_path), "--format", "csv").stdout
+    assert csv.count("failed") == 5
+
+
+def test_data_demo_writes_a_hecktor_folder(tmp_path):
+    done = run_bench("data", "demo", "--out", str(tmp_path / "demo"), "--seed", "1")
+    assert done.returncode == 0 and "489 patients" in done.stdout and "7 centres" in done.stdout
+    run = run_bench("run", "-m", "coxph", "-d", f"hecktor2022:{tmp_path / 'demo'}", "--results", str(tmp_path / "r"))
+    assert run.returncode == 0, run.stderr
