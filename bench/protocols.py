@@ -62,22 +62,21 @@ class Protocol:
 Check = Callable[[Any], str | None]  # returns a complaint or None
 
 
-def _is(t: type | tuple[type, ...], what: str) -> Check:
-    def check(v: Any) -> str | None:
-        if isinstance(v, bool) and bool not in (t if isinstance(t, tuple) else (t,)):
-            return f"must be {what}"
-        return None if isinstance(v, t) else f"must be {what}"
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-    return check
+
+def _is(t: type, what: str) -> Check:
+    return lambda v: None if isinstance(v, t) else f"must be {what}"
 
 
 def _int_min(lo: int) -> Check:
-    return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= lo else f"must be an integer >= {lo}"
+    return lambda v: None if _number(v) and isinstance(v, int) and v >= lo else f"must be an integer >= {lo}"
 
 
 def _fraction(lo_open: bool, hi: float) -> Check:
     def check(v: Any) -> str | None:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > 0 if lo_open else v >= 0) and v <= hi
+        ok = _number(v) and (v > 0 if lo_open else v >= 0) and v <= hi
         return None if ok else f"must be a number in {'(' if lo_open else '['}0, {hi}]"
 
     return check
@@ -104,19 +103,16 @@ def _str_list(v: Any) -> str | None:
     return None
 
 
-def _levels(positive: bool = True) -> Check:
-    def check(v: Any) -> str | None:
-        if not isinstance(v, dict) or set(v) != set(LEVELS):
-            return f"must be a table with exactly the keys {list(LEVELS)}"
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v.values()):
-            return "values must be positive numbers"
-        return None
-
-    return check
+def _levels(v: Any) -> str | None:
+    if not isinstance(v, dict) or set(v) != set(LEVELS):
+        return f"must be a table with exactly the keys {list(LEVELS)}"
+    if not all(_number(x) and x > 0 for x in v.values()):
+        return "values must be positive numbers"
+    return None
 
 
 def _horizons(v: Any) -> str | None:
-    ok = isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)
+    ok = isinstance(v, list) and v and all(_number(x) and x > 0 for x in v)
     return None if ok and sorted(v) == v else "must be an increasing list of positive numbers (years)"
 
 
@@ -133,7 +129,7 @@ CORRUPTION = {
     "noise": {
         "kind": _one_of(CORRUPTION_KINDS), "fraction": _fraction(True, 1.0), "seed": _int_min(0),
         "apply_to": _subset_of(("train", "test")), "ct_level": _one_of(LEVELS), "pet_level": _one_of(LEVELS),
-        "ct_sigma": _levels(), "pet_counts_per_suv": _levels(),
+        "ct_sigma": _levels, "pet_counts_per_suv": _levels,
     },
 }
 METRICS = {
@@ -235,9 +231,8 @@ def resolve_protocols(spec: str) -> list[Protocol]:
 
 
 def protocol_text(spec: str) -> str:
-    path = Path(spec).expanduser()
-    if spec.endswith(".toml") or path.is_file():
-        load_protocol(spec)
-        return path.read_text()
-    load_protocol(spec)
-    return (_builtin_dir() / f"{spec}.toml").read_text()
+    """The file text of a protocol (after validating it), for `bench protocols show`."""
+    protocol = load_protocol(spec)
+    if protocol.source.startswith("builtin:"):
+        return (_builtin_dir() / f"{protocol.name}.toml").read_text()
+    return Path(protocol.source).read_text()
