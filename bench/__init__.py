@@ -3,11 +3,16 @@
 The public face for plugin authors: ``Method``, ``Prediction``, ``RunContext``, ``Cohort`` and
 ``register_method``. Importing ``bench`` is light (no torch, no method modules).
 """
+from importlib.metadata import PackageNotFoundError, version
+
 from bench.data.cohort import Cohort
 from bench.errors import BenchInputError
 from bench.method import Method, Prediction, RunContext
 from bench.registry import register_method
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("survbench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = ["BenchInputError", "Cohort", "Method", "Prediction", "RunContext", "register_method", "__version__"]

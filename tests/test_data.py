@@ -112,3 +112,11 @@ def test_image_method_refuses_clinical_only_dataset(tiny_clinical_dir):
 
     with pytest.raises(BenchInputError, match="has no images"):
         check_dataset_fits("img", ImageOnly, load_hecktor(tiny_clinical_dir))
+
+
+def test_byte_order_mark_and_padded_ids_are_accepted(tiny_clinical_dir, tmp_path):
+    d = _copy(tiny_clinical_dir, tmp_path)
+    text = (d / ENDPOINT_FILE).read_text()
+    (d / ENDPOINT_FILE).write_text("\ufeff" + text.replace("CHUM-001,", " CHUM-001 ,"), encoding="utf-8")
+    ds = load_hecktor(d)
+    assert "CHUM-001" in ds.outcomes.index and len(ds.ids) == 30

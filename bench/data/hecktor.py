@@ -80,10 +80,14 @@ def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFr
         problems.append(f"{path}: file missing")
         return None
     try:
-        table = pd.read_csv(path, dtype={"PatientID": str})
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+        table = pd.read_csv(path, dtype={"PatientID": str}, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         problems.append(f"{path}: cannot be parsed as CSV ({exc})")
         return None
+    table.columns = [str(c).strip() for c in table.columns]
+    if "PatientID" in table.columns:
+        table["PatientID"] = table["PatientID"].str.strip()
     missing = [c for c in required if c not in table.columns]
     if missing:
         problems.append(f"{path}: missing column(s) {missing}")
