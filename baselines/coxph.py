@@ -57,6 +57,19 @@ class CoxPH(Method):
     produces = ("risk", "survival")
     configs = {"smoke": dict(_CONFIG), "quick": dict(_CONFIG), "paper": dict(_CONFIG)}
 
+    @classmethod
+    def check_config(cls, config: dict) -> list[str]:
+        problems = []
+        if not (np.isfinite(config["alpha"]) and config["alpha"] >= 0):
+            problems.append(f"alpha = {config['alpha']} must be a finite number >= 0")
+        if config["ties"] not in ("breslow", "efron"):
+            problems.append(f"ties = {config['ties']!r} must be 'breslow' or 'efron'")
+        if config["n_iter"] < 1:
+            problems.append(f"n_iter = {config['n_iter']} must be >= 1")
+        if config["n_times"] < 2:
+            problems.append(f"n_times = {config['n_times']} must be >= 2")
+        return problems
+
     def fit(self, train: Cohort, val: Cohort) -> None:
         data = train.union(val) if len(val) else train  # no early stopping: use every training patient
         x = _as_object(data.clinical)

@@ -24,6 +24,9 @@ class BenchGroup(click.Group):
         except BenchInputError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: finished jobs are stored; run the same command again to resume", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -155,10 +158,7 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
     from bench.runner import plan_methods, resolve_device, run_jobs
     from bench.store import Store
 
-    try:
-        seeds = [int(s) for s in seed.split(",") if s.strip()]
-    except ValueError:
-        raise BenchInputError(f"--seed {seed!r}: expected integers, comma-separated") from None
+    seeds = parse_seeds(seed)
     names = resolve_names(method)
     protocols = resolve_protocols(protocol)
     plans = plan_methods(names, scale, list(overrides))
@@ -188,20 +188,36 @@ def results_cmd(results: Path, fmt: str, summary: bool) -> None:
     """Export stored runs: one row per (method, protocol, fold, seed) with its metric columns."""
     from tabulate import tabulate
 
-    from bench.results import metric_columns, results_frame, summarise
+    from bench.results import metric_columns, results_frame, summarise, summary_numbers
     from bench.store import Store
 
     frame = results_frame(Store(results, create=False))
-    if summary:
-        frame = summarise(frame)
+    if summary:  # numbers for csv/json (load into pandas), "mean ± sd" text for the table
+        frame = summarise(frame) if fmt == "table" else summary_numbers(frame)
     if fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
     elif fmt == "json":
         click.echo(frame.to_json(orient="records", indent=1))
     else:
-        shown = frame.round({c: 4 for c in metric_columns(frame)} | {"fit_seconds": 2, "predict_seconds": 2})
+        shown = frame if summary else frame.round(
+            {c: 4 for c in metric_columns(frame)} | {"fit_seconds": 2, "predict_seconds": 2}
+        ).assign(error=frame.error.fillna("").map(lambda e: e.strip().splitlines()[-1] if e.strip() else ""))
         click.echo(tabulate(shown, headers="keys", showindex=False, disable_numparse=True)
                    if not frame.empty else "no runs stored")
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """``--seed 0,1,2`` → [0, 1, 2]: integers in [0, 2**32), duplicates dropped, at least one."""
+    try:
+        seeds = list(dict.fromkeys(int(s) for s in spec.split(",") if s.strip()))
+    except ValueError:
+        raise BenchInputError(f"--seed {spec!r}: expected integers, comma-separated") from None
+    if not seeds:
+        raise BenchInputError("--seed is empty")
+    bad = [s for s in seeds if not 0 <= s < 2**32]
+    if bad:
+        raise BenchInputError(f"--seed {bad[0]}: seeds must lie in [0, 2**32)")
+    return seeds
 
 
 def main() -> None:

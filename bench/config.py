@@ -64,6 +64,9 @@ def resolve_config(name: str, cls: type[Method], scale: str, overrides: list[str
                 f"got {type(value).__name__} {value!r}"
             )
         node[parts[-1]] = float(value) if isinstance(default, float) else value
+    complaints = cls.check_config(config)
+    if complaints:
+        raise BenchInputError(f"method {name!r} config (scale {scale}): " + "; ".join(complaints))
     return config
 
 

@@ -10,8 +10,13 @@ class BenchInputError(Exception):
     """Bad input: the message names what and where, and what to do about it."""
 
 
-class PredictionError(BenchInputError):
-    """A method returned a prediction that breaks the contract (shape, NaN, length)."""
+class PredictionError(ValueError):
+    """A method returned a prediction that breaks the contract (shape, NaN, length): a bug in the method,
+    recorded as a failed job (the sweep goes on), not bad user input."""
+
+    def __init__(self, method: str, detail: str):
+        super().__init__(f"method {method!r}: {detail}")
+        self.method, self.detail = method, detail
 
 
 class OutcomeLeakError(AttributeError):

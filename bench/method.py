@@ -59,6 +59,12 @@ class Method:
     def config(self) -> dict[str, Any]:
         return self.ctx.config
 
+    @classmethod
+    def check_config(cls, config: dict[str, Any]) -> list[str]:
+        """Complaints about a resolved config (e.g. a negative learning rate); empty when it is fine.
+        Called before any training, so a bad ``--set`` value is an input error, not a crashed job."""
+        return []
+
     def fit(self, train: Cohort, val: Cohort) -> None:
         raise NotImplementedError(f"{type(self).__name__}.fit")
 
@@ -92,39 +98,38 @@ class Prediction:
     n_expected: int | None = None
 
     def __post_init__(self) -> None:
-        who = f"method {self.method!r}"
         risk = np.asarray(self.risk, dtype=float)
         if risk.ndim == 2 and risk.shape[1] == 1:
             risk = risk[:, 0]
         if risk.ndim != 1:
-            raise PredictionError(f"{who}: risk must be 1-D (n_patients,), got shape {risk.shape}")
+            raise PredictionError(self.method, f"risk must be 1-D (n_patients,), got shape {risk.shape}")
         if self.n_expected is not None and len(risk) != self.n_expected:
             raise PredictionError(
-                f"{who}: risk has {len(risk)} values but the cohort has {self.n_expected} patients"
+                self.method, f"risk has {len(risk)} values but the cohort has {self.n_expected} patients"
             )
         if not np.all(np.isfinite(risk)):
             bad = int(np.sum(~np.isfinite(risk)))
-            raise PredictionError(f"{who}: risk has {bad} NaN/inf value(s)")
+            raise PredictionError(self.method, f"risk has {bad} NaN/inf value(s)")
         self.risk = risk
         if (self.survival is None) != (self.times is None):
-            raise PredictionError(f"{who}: survival and times must be given together")
+            raise PredictionError(self.method, "survival and times must be given together")
         if self.survival is not None:
             surv = np.asarray(self.survival, dtype=float)
             times = np.asarray(self.times, dtype=float)
             if times.ndim != 1 or len(times) == 0:
-                raise PredictionError(f"{who}: times must be a non-empty 1-D array, got shape {times.shape}")
+                raise PredictionError(self.method, f"times must be a non-empty 1-D array, got shape {times.shape}")
             if np.any(np.diff(times) <= 0) or not np.all(np.isfinite(times)):
-                raise PredictionError(f"{who}: times must be finite and strictly increasing")
+                raise PredictionError(self.method, "times must be finite and strictly increasing")
             if surv.shape != (len(risk), len(times)):
                 raise PredictionError(
-                    f"{who}: survival must have shape (n_patients, n_times) = {(len(risk), len(times))},"
+                    self.method, f"survival must have shape (n_patients, n_times) = {(len(risk), len(times))},"
                     f" got {surv.shape}"
                 )
             if not np.all(np.isfinite(surv)):
-                raise PredictionError(f"{who}: survival has NaN/inf values")
+                raise PredictionError(self.method, "survival has NaN/inf values")
             if surv.min() < -1e-6 or surv.max() > 1 + 1e-6:
-                raise PredictionError(f"{who}: survival values must lie in [0, 1]")
+                raise PredictionError(self.method, "survival values must lie in [0, 1]")
             self.survival = np.clip(surv, 0.0, 1.0)
             self.times = times
         if self.segmentation is not None and not isinstance(self.segmentation, dict):
-            raise PredictionError(f"{who}: segmentation must be a dict {{patient id: label map}}")
+            raise PredictionError(self.method, f"segmentation must be a dict {{patient id: label map}}")

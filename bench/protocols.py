@@ -7,6 +7,8 @@ The content hash (of the parsed content, so comments do not count) is stored wit
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -62,16 +64,27 @@ class Protocol:
 Check = Callable[[Any], str | None]  # returns a complaint or None
 
 
+MAX_SEED = 2**32 - 1
+
+
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _is(t: type, what: str) -> Check:
-    return lambda v: None if isinstance(v, t) else f"must be {what}"
+def _text(v: Any) -> str | None:
+    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
 
 
-def _int_min(lo: int) -> Check:
-    return lambda v: None if _number(v) and isinstance(v, int) and v >= lo else f"must be an integer >= {lo}"
+def _table(v: Any) -> str | None:
+    return None if isinstance(v, dict) else "must be a table"
+
+
+def _int_in(lo: int, hi: int) -> Check:
+    def check(v: Any) -> str | None:
+        ok = _number(v) and isinstance(v, int) and lo <= v <= hi
+        return None if ok else f"must be an integer in [{lo}, {hi}]"
+
+    return check
 
 
 def _fraction(lo_open: bool, hi: float) -> Check:
@@ -116,25 +129,25 @@ def _horizons(v: Any) -> str | None:
     return None if ok and sorted(v) == v else "must be an increasing list of positive numbers (years)"
 
 
-TOP = {"name": _is(str, "a string"), "version": _is(str, "a string"), "description": _is(str, "a string"),
-       "split": _is(dict, "a table"), "corruption": _is(dict, "a table"), "metrics": _is(dict, "a table")}
-SPLIT_COMMON = {"kind": _one_of(SPLIT_KINDS), "seed": _int_min(0), "val_fraction": _fraction(False, 0.5)}
+TOP = {"name": _text, "version": _text, "description": _text, "split": _table, "corruption": _table,
+       "metrics": _table}
+SPLIT_COMMON = {"kind": _one_of(SPLIT_KINDS), "seed": _int_in(0, MAX_SEED), "val_fraction": _fraction(False, 0.5)}
 SPLIT = {
-    "kfold": {**SPLIT_COMMON, "n_folds": _int_min(2), "stratify": _subset_of(("event", "centre"), nonempty=False)},
+    "kfold": {**SPLIT_COMMON, "n_folds": _int_in(2, 100), "stratify": _subset_of(("event", "centre"), nonempty=False)},
     "loco": dict(SPLIT_COMMON),
     "center-split": {**SPLIT_COMMON, "train_centres": _str_list, "test_centres": _str_list},
 }
 CORRUPTION = {
     "none": {"kind": _one_of(CORRUPTION_KINDS)},
     "noise": {
-        "kind": _one_of(CORRUPTION_KINDS), "fraction": _fraction(True, 1.0), "seed": _int_min(0),
+        "kind": _one_of(CORRUPTION_KINDS), "fraction": _fraction(True, 1.0), "seed": _int_in(0, MAX_SEED),
         "apply_to": _subset_of(("train", "test")), "ct_level": _one_of(LEVELS), "pet_level": _one_of(LEVELS),
         "ct_sigma": _levels, "pet_counts_per_suv": _levels,
     },
 }
 METRICS = {
     "primary": _one_of(METRIC_KEYS), "report": _subset_of(METRIC_KEYS), "horizons_years": _horizons,
-    "bootstrap": _int_min(0), "bootstrap_seed": _int_min(0), "logrank_split": _one_of(("train-median",)),
+    "bootstrap": _int_in(0, 1_000_000), "bootstrap_seed": _int_in(0, MAX_SEED), "logrank_split": _one_of(("train-median",)),
 }
 
 
@@ -199,13 +212,18 @@ def _load_text(text: str, source: str) -> Protocol:
 
 
 def load_protocol(spec: str) -> Protocol:
-    """A shipped protocol by name (``noisy50``) or a user's TOML file by path."""
+    """A shipped protocol by name (``noisy50``) or a user's TOML file by path (ends in .toml or has a /;
+    a shipped name always means the shipped file, whatever lies in the current folder)."""
+    names = builtin_names()
     path = Path(spec).expanduser()
-    if spec.endswith(".toml") or path.is_file():
+    if spec not in names and (spec.endswith(".toml") or "/" in spec or os.sep in spec or path.is_file()):
         if not path.is_file():
             raise BenchInputError(f"protocol file {path} does not exist")
-        return _load_text(path.read_text(), str(path))
-    names = builtin_names()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError) as exc:
+            raise BenchInputError(f"protocol file {path} cannot be read as UTF-8 text ({exc})") from None
+        return _load_text(text, str(path))
     if spec not in names:
         close = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
         hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""

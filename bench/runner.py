@@ -25,7 +25,7 @@ from bench.config import config_hash, overrides_by_method, resolve_config
 from bench.corruptions import corruption_manifest
 from bench.data import Dataset, cache_dir
 from bench.env import environment
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, PredictionError
 from bench.hashing import content_hash
 from bench.method import SCALES, Method, Prediction, RunContext
 from bench.metrics import SCORERS
@@ -103,16 +103,18 @@ def _train_key(plan: MethodPlan, dataset: Dataset, protocol: Protocol, fold: Fol
     }, 24)
 
 
-def _score(protocol: Protocol, test_time, test_event, pred: Prediction) -> dict[str, float]:
+def _score(protocol: Protocol, test_time, test_event, pred: Prediction) -> tuple[dict[str, float | None], list[str]]:
+    """Every reported metric that is implemented; a NaN comes with the reason its warning gave."""
     scores = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for key in protocol.metrics["report"]:
             if key in SCORERS:
                 scores[key] = SCORERS[key](test_time, test_event, pred.risk)
-    for w in caught:
-        log.warning("%s", w.message)
-    return {k: (None if v is None or np.isnan(v) else float(v)) for k, v in scores.items()}
+    notes = [str(w.message) for w in caught]
+    for note in notes:
+        log.warning("%s", note)
+    return {k: (None if v is None or np.isnan(v) else float(v)) for k, v in scores.items()}, notes
 
 
 def run_jobs(
@@ -207,7 +209,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
         outcomes = dataset.outcomes
         for pr, key in pending:
             manifest = corruption_manifest(
-                dataset.name, pr.corruption, fold.test,
+                dataset.fingerprint, pr.corruption, fold.test,
                 affects_inputs=any(c in IMAGE_INPUTS for c in plan.cls.consumes),
             )
             t0 = time.perf_counter()
@@ -215,9 +217,9 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             predict_seconds = time.perf_counter() - t0
             test_time = outcomes.loc[list(fold.test), "time"].to_numpy()
             test_event = outcomes.loc[list(fold.test), "event"].to_numpy()
-            metrics = _score(pr, test_time, test_event, pred)
+            metrics, notes = _score(pr, test_time, test_event, pred)
             store.finish(
-                key, metrics=metrics, corruption=manifest, fit_seconds=fit_seconds,
+                key, metrics=metrics, notes=notes, corruption=manifest, fit_seconds=fit_seconds,
                 predict_seconds=predict_seconds, model_reused=reused,
                 predictions={
                     "ids": np.asarray(fold.test, dtype=str), "risk": pred.risk, "time": test_time,
@@ -234,8 +236,8 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             if store.status(key) != "done":
                 store.fail(key, str(exc))
         raise
-    except Exception:  # a method's own bug: record it, go on with the sweep, exit 1 at the end
-        err = traceback.format_exc()
+    except Exception as exc:  # a method's own bug: record it, go on with the sweep, exit 1 at the end
+        err = str(exc) if isinstance(exc, PredictionError) else traceback.format_exc()
         for _, key in pending:
             if store.status(key) != "done":
                 store.fail(key, err)
@@ -246,11 +248,12 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
 
 def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str], name: str) -> Prediction:
     cohort = dataset.cohort(ids, with_outcomes=False, with_mask=plan.cls.needs_mask_at_test, name=name)
-    pred = method.predict(cohort)
+    try:
+        pred = method.predict(cohort)
+    except PredictionError as exc:  # built inside the method, perhaps without its registered name
+        raise PredictionError(plan.name, exc.detail) from None
     if not isinstance(pred, Prediction):
-        raise BenchInputError(
-            f"method {plan.name!r}: predict() must return a bench.Prediction, got {type(pred).__name__}"
-        )
+        raise PredictionError(plan.name, f"predict() must return a bench.Prediction, got {type(pred).__name__}")
     # Re-validate against this cohort and name the method in any message.
     return Prediction(pred.risk, pred.survival, pred.times, pred.segmentation, method=plan.name, n_expected=len(ids))
 

@@ -42,9 +42,12 @@ def _strata(dataset: Dataset, ids: np.ndarray, keys: list[str], n_splits: int) -
         values, counts = np.unique(labels, return_counts=True)
         small = set(values[counts < n_splits])
         if not small:
-            break
+            return labels
         labels = np.where(np.isin(labels, list(small)), fallback, labels)
-    return labels
+    # A remainder can still be too small (a 1-patient centre): fold it into the largest stratum.
+    values, counts = np.unique(labels, return_counts=True)
+    small = values[counts < n_splits]
+    return np.where(np.isin(labels, small), values[np.argmax(counts)], labels)
 
 
 def make_folds(dataset: Dataset, split: dict) -> list[Fold]:

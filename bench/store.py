@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS runs (
     status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
     error TEXT, started_at TEXT, finished_at TEXT,
     fit_seconds REAL, predict_seconds REAL, model_reused INTEGER,
-    config TEXT, protocol_content TEXT, env TEXT, metrics TEXT, corruption TEXT, predictions BLOB,
+    config TEXT, protocol_content TEXT, env TEXT, metrics TEXT, notes TEXT, corruption TEXT, predictions BLOB,
     UNIQUE (method, config_hash, dataset_fp, protocol_hash, fold, seed)
 );
 CREATE TABLE IF NOT EXISTS models (
@@ -90,7 +90,10 @@ class Store:
             raise BenchInputError(f"no results store at {self.db_path} (run `bench run --results {self.root}` first)")
         if self.root.exists() and not self.root.is_dir():
             raise BenchInputError(f"--results {self.root} exists and is not a directory")
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchInputError(f"--results {self.root}: cannot create the directory ({exc})") from None
         try:
             with self._connect() as con:
                 con.executescript(SCHEMA)
@@ -140,13 +143,13 @@ class Store:
                  json.dumps(info["protocol_content"]), json.dumps(info["env"])),
             )
 
-    def finish(self, key: RunKey, *, metrics: dict, corruption: dict, predictions: dict[str, Any],
+    def finish(self, key: RunKey, *, metrics: dict, notes: list[str], corruption: dict, predictions: dict[str, Any],
                fit_seconds: float, predict_seconds: float, model_reused: bool) -> None:
         with self._connect() as con:
             con.execute(
                 f"""UPDATE runs SET status='done', error=NULL, finished_at=?, fit_seconds=?, predict_seconds=?,
-                    model_reused=?, metrics=?, corruption=?, predictions=? WHERE {WHERE_KEY}""",
-                (now(), fit_seconds, predict_seconds, int(model_reused), json.dumps(metrics),
+                    model_reused=?, metrics=?, notes=?, corruption=?, predictions=? WHERE {WHERE_KEY}""",
+                (now(), fit_seconds, predict_seconds, int(model_reused), json.dumps(metrics), "; ".join(notes) or None,
                  json.dumps(corruption), pack_arrays(predictions), *key.as_tuple()),
             )
 

@@ -102,3 +102,22 @@ def test_data_demo_writes_a_hecktor_folder(tmp_path):
     assert done.returncode == 0 and "489 patients" in done.stdout and "7 centres" in done.stdout
     run = run_bench("run", "-m", "coxph", "-d", f"hecktor2022:{tmp_path / 'demo'}", "--results", str(tmp_path / "r"))
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "-m", "coxph", "--set", "alpha=-1"], "alpha = -1.0 must be a finite number >= 0"),
+    (["run", "-m", "coxph", "--set", "ties=foo"], "ties = 'foo'"),
+    (["run", "-m", "coxph", "--seed", ","], "--seed is empty"),
+    (["run", "-m", "coxph", "--seed", "99999999999999999999"], "seeds must lie in"),
+    (["run", "-m", "coxph", "-d", "demo:-5"], "demo seed must be"),
+])
+def test_more_bad_input_exits_2(args, message, tmp_path):
+    done = run_bench(*args, "--results", str(tmp_path / "r"), cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "r" / "models").exists()  # nothing trained before the error
+
+
+def test_duplicate_seeds_run_once(tiny_dataset_dir, tmp_path):
+    done = run_bench("run", "-m", "coxph", "--seed", "0,0", "--scale", "smoke", "-d",
+                     f"hecktor2022:{tiny_dataset_dir}", "--results", str(tmp_path))
+    assert done.returncode == 0 and "5 job(s) run" in done.stdout

@@ -61,7 +61,7 @@ def test_user_protocol_file_and_hash_ignores_comments(tmp_path):
     [
         (("n_folds = 5", "n_folds = 5\nshuffle = true"), r"unknown key split\.'shuffle'"),
         (("kind = \"kfold\"", "kind = \"bootstrap\""), r"split\.kind = 'bootstrap'"),
-        (("n_folds = 5", "n_folds = 1"), r"split\.n_folds = 1 must be an integer >= 2"),
+        (("n_folds = 5", "n_folds = 1"), r"split\.n_folds = 1 must be an integer in \[2, 100\]"),
         (("n_folds = 5", "n_folds = \"5\""), r"split\.n_folds"),
         (("val_fraction = 0.2", "val_fraction = 0.9"), r"split\.val_fraction"),
         (("bootstrap = 1000", "bootstrap = -1"), r"metrics\.bootstrap"),
@@ -99,3 +99,25 @@ def test_unknown_protocol_name_suggests():
     with pytest.raises(BenchInputError, match="did you mean 'noisy50'"):
         load_protocol("noisy55")
     assert [p.name for p in resolve_protocols("clean, noisy50,clean")] == ["clean", "noisy50"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("seed = 2022", "seed = 99999999999999999"), r"split\.seed"),
+    (('name = "mine"', 'name = " "'), r"name = ' ' must be a non-empty string"),
+    (("horizons_years = [1, 2, 3, 5]", "horizons_years = [1, inf]"), r"metrics\.horizons_years"),
+    (("bootstrap = 1000", "bootstrap = 10000000000000000"), r"metrics\.bootstrap"),
+])
+def test_out_of_range_values(tmp_path, edit, message):
+    text = _clean_text().replace('name = "clean"', 'name = "mine"')
+    with pytest.raises(BenchInputError, match=message):
+        load_protocol(_write(tmp_path, text.replace(*edit, 1)))
+
+
+def test_non_utf8_file_and_shadowing_file_in_cwd(tmp_path, monkeypatch):
+    bad = tmp_path / "latin.toml"
+    bad.write_bytes(b"\xff\xfe name")
+    with pytest.raises(BenchInputError, match="UTF-8"):
+        load_protocol(str(bad))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clean").write_text("notes, not a protocol")
+    assert load_protocol("clean").source == "builtin:clean"

@@ -97,3 +97,25 @@ def test_validation_carve_is_stratified_disjoint_and_seeded(demo, tmp_path):
     assert abs(ev.loc[val].mean() - ev.loc[list(fold.train)].mean()) < 0.03
     assert plan.fit_val(fold, 1)[1] != val
     assert plan.fit_val(fold, 0)[1] == val
+
+
+def test_a_one_patient_centre_still_splits(tiny_dataset_dir, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    from bench.data.hecktor import CLINICAL_FILE, ENDPOINT_FILE, load_hecktor
+
+    d = tmp_path / "ds"
+    shutil.copytree(tiny_dataset_dir, d)
+    shutil.rmtree(d / "imagesTr"), shutil.rmtree(d / "labelsTr")
+    for name in (CLINICAL_FILE, ENDPOINT_FILE):
+        f = pd.read_csv(d / name, dtype={"PatientID": str})
+        f.loc[0, "PatientID"] = "NEW-001"
+        f.to_csv(d / name, index=False)
+    ds = load_hecktor(d)
+    for protocol in ("clean", "loco"):
+        plan = split_plan(ds, load_protocol(protocol).split, tmp_path / protocol, seeds=[0])
+        for fold in plan.folds:
+            fit, val = plan.fit_val(fold, 0)
+            assert set(fit) | set(val) == set(fold.train)

@@ -140,3 +140,31 @@ def test_config_changes_make_new_rows_not_overwrites(killer, tiny_dataset, tmp_p
              progress=False)
     rows = Store(tmp_path).rows()
     assert len(rows) == 10 and len({r["config_hash"] for r in rows}) == 2
+
+
+def test_a_bad_prediction_is_a_failed_job_naming_the_method(killer, tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(Killer, "predict", lambda self, cohort: bench.Prediction(np.full(len(cohort), np.nan)))
+    report = _run(tiny_dataset, ["clean"], tmp_path)
+    assert len(report.failed) == 5
+    assert "method 'killer': risk has" in Store(tmp_path).rows()[0]["error"]
+
+
+def test_summary_keeps_different_configs_apart(killer, tiny_dataset, tmp_path):
+    from bench.results import results_frame, summarise, summary_numbers
+
+    _run(tiny_dataset, ["clean"], tmp_path)
+    run_jobs(plan_methods(["killer"], "smoke", ["w=-1"]), [load_protocol("clean")], tiny_dataset, scale="smoke",
+             seeds=[0], results_dir=tmp_path, progress=False)
+    numbers = summary_numbers(results_frame(Store(tmp_path)))
+    assert len(numbers) == 2 and list(numbers.done) == [5, 5]
+    means = sorted(numbers.cindex_harrell_mean)
+    assert means[0] == pytest.approx(1 - means[1])  # negated risk mirrors the C-index
+    assert "config_hash" in summarise(results_frame(Store(tmp_path))).columns
+
+
+def test_metric_nan_comes_with_its_reason():
+    from bench.runner import _score
+
+    pred = bench.Prediction(np.arange(4.0))
+    metrics, notes = _score(load_protocol("clean"), np.arange(1.0, 5.0), np.zeros(4, int), pred)
+    assert metrics["cindex_harrell"] is None and any("no events" in n for n in notes)

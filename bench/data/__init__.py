@@ -37,7 +37,9 @@ def load_dataset(spec: str | None) -> Dataset:
         try:
             seed = int(arg) if arg else 0
         except ValueError:
-            raise BenchInputError(f"--dataset {spec}: the demo seed must be an integer") from None
+            seed = -1
+        if not 0 <= seed < 2**32:
+            raise BenchInputError(f"--dataset {spec}: the demo seed must be an integer in [0, 2**32)")
         root = write_demo(cache_dir() / "datasets" / f"demo-v{GENERATOR_VERSION}-seed{seed}", seed)
         return load_hecktor(root, name=f"demo:{seed}")
     if kind == "hecktor2022":

@@ -35,6 +35,7 @@ ENDPOINT_COLUMNS = ["PatientID", "Relapse", "RFS"]
 # Bookkeeping columns of the clinical file that are not patient features.
 NON_FEATURES = ("PatientID", "Task 1", "Task 2", "CenterID")
 CATEGORICAL = ("Gender",)
+NUMERIC = ("Age", "Weight", "Tobacco", "Alcohol", "Performance status", HPV_COLUMN, "Surgery", "Chemotherapy")
 MAX_LISTED_PROBLEMS = 20
 
 
@@ -92,7 +93,7 @@ def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFr
     if missing:
         problems.append(f"{path}: missing column(s) {missing}")
         return None
-    ids = table["PatientID"]
+    ids = table["PatientID"].replace("", np.nan)
     if ids.isna().any():
         rows = (np.flatnonzero(ids.isna().to_numpy()) + 2).tolist()
         problems.append(f"{path}: empty PatientID on line(s) {rows[:10]}")
@@ -116,7 +117,14 @@ def _type_clinical(table: pd.DataFrame, path: Path, problems: list[str]) -> pd.D
     out = {}
     for col in features.columns:
         values = features[col]
-        if col in CATEGORICAL or values.dtype == object:
+        if col in NUMERIC:
+            numeric = pd.to_numeric(values, errors="coerce")
+            bad = values.notna() & numeric.isna()
+            if bad.any():
+                examples = ", ".join(f"{pid} ({values[pid]!r})" for pid in table.index[bad][:5])
+                problems.append(f"{path}: column {col!r} must be numeric; not a number for patient(s) {examples}")
+            out[col] = numeric.astype(float)
+        elif col in CATEGORICAL or values.dtype == object:
             numeric = pd.to_numeric(values, errors="coerce")
             if col not in CATEGORICAL and numeric.notna().sum() == values.notna().sum():
                 out[col] = numeric.astype(float)
@@ -137,9 +145,9 @@ def _validate_endpoint(table: pd.DataFrame, path: Path, problems: list[str]) -> 
     time = pd.to_numeric(table["RFS"], errors="coerce")
     event = pd.to_numeric(table["Relapse"], errors="coerce")
     n_before = len(problems)
-    nan_time = table.index[time.isna()].tolist()
+    nan_time = table.index[~np.isfinite(time.to_numpy(dtype=float))].tolist()
     if nan_time:
-        problems.append(f"{path}: column 'RFS' is missing or not a number for patient(s) {nan_time[:10]}")
+        problems.append(f"{path}: column 'RFS' is missing, infinite or not a number for patient(s) {nan_time[:10]}")
     neg = table.index[time < 0].tolist()
     if neg:
         problems.append(f"{path}: column 'RFS' is negative for patient(s) {neg[:10]}")
