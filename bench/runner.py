@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import shutil
+import sys
 import time
 import traceback
 import warnings
@@ -233,14 +235,12 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             bar.update(1)
     except BenchInputError as exc:
         for _, key in pending:
-            if store.status(key) != "done":
-                store.fail(key, str(exc))
+            store.fail(key, str(exc))
         raise
     except Exception as exc:  # a method's own bug: record it, go on with the sweep, exit 1 at the end
         err = str(exc) if isinstance(exc, PredictionError) else traceback.format_exc()
         for _, key in pending:
-            if store.status(key) != "done":
-                store.fail(key, err)
+            if store.fail(key, err):
                 report.failed.append(f"{plan.name} / {key.protocol_hash[:8]} / {fold.name} / seed {seed}")
                 bar.update(1)
         log.error("method %s failed on %s (seed %s):\n%s", plan.name, fold.name, seed, err)
@@ -259,11 +259,7 @@ def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str],
 
 
 def _seed_everything(seed: int) -> None:
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    import sys
-
-    if "torch" in sys.modules:
+    if "torch" in sys.modules:  # seed torch only if a method already imported it
         sys.modules["torch"].manual_seed(seed)

@@ -153,12 +153,14 @@ class Store:
                  json.dumps(corruption), pack_arrays(predictions), *key.as_tuple()),
             )
 
-    def fail(self, key: RunKey, error: str) -> None:
+    def fail(self, key: RunKey, error: str) -> bool:
+        """Mark an unfinished job failed; a finished one is left alone. True if a row was marked."""
         with self._connect() as con:
-            con.execute(
-                f"UPDATE runs SET status='failed', error=?, finished_at=? WHERE {WHERE_KEY}",
+            cur = con.execute(
+                f"UPDATE runs SET status='failed', error=?, finished_at=? WHERE {WHERE_KEY} AND status != 'done'",
                 (error, now(), *key.as_tuple()),
             )
+            return cur.rowcount > 0
 
     def rows(self, status: str | None = None) -> list[dict[str, Any]]:
         query = "SELECT * FROM runs" + (" WHERE status=?" if status else "") + " ORDER BY method, protocol, seed, fold"
