@@ -166,13 +166,17 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
     dev = resolve_device(device)
     report = run_jobs(plans, protocols, ds, scale=scale, seeds=seeds, results_dir=results, device=dev,
                       progress=not ctx.obj["quiet"])
-    frame = results_frame(Store(results), [k for k, _ in report.keys])
-    summary = summarise(frame)
+    frame = results_frame(Store(results), [k for k, _ in report.keys], with_bootstrap=True)
+    summary = summarise(frame, metrics=RUN_SUMMARY_METRICS)
     click.echo(f"\ndataset {ds.name} ({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}, "
                f"device {dev}")
     click.echo(tabulate(summary, headers="keys", showindex=False) if not summary.empty else "no results")
     click.echo(f"\n{report.ran} job(s) run, {report.skipped} already done, {report.fits} model(s) fitted, "
                f"{report.reused_models} reused; results in {results}/")
+    if report.rescored:
+        click.echo(f"{report.rescored} finished job(s) rescored from their stored predictions "
+                   f"(scored with older metric definitions)")
+    click.echo("All metrics, per horizon: `bench results --summary`; paired tests: `bench results --compare METHOD`.")
     if report.failed:
         click.echo(f"{len(report.failed)} job(s) failed (see the log above and `bench results`):", err=True)
         for f in report.failed:
@@ -180,19 +184,39 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
         sys.exit(1)
 
 
+RUN_SUMMARY_METRICS = ["cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn"]
+
+
 @cli.command("results")
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
-@click.option("--summary", is_flag=True, help="Mean ± sd over folds per (method, protocol) instead of one row per job.")
-def results_cmd(results: Path, fmt: str, summary: bool) -> None:
+@click.option("--summary", is_flag=True,
+              help="Mean ± sd over folds per (method, protocol), with the 95 % CI of the C-td-index from a "
+                   "fold-stratified patient bootstrap (csv/json: every metric's _mean, _sd, _n, _low, _high).")
+@click.option("--compare", "reference", metavar="METHOD",
+              help="Paired comparison of every method against METHOD on the same folds and patients: mean "
+                   "difference, bootstrap 95 % CI, p-value and Holm-corrected p-value per protocol.")
+@click.option("--metric", default="cindex_td", show_default=True, help="The metric --compare compares.")
+def results_cmd(results: Path, fmt: str, summary: bool, reference: str | None, metric: str) -> None:
     """Export stored runs: one row per (method, protocol, fold, seed) with its metric columns."""
     from tabulate import tabulate
 
-    from bench.results import metric_columns, results_frame, summarise, summary_numbers
+    from bench.results import compare, metric_columns, results_frame, summarise, summary_numbers
     from bench.store import Store
 
-    frame = results_frame(Store(results, create=False))
-    if summary:  # numbers for csv/json (load into pandas), "mean ± sd" text for the table
+    if summary and reference:
+        raise BenchInputError("--summary and --compare: choose one")
+    frame = results_frame(Store(results, create=False), with_bootstrap=summary or bool(reference))
+    if reference:
+        if not frame.empty and metric not in metric_columns(frame):
+            raise BenchInputError(f"--metric {metric!r}: not among the stored metrics "
+                                  f"({', '.join(metric_columns(frame))})")
+        frame = compare(frame, reference, metric)
+        summary = True  # print as is
+        if fmt == "table" and not frame.empty:
+            frame = frame.round({"diff": 4, "low": 4, "high": 4}).assign(
+                p=frame.p.map(lambda v: f"{v:.3g}"), p_holm=frame.p_holm.map(lambda v: f"{v:.3g}"))
+    elif summary:  # numbers for csv/json (load into pandas), "mean ± sd" text for the table
         frame = summarise(frame) if fmt == "table" else summary_numbers(frame)
     if fmt == "csv":
         click.echo(frame.to_csv(index=False), nl=False)
@@ -202,8 +226,9 @@ def results_cmd(results: Path, fmt: str, summary: bool) -> None:
         shown = frame if summary else frame.round(
             {c: 4 for c in metric_columns(frame)} | {"fit_seconds": 2, "predict_seconds": 2}
         ).assign(error=frame.error.fillna("").map(lambda e: e.strip().splitlines()[-1] if e.strip() else ""))
+        empty = f"no finished runs of another method on the same folds as {reference}" if reference else "no runs stored"
         click.echo(tabulate(shown, headers="keys", showindex=False, disable_numparse=True)
-                   if not frame.empty else "no runs stored")
+                   if not frame.empty else empty)
 
 
 def parse_seeds(spec: str) -> list[int]:

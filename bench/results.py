@@ -1,19 +1,31 @@
-"""Stored runs as tables: one row per (method, protocol, fold, seed), and mean ± sd summaries."""
+"""Stored runs as tables: one row per (method, protocol, fold, seed); mean ± sd summaries with fold-stratified
+bootstrap CIs; paired comparisons of methods against a reference (Holm-corrected).
+
+CIs and paired tests use the bootstrap replicates stored with each job: replicate b of every job of one
+(split, fold, seed) scores the same patient resample, for every method and noise level. The pooled CI is
+the 2.5/97.5 percentiles over b of the mean over jobs, i.e. a patient bootstrap stratified by fold.
+"""
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from bench.store import RunKey, Store
+from bench.errors import BenchInputError
+from bench.metrics import bootstrap_p_value, holm
+from bench.store import RunKey, Store, unpack_arrays
 
 ID_COLUMNS = ["method", "protocol", "protocol_version", "dataset", "scale", "fold", "fold_name", "seed", "status"]
 TAIL_COLUMNS = ["fit_seconds", "predict_seconds", "model_reused", "config_hash", "protocol_hash", "dataset_fp",
                 "finished_at", "notes", "error"]
 
 
-def results_frame(store: Store, keys: list[RunKey] | None = None) -> pd.DataFrame:
+HIDDEN = ["bootstrap"]  # per-job replicates {metric: array}, only with with_bootstrap=True
+
+
+def results_frame(store: Store, keys: list[RunKey] | None = None, *, with_bootstrap: bool = False) -> pd.DataFrame:
     rows = store.rows() if keys is None else [r for r in (store.row(k) for k in keys) if r is not None]
     records = []
     for r in rows:
@@ -22,16 +34,52 @@ def results_frame(store: Store, keys: list[RunKey] | None = None) -> pd.DataFram
         rec.update({k: (np.nan if v is None else v) for k, v in metrics.items()})
         rec.update({c: r[c] for c in TAIL_COLUMNS if c in r})
         rec["model_reused"] = None if r["model_reused"] is None else bool(r["model_reused"])
+        if with_bootstrap:
+            rec["bootstrap"] = unpack_arrays(r["bootstrap"]) if r.get("bootstrap") else None
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
+    extra = HIDDEN if with_bootstrap else []
     if frame.empty:
-        return pd.DataFrame(columns=ID_COLUMNS + TAIL_COLUMNS)
-    metric_cols = [c for c in frame.columns if c not in ID_COLUMNS + TAIL_COLUMNS]
-    return frame[ID_COLUMNS + sorted(metric_cols) + TAIL_COLUMNS]
+        return pd.DataFrame(columns=ID_COLUMNS + TAIL_COLUMNS + extra)
+    metric_cols = [c for c in frame.columns if c not in ID_COLUMNS + TAIL_COLUMNS + HIDDEN]
+    return frame[ID_COLUMNS + sorted(metric_cols, key=_metric_order) + TAIL_COLUMNS + extra]
+
+
+METRIC_ORDER = ["cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn", "logrank_p"]
+
+
+def _metric_order(name: str) -> tuple:
+    base = "td_auc" if name.startswith("td_auc") else name
+    rank = METRIC_ORDER.index(base) if base in METRIC_ORDER else len(METRIC_ORDER)
+    horizon = float(name[7:-1]) if name.startswith("td_auc_") and name.endswith("y") else -1.0
+    return rank, horizon, name
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in ID_COLUMNS + TAIL_COLUMNS]
+    return [c for c in frame.columns if c not in ID_COLUMNS + TAIL_COLUMNS + HIDDEN]
+
+
+def _pooled_replicates(jobs: pd.DataFrame, metric: str) -> np.ndarray | None:
+    """Replicate b = mean over the jobs of their replicate b (None unless every job has replicates)."""
+    if "bootstrap" not in jobs or jobs.empty:
+        return None
+    reps = [b.get(metric) if isinstance(b, dict) else None for b in jobs["bootstrap"]]
+    if any(r is None for r in reps) or len({len(r) for r in reps}) != 1:
+        return None
+    stacked = np.vstack([np.asarray(r, dtype=float) for r in reps])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(stacked, axis=0)
+
+
+def _percentiles(reps: np.ndarray | None) -> tuple[float, float]:
+    if reps is None:
+        return np.nan, np.nan
+    finite = reps[np.isfinite(reps)]
+    if len(finite) == 0:
+        return np.nan, np.nan
+    lo, hi = np.quantile(finite, [0.025, 0.975])
+    return float(lo), float(hi)
 
 
 GROUP = ["method", "protocol", "protocol_hash", "config_hash", "dataset", "dataset_fp", "scale"]
@@ -52,18 +100,20 @@ def summary_numbers(frame: pd.DataFrame) -> pd.DataFrame:
             rec[f"{m}_mean"] = v.mean() if len(v) else np.nan
             rec[f"{m}_sd"] = v.std(ddof=1) if len(v) > 1 else np.nan
             rec[f"{m}_n"] = len(v)
+            rec[f"{m}_low"], rec[f"{m}_high"] = _percentiles(_pooled_replicates(done, m))
         rec["fit_seconds_mean"] = done.fit_seconds.mean() if len(done) else np.nan
         out.append(rec)
     return pd.DataFrame(out)
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """``summary_numbers`` formatted for reading: "mean ± sd", with "(n=k)" when some folds had no value;
-    config, dataset and scale columns appear only when they differ between rows."""
+def summarise(frame: pd.DataFrame, metrics: list[str] | None = None, ci: str | None = "cindex_td") -> pd.DataFrame:
+    """``summary_numbers`` formatted for reading: "mean ± sd", with "(n=k)" when some folds had no value,
+    and the 95 % CI of ``ci``; config, dataset and scale columns appear only when they differ between rows."""
     numbers = summary_numbers(frame)
     if numbers.empty:
         return numbers
-    metrics = metric_columns(frame)
+    present = metric_columns(frame)
+    metrics = present if metrics is None else [m for m in metrics if m in present]
     shown = ["method", "protocol"] + [c for c in ("config_hash", "dataset", "scale", "protocol_hash")
                                       if numbers[c].nunique() > 1]
     rows = []
@@ -73,6 +123,47 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
             n, mean, sd = r[f"{m}_n"], r[f"{m}_mean"], r[f"{m}_sd"]
             text = "n/a" if n == 0 else f"{mean:.3f}" if n == 1 else f"{mean:.3f} ± {sd:.3f}"
             rec[m] = text + (f" (n={n})" if 0 < n < r["done"] else "")
+            if m == ci:
+                lo, hi = r[f"{m}_low"], r[f"{m}_high"]
+                rec[f"{m} 95% CI"] = "n/a" if np.isnan(lo) else f"{lo:.3f}–{hi:.3f}"
         rec["fit s/fold"] = "n/a" if np.isnan(r["fit_seconds_mean"]) else f"{r['fit_seconds_mean']:.1f}"
         rows.append(rec)
     return pd.DataFrame(rows)
+
+
+def compare(frame: pd.DataFrame, reference: str, metric: str = "cindex_td") -> pd.DataFrame:
+    """Every method against ``reference`` on the same jobs (protocol, dataset, fold, seed): the mean paired
+    difference of ``metric``, its fold-stratified bootstrap 95 % CI and two-sided p-value, and the p-value
+    Holm-corrected over the methods compared within each protocol. Needs ``with_bootstrap=True`` frames."""
+    if frame.empty or metric not in frame:
+        return pd.DataFrame()
+    done = frame[frame.status == "done"]
+    if reference not in set(done.method):
+        raise BenchInputError(f"--compare {reference!r}: no finished runs of that method in this store")
+    job = ["protocol_hash", "dataset_fp", "scale", "fold", "seed"]
+    out = []
+    for (protocol, phash, dfp, scale), g in done.groupby(["protocol", "protocol_hash", "dataset_fp", "scale"]):
+        ref = g[g.method == reference]
+        if ref.empty:
+            continue
+        rows = []
+        for (method, chash), mg in g[g.method != reference].groupby(["method", "config_hash"]):
+            pair = mg.merge(ref, on=job, suffixes=("", "_ref"))
+            if pair.empty:
+                continue
+            diff = (pair[metric] - pair[f"{metric}_ref"]).to_numpy(dtype=float)
+            reps_a = _pooled_replicates(pair, metric)
+            reps_b = _pooled_replicates(pair[["bootstrap_ref"]].rename(columns={"bootstrap_ref": "bootstrap"}), metric)
+            d = None if reps_a is None or reps_b is None else reps_a - reps_b
+            lo, hi = _percentiles(d)
+            p = np.nan if d is None else bootstrap_p_value(d)
+            rows.append({"protocol": protocol, "method": method, "reference": reference, "metric": metric,
+                         "jobs": len(pair), "diff": float(np.nanmean(diff)) if np.isfinite(diff).any() else np.nan,
+                         "low": lo, "high": hi, "p": p, "config_hash": chash, "protocol_hash": phash,
+                         "dataset_fp": dfp, "scale": scale})
+        if rows:
+            adjusted = holm([r["p"] for r in rows])
+            for r, a in zip(rows, adjusted):
+                r["p_holm"] = a
+            out.extend(rows)
+    return pd.DataFrame(out)

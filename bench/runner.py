@@ -14,7 +14,6 @@ import shutil
 import sys
 import time
 import traceback
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +29,12 @@ from bench.env import environment
 from bench.errors import BenchInputError, PredictionError
 from bench.hashing import content_hash
 from bench.method import SCALES, Method, Prediction, RunContext
-from bench.metrics import SCORERS
+from bench.metrics import METRICS_VERSION
 from bench.protocols import Protocol
 from bench.registry import get_method
+from bench.scoring import bootstrap_seed, score
 from bench.splits import Fold, split_plan
-from bench.store import RunKey, Store
+from bench.store import RunKey, Store, unpack_arrays
 
 log = logging.getLogger("bench.runner")
 IMAGE_INPUTS = ("ct", "pet", "mask")
@@ -73,6 +73,7 @@ class RunReport:
     failed: list[str] = field(default_factory=list)
     fits: int = 0
     reused_models: int = 0
+    rescored: int = 0
 
 
 def check_dataset_fits(name: str, cls: type[Method], dataset: Dataset) -> None:
@@ -105,18 +106,21 @@ def _train_key(plan: MethodPlan, dataset: Dataset, protocol: Protocol, fold: Fol
     }, 24)
 
 
-def _score(protocol: Protocol, test_time, test_event, pred: Prediction) -> tuple[dict[str, float | None], list[str]]:
-    """Every reported metric that is implemented; a NaN comes with the reason its warning gave."""
-    scores = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for key in protocol.metrics["report"]:
-            if key in SCORERS:
-                scores[key] = SCORERS[key](test_time, test_event, pred.risk)
-    notes = [str(w.message) for w in caught]
-    for note in notes:
+def _score(pr: Protocol, predictions: dict, fold: Fold, seed: int):
+    scored = score(pr.metrics, predictions, boot_seed=bootstrap_seed(pr.metrics, pr.split_hash, fold.index, seed))
+    for note in scored.notes:
         log.warning("%s", note)
-    return {k: (None if v is None or np.isnan(v) else float(v)) for k, v in scores.items()}, notes
+    return scored
+
+
+def _rescore(store: Store, key: RunKey, pr: Protocol, fold: Fold, seed: int) -> None:
+    """A finished row scored with older metric definitions: rescore it from its stored predictions."""
+    row = store.row(key)
+    if not row or not row["predictions"]:
+        return
+    scored = _score(pr, unpack_arrays(row["predictions"]), fold, seed)
+    store.rescore(key, metrics=scored.metrics, notes=scored.notes, manifest=scored.manifest,
+                  bootstrap=scored.replicates)
 
 
 def run_jobs(
@@ -152,6 +156,9 @@ def run_jobs(
                         key = RunKey(plan.name, plan.config_hash, dataset.fingerprint, pr.hash, fold.index, seed)
                         report.keys.append((key, pr.name))
                         if store.status(key) == "done":
+                            if store.metrics_version(key) != METRICS_VERSION:
+                                _rescore(store, key, pr, fold, seed)
+                                report.rescored += 1
                             report.skipped += 1
                         else:
                             pending.append((pr, key))
@@ -219,17 +226,20 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             predict_seconds = time.perf_counter() - t0
             test_time = outcomes.loc[list(fold.test), "time"].to_numpy()
             test_event = outcomes.loc[list(fold.test), "event"].to_numpy()
-            metrics, notes = _score(pr, test_time, test_event, pred)
+            predictions = {
+                "ids": np.asarray(fold.test, dtype=str), "risk": pred.risk, "time": test_time,
+                "event": test_event, "survival": pred.survival, "times": pred.times,
+                "train_ids": np.asarray(train_ids, dtype=str), "train_risk": train_pred.risk,
+                "train_time": outcomes.loc[train_ids, "time"].to_numpy(),
+                "train_event": outcomes.loc[train_ids, "event"].to_numpy(),
+            }
+            if pred.segmentation is not None:
+                predictions["dice_inter"], predictions["dice_size"] = _dice_counts(plan.name, pred, dataset, fold.test)
+            scored = _score(pr, predictions, fold, seed)
             store.finish(
-                key, metrics=metrics, notes=notes, corruption=manifest, fit_seconds=fit_seconds,
-                predict_seconds=predict_seconds, model_reused=reused,
-                predictions={
-                    "ids": np.asarray(fold.test, dtype=str), "risk": pred.risk, "time": test_time,
-                    "event": test_event, "survival": pred.survival, "times": pred.times,
-                    "train_ids": np.asarray(train_ids, dtype=str), "train_risk": train_pred.risk,
-                    "train_time": outcomes.loc[train_ids, "time"].to_numpy(),
-                    "train_event": outcomes.loc[train_ids, "event"].to_numpy(),
-                },
+                key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=fit_seconds,
+                predict_seconds=predict_seconds, model_reused=reused, predictions=predictions,
+                manifest=scored.manifest, bootstrap=scored.replicates,
             )
             report.ran += 1
             bar.update(1)
@@ -256,6 +266,31 @@ def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str],
         raise PredictionError(plan.name, f"predict() must return a bench.Prediction, got {type(pred).__name__}")
     # Re-validate against this cohort and name the method in any message.
     return Prediction(pred.risk, pred.survival, pred.times, pred.segmentation, method=plan.name, n_expected=len(ids))
+
+
+def _dice_counts(name: str, pred: Prediction, dataset: Dataset, ids) -> tuple[np.ndarray, np.ndarray]:
+    """Per test patient and label (GTVp = 1, GTVn = 2): |pred ∩ ref| and |pred| + |ref|, against the reference
+    mask on its own grid (a method returns its segmentation on that grid)."""
+    import SimpleITK as sitk
+
+    images = dataset.images or {}
+    inter = np.zeros((len(ids), 2))
+    size = np.zeros((len(ids), 2))
+    for i, pid in enumerate(ids):
+        files = images.get(pid)
+        if files is None or files.mask is None:
+            raise BenchInputError(f"method {name!r} segments, but patient {pid} has no reference mask to score it")
+        if pid not in pred.segmentation:
+            raise PredictionError(name, f"segmentation has no label map for patient {pid}")
+        ref = sitk.GetArrayFromImage(sitk.ReadImage(str(files.mask)))
+        seg = np.asarray(pred.segmentation[pid])
+        if seg.shape != ref.shape:
+            raise PredictionError(name, f"segmentation of {pid} has shape {seg.shape}, its reference mask {ref.shape}")
+        for j, label in enumerate((1, 2)):
+            a, b = seg == label, ref == label
+            inter[i, j] = np.count_nonzero(a & b)
+            size[i, j] = np.count_nonzero(a) + np.count_nonzero(b)
+    return inter, size
 
 
 def _seed_everything(seed: int) -> None:

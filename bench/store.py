@@ -27,7 +27,7 @@ import numpy as np
 
 from bench.errors import BenchInputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: + manifest (metric manifest JSON) and bootstrap (replicates npz); 1 is migrated
 DB_NAME = "runs.sqlite"
 
 SCHEMA = """
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT, started_at TEXT, finished_at TEXT,
     fit_seconds REAL, predict_seconds REAL, model_reused INTEGER,
     config TEXT, protocol_content TEXT, env TEXT, metrics TEXT, notes TEXT, corruption TEXT, predictions BLOB,
+    manifest TEXT, bootstrap BLOB,
     UNIQUE (method, config_hash, dataset_fp, protocol_hash, fold, seed)
 );
 CREATE TABLE IF NOT EXISTS models (
@@ -100,6 +101,12 @@ class Store:
                 row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
                 if row is None:
                     con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) == 1:  # v1 → v2: two new columns; old rows are rescored by the next run
+                    cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+                    for col, kind in (("manifest", "TEXT"), ("bootstrap", "BLOB")):
+                        if col not in cols:
+                            con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+                    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
                 elif int(row[0]) != SCHEMA_VERSION:
                     raise BenchInputError(
                         f"results store {self.db_path} has schema version {row[0]}, this harness writes "
@@ -127,6 +134,14 @@ class Store:
             row = con.execute(f"SELECT status FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()
         return row[0] if row else None
 
+    def metrics_version(self, key: RunKey) -> str | None:
+        """The metric definitions version a finished row was scored with (None: scored before manifests)."""
+        with self._connect() as con:
+            row = con.execute(f"SELECT manifest FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()
+        if not row or not row[0]:
+            return None
+        return (json.loads(row[0]) or {}).get("metrics_version")
+
     def start(self, key: RunKey, info: dict[str, Any]) -> None:
         """Mark a job running (replacing a stale running/failed row of a killed or failed attempt)."""
         with self._connect() as con:
@@ -144,13 +159,26 @@ class Store:
             )
 
     def finish(self, key: RunKey, *, metrics: dict, notes: list[str], corruption: dict, predictions: dict[str, Any],
-               fit_seconds: float, predict_seconds: float, model_reused: bool) -> None:
+               fit_seconds: float, predict_seconds: float, model_reused: bool, manifest: dict | None = None,
+               bootstrap: dict[str, np.ndarray] | None = None) -> None:
         with self._connect() as con:
             con.execute(
                 f"""UPDATE runs SET status='done', error=NULL, finished_at=?, fit_seconds=?, predict_seconds=?,
-                    model_reused=?, metrics=?, notes=?, corruption=?, predictions=? WHERE {WHERE_KEY}""",
+                    model_reused=?, metrics=?, notes=?, corruption=?, predictions=?, manifest=?, bootstrap=?
+                    WHERE {WHERE_KEY}""",
                 (now(), fit_seconds, predict_seconds, int(model_reused), json.dumps(metrics), "; ".join(notes) or None,
-                 json.dumps(corruption), pack_arrays(predictions), *key.as_tuple()),
+                 json.dumps(corruption), pack_arrays(predictions), json.dumps(manifest),
+                 pack_arrays(bootstrap) if bootstrap else None, *key.as_tuple()),
+            )
+
+    def rescore(self, key: RunKey, *, metrics: dict, notes: list[str], manifest: dict,
+                bootstrap: dict[str, np.ndarray] | None) -> None:
+        """Replace the scores of a finished row (same predictions, newer metric definitions)."""
+        with self._connect() as con:
+            con.execute(
+                f"UPDATE runs SET metrics=?, notes=?, manifest=?, bootstrap=? WHERE {WHERE_KEY} AND status='done'",
+                (json.dumps(metrics), "; ".join(notes) or None, json.dumps(manifest),
+                 pack_arrays(bootstrap) if bootstrap else None, *key.as_tuple()),
             )
 
     def fail(self, key: RunKey, error: str) -> bool:

@@ -163,8 +163,10 @@ def test_summary_keeps_different_configs_apart(killer, tiny_dataset, tmp_path):
 
 
 def test_metric_nan_comes_with_its_reason():
-    from bench.runner import _score
+    from bench.scoring import score
 
-    pred = bench.Prediction(np.arange(4.0))
-    metrics, notes = _score(load_protocol("clean"), np.arange(1.0, 5.0), np.zeros(4, int), pred)
-    assert metrics["cindex_harrell"] is None and any("no events" in n for n in notes)
+    pred = {"risk": np.arange(4.0), "time": np.arange(1.0, 5.0), "event": np.zeros(4, int),
+            "train_risk": np.arange(6.0), "train_time": np.arange(1.0, 7.0), "train_event": np.ones(6, int)}
+    scored = score(load_protocol("clean").metrics, pred, boot_seed=0)
+    assert scored.metrics["cindex_harrell"] is None and any("no events" in n for n in scored.notes)
+    assert scored.metrics["cindex_td"] is None and scored.manifest["survival_curves"]["source"].startswith("derived")
