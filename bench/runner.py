@@ -109,7 +109,7 @@ def _train_key(plan: MethodPlan, dataset: Dataset, protocol: Protocol, fold: Fol
 def _score(pr: Protocol, predictions: dict, fold: Fold, seed: int):
     scored = score(pr.metrics, predictions, boot_seed=bootstrap_seed(pr.metrics, pr.split_hash, fold.index, seed))
     for note in scored.notes:
-        log.warning("%s", note)
+        log.info("%s", note)
     return scored
 
 

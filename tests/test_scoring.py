@@ -1,0 +1,164 @@
+"""How the runner scores jobs: every reported metric, derived curves, stored manifest and replicates, CIs,
+rescoring old rows, and paired comparisons between methods."""
+import json
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bench
+from bench.data import load_dataset
+from bench.metrics import METRICS_VERSION, bootstrap_ci, cindex_harrell
+from bench.protocols import load_protocol
+from bench.registry import register_method, unregister_method
+from bench.results import compare, results_frame, summary_numbers
+from bench.runner import plan_methods, run_jobs
+from bench.scoring import bootstrap_seed, score
+from bench.store import Store, unpack_arrays
+from bench.survival import breslow_curves
+from helpers import run_bench
+
+
+def _outcomes(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    t = np.round(rng.exponential(900 * np.exp(-x))) + 1
+    c = rng.uniform(200, 1600, n)
+    return np.minimum(t, c), t <= c, x + rng.normal(scale=0.7, size=n)
+
+
+def test_breslow_curves_keep_the_ranking_and_never_flip_it():
+    tt, te, tr = _outcomes(200, 1)
+    risk = np.linspace(-2, 2, 9)
+    surv, times, info = breslow_curves(tt, te, tr, risk)
+    assert surv.shape == (9, len(times)) and np.all(np.diff(times) > 0)
+    assert np.all((surv >= 0) & (surv <= 1)) and np.all(np.diff(surv, axis=1) <= 1e-12)  # non-increasing in t
+    assert np.all(np.diff(surv, axis=0) <= 1e-12)  # higher risk, lower survival
+    assert info["beta"] > 0.3
+    # a risk that is inverted on the training fold gets the floor slope: nearly flat, never reversed
+    surv2, _, info2 = breslow_curves(tt, te, -tr, risk)
+    assert info2["fitted_beta"] < 0 and info2["beta"] == pytest.approx(1e-3)
+    assert np.all(np.diff(surv2, axis=0) <= 1e-12)
+
+
+def test_score_reports_every_metric_with_replicates_and_manifest():
+    t, e, r = _outcomes(120, 2)
+    tt, te, tr = _outcomes(400, 3)
+    metrics = load_protocol("clean").metrics
+    pred = {"risk": r, "time": t, "event": e, "train_risk": tr, "train_time": tt, "train_event": te}
+    s = score(metrics, pred, boot_seed=7)
+    for key in ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "td_auc_1y", "td_auc_2y", "ibs", "logrank_p"):
+        assert key in s.metrics, key
+    assert s.metrics["cindex_harrell"] == pytest.approx(cindex_harrell(t, e, r))
+    assert 0.6 < s.metrics["cindex_td"] < 0.9 and 0 < s.metrics["ibs"] < 0.25
+    assert s.metrics["td_auc_5y"] is None and any("1826.25" in n for n in s.notes)  # beyond follow-up
+    assert s.manifest["metrics_version"] == METRICS_VERSION
+    assert s.manifest["survival_curves"]["source"].startswith("derived: Breslow")
+    assert "not applicable" in s.manifest["dice"]
+    assert set(s.replicates) >= {"cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "td_auc_1y", "ibs"}
+    assert all(len(v) == 1000 for v in s.replicates.values())
+    # the stored replicates give the same interval as bootstrap_ci with that seed
+    _, lo, hi = bootstrap_ci(cindex_harrell, t, e, r, n=1000, seed=7)
+    reps = s.replicates["cindex_harrell"].astype(float)
+    assert np.quantile(reps, [0.025, 0.975]) == pytest.approx([lo, hi], abs=1e-6)
+    # a method's own curves are used as given
+    grid = np.linspace(30, 2400, 50)
+    own = np.exp(-np.outer(np.exp(r), grid) / 1500)
+    s2 = score(metrics, pred | {"survival": own, "times": grid}, boot_seed=7)
+    assert s2.manifest["survival_curves"] == {"source": "method"}
+
+
+def test_bootstrap_seed_is_shared_by_methods_and_noise_levels_of_a_fold():
+    m = load_protocol("clean").metrics
+    assert bootstrap_seed(m, "abc", 0, 0) == bootstrap_seed(m, "abc", 0, 0)
+    assert bootstrap_seed(m, "abc", 0, 0) != bootstrap_seed(m, "abc", 1, 0)
+    assert bootstrap_seed(load_protocol("noisy50").metrics, "abc", 0, 0) == bootstrap_seed(m, "abc", 0, 0)
+
+
+class RandomRisk(bench.Method):
+    """Risk unrelated to outcome (a method that learned nothing)."""
+
+    consumes = ("clinical",)
+    configs = {"smoke": {}, "quick": {}, "paper": {}}
+
+    def fit(self, train, val):
+        self.seed = self.ctx.seed
+
+    def predict(self, cohort):
+        return bench.Prediction(np.random.default_rng(len(cohort.ids) + self.seed).normal(size=len(cohort.ids)))
+
+
+@pytest.fixture
+def random_method():
+    register_method("unit-random-risk")(RandomRisk)
+    yield "unit-random-risk"
+    unregister_method("unit-random-risk")
+
+
+def test_run_stores_cis_and_compares_methods(tmp_path, tiny_dataset_dir, random_method):
+    ds = load_dataset(str(tiny_dataset_dir))
+    plans = plan_methods(["coxph", random_method], "smoke", [])
+    report = run_jobs(plans, [load_protocol("clean")], ds, scale="smoke", seeds=[0], results_dir=tmp_path,
+                      progress=False)
+    assert report.ran == 10 and not report.failed
+    frame = results_frame(Store(tmp_path), with_bootstrap=True)
+    numbers = summary_numbers(frame)
+    row = numbers[numbers.method == "coxph"].iloc[0]
+    assert row.cindex_td_low < row.cindex_td_mean < row.cindex_td_high
+    cmp = compare(frame, "coxph", "cindex_td")
+    assert list(cmp.method) == [random_method]
+    r = cmp.iloc[0]
+    assert r.jobs == 5 and r.low <= r["diff"] <= r.high and 0 < r.p <= 1 and r.p_holm >= r.p
+    # the CLI prints the same comparison; an unknown reference or metric is a clear error
+    out = run_bench("results", "--results", str(tmp_path), "--compare", "coxph")
+    assert out.returncode == 0 and random_method in out.stdout and "p_holm" in out.stdout
+    bad = run_bench("results", "--results", str(tmp_path), "--compare", "nosuch")
+    assert bad.returncode == 2 and "nosuch" in bad.stderr
+    bad = run_bench("results", "--results", str(tmp_path), "--compare", "coxph", "--metric", "accuracy")
+    assert bad.returncode == 2 and "accuracy" in bad.stderr
+
+
+def test_old_store_is_migrated_and_rescored_without_refitting(tmp_path, tiny_dataset_dir):
+    ds = load_dataset(str(tiny_dataset_dir))
+    plans = plan_methods(["coxph"], "smoke", [])
+    protocol = load_protocol("clean")
+    run_jobs(plans, [protocol], ds, scale="smoke", seeds=[0], results_dir=tmp_path, progress=False)
+    db = tmp_path / "runs.sqlite"
+    before = {r["fold"]: r for r in Store(tmp_path).rows()}
+    # make it look like a schema-1 store scored by the interim harness (Harrell's C only)
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("ALTER TABLE runs DROP COLUMN manifest")
+        con.execute("ALTER TABLE runs DROP COLUMN bootstrap")
+        con.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+        for fold, r in before.items():
+            old = {"cindex_harrell": json.loads(r["metrics"])["cindex_harrell"]}
+            con.execute("UPDATE runs SET metrics=? WHERE fold=?", (json.dumps(old), fold))
+    con.close()
+    report = run_jobs(plans, [protocol], ds, scale="smoke", seeds=[0], results_dir=tmp_path, progress=False)
+    assert report.ran == 0 and report.fits == 0 and report.rescored == 5 and report.skipped == 5
+    after = {r["fold"]: r for r in Store(tmp_path).rows()}
+    for fold, r in after.items():
+        assert json.loads(r["metrics"]) == json.loads(before[fold]["metrics"])
+        assert r["predictions"] == before[fold]["predictions"] and r["finished_at"] == before[fold]["finished_at"]
+        assert json.loads(r["manifest"])["metrics_version"] == METRICS_VERSION
+        assert np.array_equal(unpack_arrays(r["bootstrap"])["cindex_td"],
+                              unpack_arrays(before[fold]["bootstrap"])["cindex_td"], equal_nan=True)
+    # and a third run has nothing to do
+    report = run_jobs(plans, [protocol], ds, scale="smoke", seeds=[0], results_dir=tmp_path, progress=False)
+    assert report.rescored == 0 and report.ran == 0
+
+
+def test_summary_ci_needs_every_fold_to_have_replicates(tmp_path):
+    frame = pd.DataFrame({
+        "method": ["m", "m"], "protocol": ["p", "p"], "protocol_hash": ["h", "h"], "config_hash": ["c", "c"],
+        "dataset": ["d", "d"], "dataset_fp": ["f", "f"], "scale": ["quick", "quick"], "status": ["done", "done"],
+        "fold": [0, 1], "seed": [0, 0], "fit_seconds": [1.0, 1.0], "cindex_td": [0.6, 0.7],
+        "bootstrap": [{"cindex_td": np.full(10, 0.6)}, None],
+    })
+    row = summary_numbers(frame).iloc[0]
+    assert row.cindex_td_mean == pytest.approx(0.65) and np.isnan(row.cindex_td_low)
+    frame.at[1, "bootstrap"] = {"cindex_td": np.linspace(0.6, 0.8, 10)}
+    row = summary_numbers(frame).iloc[0]
+    assert 0.6 <= row.cindex_td_low < row.cindex_td_high <= 0.7
