@@ -184,6 +184,8 @@ class _Censoring:
     """Kaplan–Meier of the censoring distribution (scikit-survival's conventions, see module doc)."""
 
     def __init__(self, train_time: np.ndarray, train_event: np.ndarray):
+        if len(train_time) == 0:
+            raise ValueError("train_time is empty: the IPCW metrics need the training outcomes")
         u, inv = np.unique(train_time, return_inverse=True)
         total = np.bincount(inv, minlength=len(u))
         deaths = np.bincount(inv, weights=train_event.astype(float), minlength=len(u))
@@ -205,8 +207,6 @@ class _Censoring:
 
 def _uno_weights(time, event, train_time, train_event, tau, what) -> np.ndarray:
     tt, te = _outcomes(train_time, train_event, "train_")
-    if len(tt) == 0:
-        raise ValueError("train_time is empty")
     cens = _Censoring(tt, te)
     g, defined = cens(time)
     use = event.copy()
@@ -303,12 +303,17 @@ def _km_at(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> np.ndarray:
 
 
 def _mean_auc(aucs: np.ndarray, horizons: np.ndarray, km: np.ndarray) -> float:
+    """Σ AUC_k ΔS_k / (1 − S_last) over the valid horizons in increasing order (S: test Kaplan–Meier)."""
     ok = np.isfinite(aucs)
     if not ok.any():
         return float("nan")
     if ok.sum() == 1:
         return float(aucs[ok][0])
-    s = km[ok]
+    order = np.argsort(horizons[ok], kind="stable")
+    aucs, s = aucs[ok][order], km[ok][order]
+    keep = np.concatenate([[True], np.diff(horizons[ok][order]) > 0])  # a repeated horizon counts once
+    aucs, s = aucs[keep], s[keep]
+    ok = np.ones(len(aucs), dtype=bool)
     d = -np.diff(np.concatenate([[1.0], s]))
     if 1.0 - s[-1] <= 0:
         return float("nan")
@@ -330,6 +335,8 @@ def td_auc(time: Any, event: Any, risk: Any, horizons: Any, train_time: Any, tra
     if h.ndim != 1 or len(h) == 0 or not np.all(np.isfinite(h)):
         raise ValueError("horizons must be a non-empty 1-D array of finite times")
     tt, te = _outcomes(train_time, train_event, "train_")
+    if len(t) == 0:
+        return np.full(len(h), np.nan), _nan("td_auc: the test sample is empty")
     cens = _Censoring(tt, te)
     g, defined = cens(t)
     aucs = np.full(len(h), np.nan)
@@ -393,6 +400,8 @@ def integrated_brier(time: Any, event: Any, surv: Any, surv_times: Any, train_ti
     t, e = _outcomes(time, event)
     s, grid = _curves(surv, surv_times, len(t))
     tt, te = _outcomes(train_time, train_event, "train_")
+    if len(t) == 0:
+        return _nan("ibs: the test sample is empty")
     cens = _Censoring(tt, te)
     times = _ibs_times(grid, horizons)
     keep = np.array([_horizon_problem(x, t, cens) is None for x in times], dtype=bool)
