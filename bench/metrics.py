@@ -91,6 +91,9 @@ def surv_at(surv: np.ndarray, surv_times: np.ndarray, times: Any) -> np.ndarray:
     return surv[:, idx]
 
 
+PAIRWISE_MAX = 1500  # up to this many patients C-td (and IBS up to n·K <= this²) use the direct matrix form
+
+
 # --- counting core: for each query, how many later patients have a lower value --------------------------
 
 def _prefix_less(vals: np.ndarray, q: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -261,6 +264,11 @@ def cindex_td(time: Any, event: Any, surv: Any, surv_times: Any) -> float:
         return _nan("cindex_td: no comparable pairs (need an event followed by a longer follow-up)")
     n, n_grid = s.shape
     col = np.clip(np.searchsorted(grid, t, side="right") - 1, 0, n_grid - 1)
+    if n <= PAIRWISE_MAX:  # small samples: one n × n comparison beats the per-column loop
+        at_i = s[:, col[pairs.events]].T  # at_i[k, j] = S_j at event k's grid time
+        own = at_i[np.arange(len(pairs.events)), pairs.events]
+        d = _comparable_matrix(t, e)[pairs.events]
+        return float(np.sum(d * (at_i > own[:, None])) / den)
     order = pairs.order
     sorted_time = t[order]
     bounds = np.concatenate([[0], np.searchsorted(sorted_time, grid[1:], side="left"), [n]])
@@ -408,6 +416,9 @@ def integrated_brier(time: Any, event: Any, surv: Any, surv_times: Any, train_ti
     times = times[keep]
     if len(times) < 2:
         return _nan("ibs: fewer than two evaluation times inside the test and training follow-up")
+    if len(t) * len(times) <= PAIRWISE_MAX ** 2:  # small: the n × K term matrix at once
+        bs = _brier_terms(t, e, surv_at(s, grid, times), times, cens).mean(axis=0)
+        return float(np.trapezoid(bs, times) / (times[-1] - times[0]))
     # Sorted by time, the cases at t_k are events among the first p_k patients and the controls the rest,
     # so each Brier score is two slice sums (no n × K masks).
     order = np.argsort(t, kind="stable")
@@ -645,7 +656,7 @@ _FAST: dict[Callable, Callable] = {
     cindex_harrell: _fast_harrell, cindex_uno: _fast_uno, cindex_td: _fast_td,
     td_auc: _fast_td_auc, integrated_brier: _fast_ibs,
 }
-FAST_MAX_PATIENTS = 3000  # the pairwise fast path holds n² floats; above this the plain loop is used
+FAST_MAX_PATIENTS = 3000  # the bootstrap's pairwise kernels hold n² floats; above this the plain loop is used
 
 
 def _summary(value: Any) -> float:

@@ -1023,3 +1023,24 @@ def test_import_does_not_pull_torch():
     code = "import bench.metrics, sys; assert 'torch' not in sys.modules, 'bench.metrics imports torch'"
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_small_and_large_sample_paths_agree(seed, monkeypatch):
+    """cindex_td and integrated_brier switch from the n x n / n x K matrix form to the sorted, per-column
+    form above PAIRWISE_MAX patients; both must give the same number (ties in times, risks and curves)."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    time = rng.integers(1, 40, n).astype(float)
+    event = rng.uniform(size=n) < 0.6
+    grid = np.unique(rng.integers(0, 45, 25).astype(float))
+    surv = np.round(np.sort(rng.uniform(size=(n, len(grid))), axis=1)[:, ::-1], 1)
+    train_time = rng.integers(1, 50, 200).astype(float)
+    train_event = rng.uniform(size=200) < 0.5
+    small = (M.cindex_td(time, event, surv, grid),
+             M.integrated_brier(time, event, surv, grid, train_time, train_event))
+    monkeypatch.setattr(M, "PAIRWISE_MAX", 0)
+    large = (M.cindex_td(time, event, surv, grid),
+             M.integrated_brier(time, event, surv, grid, train_time, train_event))
+    np.testing.assert_allclose(small, large, atol=1e-12)
+    np.testing.assert_allclose(small[0], _pycox_antolini(time, event, surv, grid), atol=ATOL)
