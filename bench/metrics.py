@@ -91,7 +91,7 @@ def surv_at(surv: np.ndarray, surv_times: np.ndarray, times: Any) -> np.ndarray:
     return surv[:, idx]
 
 
-PAIRWISE_MAX = 1500  # up to this many patients C-td (and IBS up to n·K <= this²) use the direct matrix form
+PAIRWISE_MAX = 1500  # up to this many patients C-td uses the direct n × n form (IBS: up to n·K = 100 000)
 
 
 # --- counting core: for each query, how many later patients have a lower value --------------------------
@@ -265,10 +265,12 @@ def cindex_td(time: Any, event: Any, surv: Any, surv_times: Any) -> float:
     n, n_grid = s.shape
     col = np.clip(np.searchsorted(grid, t, side="right") - 1, 0, n_grid - 1)
     if n <= PAIRWISE_MAX:  # small samples: one n × n comparison beats the per-column loop
-        at_i = s[:, col[pairs.events]].T  # at_i[k, j] = S_j at event k's grid time
-        own = at_i[np.arange(len(pairs.events)), pairs.events]
-        d = _comparable_matrix(t, e)[pairs.events]
-        return float(np.sum(d * (at_i > own[:, None])) / den)
+        ev = pairs.events
+        at_i = s[:, col[ev]].T  # at_i[k, j] = S_j at event k's grid time
+        own = s[ev, col[ev]]
+        te = t[ev][:, None]
+        comparable = (t[None, :] > te) | ((t[None, :] == te) & ~e[None, :])
+        return float(np.count_nonzero(comparable & (at_i > own[:, None])) / den)
     order = pairs.order
     sorted_time = t[order]
     bounds = np.concatenate([[0], np.searchsorted(sorted_time, grid[1:], side="left"), [n]])
@@ -412,11 +414,10 @@ def integrated_brier(time: Any, event: Any, surv: Any, surv_times: Any, train_ti
         return _nan("ibs: the test sample is empty")
     cens = _Censoring(tt, te)
     times = _ibs_times(grid, horizons)
-    keep = np.array([_horizon_problem(x, t, cens) is None for x in times], dtype=bool)
-    times = times[keep]
+    times = times[(times >= t.min()) & (times < t.max()) & ((times <= cens.last) | (cens.prob[-1] == 0))]
     if len(times) < 2:
         return _nan("ibs: fewer than two evaluation times inside the test and training follow-up")
-    if len(t) * len(times) <= PAIRWISE_MAX ** 2:  # small: the n × K term matrix at once
+    if len(t) * len(times) <= 100_000:  # small: the n × K term matrix at once
         bs = _brier_terms(t, e, surv_at(s, grid, times), times, cens).mean(axis=0)
         return float(np.trapezoid(bs, times) / (times[-1] - times[0]))
     # Sorted by time, the cases at t_k are events among the first p_k patients and the controls the rest,
