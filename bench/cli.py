@@ -193,9 +193,10 @@ RUN_SUMMARY_METRICS = ["cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "i
 @click.option("--summary", is_flag=True,
               help="Mean ± sd over folds per (method, protocol), with the 95 % CI of the C-td-index from a "
                    "fold-stratified patient bootstrap (csv/json: every metric's _mean, _sd, _n, _low, _high).")
-@click.option("--compare", "reference", metavar="METHOD",
-              help="Paired comparison of every method against METHOD on the same folds and patients: mean "
-                   "difference, bootstrap 95 % CI, p-value and Holm-corrected p-value per protocol.")
+@click.option("--compare", "reference", metavar="METHOD[@CONFIG]",
+              help="Paired comparison of every method (and config) against METHOD on the same folds and "
+                   "patients: mean difference, bootstrap 95 % CI, p-value and Holm-corrected p-value per "
+                   "protocol. With several configs of METHOD stored, name one by a config-hash prefix.")
 @click.option("--metric", default="cindex_td", show_default=True, help="The metric --compare compares.")
 def results_cmd(results: Path, fmt: str, summary: bool, reference: str | None, metric: str) -> None:
     """Export stored runs: one row per (method, protocol, fold, seed) with its metric columns."""

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-METRICS_VERSION = "1"
+METRICS_VERSION = "2"  # 2: bootstrap streams per (split, fold), not per run seed
 
 __all__ = [
     "MetricWarning", "cindex_harrell", "cindex_uno", "cindex_td", "td_auc", "integrated_brier", "dice",

@@ -8,7 +8,6 @@ the 2.5/97.5 percentiles over b of the mean over jobs, i.e. a patient bootstrap 
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -60,16 +59,19 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def _pooled_replicates(jobs: pd.DataFrame, metric: str) -> np.ndarray | None:
-    """Replicate b = mean over the jobs of their replicate b (None unless every job has replicates)."""
-    if "bootstrap" not in jobs or jobs.empty:
+    """Replicate b = mean over the jobs of their replicate b (a patient bootstrap stratified by fold, as
+    every job of a fold shares its resamples). Jobs whose own value is NaN are left out, as they are of the
+    mean; a resample where any remaining job is undefined is dropped (NaN), so the pooled replicate always
+    averages the same jobs as the point estimate. None unless every remaining job has replicates."""
+    if "bootstrap" not in jobs or jobs.empty or metric not in jobs:
         return None
-    reps = [b.get(metric) if isinstance(b, dict) else None for b in jobs["bootstrap"]]
+    use = jobs[np.isfinite(jobs[metric].to_numpy(dtype=float))]
+    if use.empty:
+        return None
+    reps = [b.get(metric) if isinstance(b, dict) else None for b in use["bootstrap"]]
     if any(r is None for r in reps) or len({len(r) for r in reps}) != 1:
         return None
-    stacked = np.vstack([np.asarray(r, dtype=float) for r in reps])
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(stacked, axis=0)
+    return np.vstack([np.asarray(r, dtype=float) for r in reps]).mean(axis=0)
 
 
 def _percentiles(reps: np.ndarray | None) -> tuple[float, float]:
@@ -132,38 +134,51 @@ def summarise(frame: pd.DataFrame, metrics: list[str] | None = None, ci: str | N
 
 
 def compare(frame: pd.DataFrame, reference: str, metric: str = "cindex_td") -> pd.DataFrame:
-    """Every method against ``reference`` on the same jobs (protocol, dataset, fold, seed): the mean paired
-    difference of ``metric``, its fold-stratified bootstrap 95 % CI and two-sided p-value, and the p-value
-    Holm-corrected over the methods compared within each protocol. Needs ``with_bootstrap=True`` frames."""
+    """Every (method, config) against the reference on the same jobs (protocol, dataset, scale, fold,
+    seed): the mean paired difference of ``metric``, its fold-stratified bootstrap 95 % CI and two-sided
+    p-value, and the p-value Holm-corrected over the comparisons within each protocol.
+
+    ``reference`` is ``METHOD`` or ``METHOD@CONFIG`` (a prefix of the config hash), needed when the store
+    holds several configs of METHOD. Needs a ``with_bootstrap=True`` frame."""
     if frame.empty or metric not in frame:
         return pd.DataFrame()
     done = frame[frame.status == "done"]
-    if reference not in set(done.method):
-        raise BenchInputError(f"--compare {reference!r}: no finished runs of that method in this store")
+    method, _, cfg = reference.partition("@")
+    refs = done[(done.method == method) & done.config_hash.astype(str).str.startswith(cfg)]
+    if refs.empty:
+        raise BenchInputError(f"--compare {reference!r}: no finished runs of that method"
+                              f"{' and config' if cfg else ''} in this store")
+    configs = sorted(set(refs.config_hash))
+    if len(configs) > 1:
+        raise BenchInputError(f"--compare {reference!r}: the store holds {len(configs)} configs of {method} "
+                              f"({', '.join(c[:8] for c in configs)}); name one as {method}@CONFIG")
+    ref_config = configs[0]
     job = ["protocol_hash", "dataset_fp", "scale", "fold", "seed"]
     out = []
     for (protocol, phash, dfp, scale), g in done.groupby(["protocol", "protocol_hash", "dataset_fp", "scale"]):
-        ref = g[g.method == reference]
+        ref = g[(g.method == method) & (g.config_hash == ref_config)]
         if ref.empty:
             continue
         rows = []
-        for (method, chash), mg in g[g.method != reference].groupby(["method", "config_hash"]):
+        others = g[~((g.method == method) & (g.config_hash == ref_config))]
+        for (other, chash), mg in others.groupby(["method", "config_hash"]):
             pair = mg.merge(ref, on=job, suffixes=("", "_ref"))
-            if pair.empty:
+            both = pair[np.isfinite(pair[metric].to_numpy(float)) & np.isfinite(pair[f"{metric}_ref"].to_numpy(float))]
+            if both.empty:
                 continue
-            diff = (pair[metric] - pair[f"{metric}_ref"]).to_numpy(dtype=float)
-            reps_a = _pooled_replicates(pair, metric)
-            reps_b = _pooled_replicates(pair[["bootstrap_ref"]].rename(columns={"bootstrap_ref": "bootstrap"}), metric)
+            diff = (both[metric] - both[f"{metric}_ref"]).to_numpy(dtype=float)
+            reps_a = _pooled_replicates(both, metric)
+            reps_b = _pooled_replicates(
+                both[[f"{metric}_ref", "bootstrap_ref"]].rename(columns=lambda c: c.removesuffix("_ref")), metric)
             d = None if reps_a is None or reps_b is None else reps_a - reps_b
             lo, hi = _percentiles(d)
-            p = np.nan if d is None else bootstrap_p_value(d)
-            rows.append({"protocol": protocol, "method": method, "reference": reference, "metric": metric,
-                         "jobs": len(pair), "diff": float(np.nanmean(diff)) if np.isfinite(diff).any() else np.nan,
-                         "low": lo, "high": hi, "p": p, "config_hash": chash, "protocol_hash": phash,
+            rows.append({"protocol": protocol, "method": other, "config_hash": chash, "reference": method,
+                         "reference_config": ref_config, "metric": metric, "jobs": len(both),
+                         "diff": float(diff.mean()), "low": lo, "high": hi,
+                         "p": np.nan if d is None else bootstrap_p_value(d), "protocol_hash": phash,
                          "dataset_fp": dfp, "scale": scale})
         if rows:
-            adjusted = holm([r["p"] for r in rows])
-            for r, a in zip(rows, adjusted):
+            for r, a in zip(rows, holm([r["p"] for r in rows])):
                 r["p_holm"] = a
             out.extend(rows)
     return pd.DataFrame(out)

@@ -106,21 +106,28 @@ def _train_key(plan: MethodPlan, dataset: Dataset, protocol: Protocol, fold: Fol
     }, 24)
 
 
-def _score(pr: Protocol, predictions: dict, fold: Fold, seed: int):
-    scored = score(pr.metrics, predictions, boot_seed=bootstrap_seed(pr.metrics, pr.split_hash, fold.index, seed))
+def _score(pr: Protocol, predictions: dict, fold: Fold):
+    scored = score(pr.metrics, predictions, boot_seed=bootstrap_seed(pr.metrics, pr.split_hash, fold.index))
     for note in scored.notes:
         log.info("%s", note)
     return scored
 
 
-def _rescore(store: Store, key: RunKey, pr: Protocol, fold: Fold, seed: int) -> None:
-    """A finished row scored with older metric definitions: rescore it from its stored predictions."""
+def _rescore(store: Store, key: RunKey, pr: Protocol, fold: Fold, seed: int) -> bool:
+    """A finished row scored with older metric definitions: rescore it from its stored predictions. On any
+    error the row is kept as it was (and the error logged); True when it was rescored."""
     row = store.row(key)
     if not row or not row["predictions"]:
-        return
-    scored = _score(pr, unpack_arrays(row["predictions"]), fold, seed)
+        return False
+    try:
+        scored = _score(pr, unpack_arrays(row["predictions"]), fold)
+    except Exception:  # a damaged old record must not stop the sweep
+        log.error("could not rescore %s / %s / fold %s / seed %s; kept as it was:\n%s",
+                  key.method, pr.name, fold.index, seed, traceback.format_exc())
+        return False
     store.rescore(key, metrics=scored.metrics, notes=scored.notes, manifest=scored.manifest,
                   bootstrap=scored.replicates)
+    return True
 
 
 def run_jobs(
@@ -157,8 +164,7 @@ def run_jobs(
                         report.keys.append((key, pr.name))
                         if store.status(key) == "done":
                             if store.metrics_version(key) != METRICS_VERSION:
-                                _rescore(store, key, pr, fold, seed)
-                                report.rescored += 1
+                                report.rescored += _rescore(store, key, pr, fold, seed)
                             report.skipped += 1
                         else:
                             pending.append((pr, key))
@@ -235,7 +241,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             }
             if pred.segmentation is not None:
                 predictions["dice_inter"], predictions["dice_size"] = _dice_counts(plan.name, pred, dataset, fold.test)
-            scored = _score(pr, predictions, fold, seed)
+            scored = _score(pr, predictions, fold)
             store.finish(
                 key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=fit_seconds,
                 predict_seconds=predict_seconds, model_reused=reused, predictions=predictions,

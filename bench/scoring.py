@@ -49,11 +49,12 @@ def horizon_key(years: float) -> str:
     return f"td_auc_{years:g}y"
 
 
-def bootstrap_seed(protocol_metrics: dict, split_hash: str, fold: int, seed: int) -> int:
-    """One resample stream per (split, fold, run seed): every method and every noise level of that fold is
-    bootstrapped on the same patient resamples, so paired comparisons line up."""
+def bootstrap_seed(protocol_metrics: dict, split_hash: str, fold: int) -> int:
+    """One resample stream per (split, fold): every method, noise level and run seed of that fold is
+    bootstrapped on the same patient resamples, so paired comparisons line up and extra run seeds do not
+    pass for extra patients."""
     return int(content_hash({"bootstrap_seed": protocol_metrics.get("bootstrap_seed", 0), "split": split_hash,
-                             "fold": fold, "seed": seed}, 12), 16)
+                             "fold": fold}, 12), 16)
 
 
 def score(protocol_metrics: dict, pred: dict[str, Any], *, boot_seed: int) -> Scored:
@@ -74,31 +75,38 @@ def score(protocol_metrics: dict, pred: dict[str, Any], *, boot_seed: int) -> Sc
         "bootstrap": {"n": n_boot, "seed": boot_seed, "kind": "patient resamples within the fold; pooled CI "
                       "= percentiles of the fold-mean over the same resample index"},
     }
-    surv, times = pred.get("survival"), pred.get("times")
-    if surv is None or (isinstance(surv, np.ndarray) and surv.ndim == 0):
-        if any(k in report for k in ("cindex_td", "ibs")):
-            from bench.survival import breslow_curves
-
-            surv, times, info = breslow_curves(tt, te, np.asarray(pred["train_risk"], dtype=float), risk)
-            manifest["survival_curves"] = info
-    else:
-        surv, times = np.asarray(surv, dtype=float), np.asarray(times, dtype=float)
-        manifest["survival_curves"] = {"source": "method"}
-
     metrics: dict[str, float | None] = {}
     replicates: dict[str, np.ndarray] = {}
     ibs_grid = np.linspace(0.0, horizons[-1], IBS_POINTS + 1)[1:]
-    calls = {
-        "cindex_td": (M.cindex_td, (t, e, surv), {"surv_times": times}),
-        "cindex_harrell": (M.cindex_harrell, (t, e, risk), {}),
-        "cindex_uno": (M.cindex_uno, (t, e, risk), {"train_time": tt, "train_event": te}),
-        "td_auc": (M.td_auc, (t, e, risk), {"horizons": horizons, "train_time": tt, "train_event": te}),
-        "ibs": (M.integrated_brier, (t, e, surv),
-                {"surv_times": times, "train_time": tt, "train_event": te, "horizons": ibs_grid}),
-    }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", M.MetricWarning)
+        surv, times = pred.get("survival"), pred.get("times")
+        if surv is not None:
+            surv, times = np.asarray(surv, dtype=float), np.asarray(times, dtype=float)
+            manifest["survival_curves"] = {"source": "method"}
+        elif any(k in report for k in ("cindex_td", "ibs")):
+            if te.any():
+                from bench.survival import breslow_curves
+
+                surv, times, info = breslow_curves(tt, te, np.asarray(pred["train_risk"], dtype=float), risk)
+                manifest["survival_curves"] = info
+            else:
+                manifest["survival_curves"] = {"source": "none: no event in the training fold, so no baseline"}
+                for key in ("cindex_td", "ibs"):
+                    if key in report:
+                        metrics[key] = M._nan(f"{key}: the method gives no survival curves and the training fold "
+                                              f"has no event to fit a Breslow baseline")
+        calls = {
+            "cindex_td": (M.cindex_td, (t, e, surv), {"surv_times": times}),
+            "cindex_harrell": (M.cindex_harrell, (t, e, risk), {}),
+            "cindex_uno": (M.cindex_uno, (t, e, risk), {"train_time": tt, "train_event": te}),
+            "td_auc": (M.td_auc, (t, e, risk), {"horizons": horizons, "train_time": tt, "train_event": te}),
+            "ibs": (M.integrated_brier, (t, e, surv),
+                    {"surv_times": times, "train_time": tt, "train_event": te, "horizons": ibs_grid}),
+        }
         for key in report:
+            if key in ("cindex_td", "ibs") and surv is None:
+                continue
             if key in calls:
                 fn, args, kw = calls[key]
                 value = fn(*args, **kw)

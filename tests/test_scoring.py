@@ -9,7 +9,7 @@ import pytest
 
 import bench
 from bench.data import load_dataset
-from bench.metrics import METRICS_VERSION, bootstrap_ci, cindex_harrell
+from bench.metrics import METRICS_VERSION, MetricWarning, bootstrap_ci, cindex_harrell
 from bench.protocols import load_protocol
 from bench.registry import register_method, unregister_method
 from bench.results import compare, results_frame, summary_numbers
@@ -37,9 +37,48 @@ def test_breslow_curves_keep_the_ranking_and_never_flip_it():
     assert np.all(np.diff(surv, axis=0) <= 1e-12)  # higher risk, lower survival
     assert info["beta"] > 0.3
     # a risk that is inverted on the training fold gets the floor slope: nearly flat, never reversed
-    surv2, _, info2 = breslow_curves(tt, te, -tr, risk)
+    with pytest.warns(MetricWarning, match="does not rank"):
+        surv2, _, info2 = breslow_curves(tt, te, -tr, risk)
     assert info2["fitted_beta"] < 0 and info2["beta"] == pytest.approx(1e-3)
     assert np.all(np.diff(surv2, axis=0) <= 1e-12)
+
+
+def test_breslow_slope_is_the_cox_estimate():
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    tt, te, tr = _outcomes(300, 4)
+    tt = np.round(tt / 30)  # tied times: Breslow's tie handling on both sides
+    z = (tr - np.median(tr)) / tr.std()
+    ref = CoxPHSurvivalAnalysis(ties="breslow").fit(z[:, None], Surv.from_arrays(te, tt)).coef_[0]
+    _, _, info = breslow_curves(tt, te, tr, tr[:5])
+    assert info["beta"] == pytest.approx(ref, abs=1e-4)
+
+
+def test_breslow_survives_separation_and_heavy_tailed_risks():
+    tt, te, tr = _outcomes(300, 5)
+    order = np.argsort(np.where(te, tt, np.inf))
+    separating = np.empty(300)
+    separating[order] = -np.arange(300.0)  # earlier events, higher risk: the training fold is separated
+    with pytest.warns(MetricWarning, match="separates"):
+        surv, _, info = breslow_curves(tt, te, separating, separating[:10])
+    assert info["beta"] == 10.0 and info["fitted_beta"] is None and np.all(np.isfinite(surv))
+    assert surv[:, -1].max() > 0 or surv[:, 0].min() < 1  # not collapsed to all-0 curves
+    # a hazard-ratio-scale score (exp of a linear predictor) still gives sensible curves
+    t, e, r = _outcomes(150, 6)
+    pred = {"risk": np.exp(3 * r), "time": t, "event": e, "train_risk": np.exp(3 * tr), "train_time": tt,
+            "train_event": te}
+    s = score(load_protocol("clean").metrics | {"bootstrap": 0}, pred, boot_seed=0)
+    assert 0 < s.metrics["ibs"] < 0.25
+
+
+def test_no_training_event_gives_nan_curves_metrics_with_reason():
+    t, e, r = _outcomes(60, 7)
+    pred = {"risk": r, "time": t, "event": e, "train_risk": r, "train_time": t, "train_event": np.zeros(60, bool)}
+    s = score(load_protocol("clean").metrics | {"bootstrap": 0}, pred, boot_seed=0)
+    assert s.metrics["cindex_td"] is None and s.metrics["ibs"] is None
+    assert s.metrics["cindex_harrell"] is not None
+    assert any("no event to fit a Breslow baseline" in n for n in s.notes)
 
 
 def test_score_reports_every_metric_with_replicates_and_manifest():
@@ -69,11 +108,12 @@ def test_score_reports_every_metric_with_replicates_and_manifest():
     assert s2.manifest["survival_curves"] == {"source": "method"}
 
 
-def test_bootstrap_seed_is_shared_by_methods_and_noise_levels_of_a_fold():
+def test_bootstrap_seed_is_shared_by_methods_noise_levels_and_run_seeds_of_a_fold():
     m = load_protocol("clean").metrics
-    assert bootstrap_seed(m, "abc", 0, 0) == bootstrap_seed(m, "abc", 0, 0)
-    assert bootstrap_seed(m, "abc", 0, 0) != bootstrap_seed(m, "abc", 1, 0)
-    assert bootstrap_seed(load_protocol("noisy50").metrics, "abc", 0, 0) == bootstrap_seed(m, "abc", 0, 0)
+    assert bootstrap_seed(m, "abc", 0) == bootstrap_seed(m, "abc", 0)
+    assert bootstrap_seed(m, "abc", 0) != bootstrap_seed(m, "abc", 1)
+    assert bootstrap_seed(m, "abc", 0) != bootstrap_seed(m, "abd", 0)
+    assert bootstrap_seed(load_protocol("noisy50").metrics, "abc", 0) == bootstrap_seed(m, "abc", 0)
 
 
 class RandomRisk(bench.Method):
@@ -113,6 +153,17 @@ def test_run_stores_cis_and_compares_methods(tmp_path, tiny_dataset_dir, random_
     # the CLI prints the same comparison; an unknown reference or metric is a clear error
     out = run_bench("results", "--results", str(tmp_path), "--compare", "coxph")
     assert out.returncode == 0 and random_method in out.stdout and "p_holm" in out.stdout
+    # a second config of coxph: the reference must then be named with its config, and the two coxph
+    # configs are compared with each other too
+    plans2 = plan_methods(["coxph"], "smoke", ["alpha=5.0"])
+    run_jobs(plans2, [load_protocol("clean")], ds, scale="smoke", seeds=[0], results_dir=tmp_path, progress=False)
+    frame = results_frame(Store(tmp_path), with_bootstrap=True)
+    with pytest.raises(bench.BenchInputError, match="2 configs of coxph"):
+        compare(frame, "coxph")
+    ref = plans[0].config_hash
+    cmp = compare(frame, f"coxph@{ref[:8]}")
+    assert sorted(cmp.method) == ["coxph", random_method] and set(cmp.reference_config) == {ref}
+    assert (cmp.jobs == 5).all()
     bad = run_bench("results", "--results", str(tmp_path), "--compare", "nosuch")
     assert bad.returncode == 2 and "nosuch" in bad.stderr
     bad = run_bench("results", "--results", str(tmp_path), "--compare", "coxph", "--metric", "accuracy")
@@ -148,6 +199,19 @@ def test_old_store_is_migrated_and_rescored_without_refitting(tmp_path, tiny_dat
     # and a third run has nothing to do
     report = run_jobs(plans, [protocol], ds, scale="smoke", seeds=[0], results_dir=tmp_path, progress=False)
     assert report.rescored == 0 and report.ran == 0
+
+
+def test_pooled_ci_drops_resamples_where_a_fold_is_undefined():
+    frame = pd.DataFrame({
+        "method": ["m"] * 3, "protocol": ["p"] * 3, "protocol_hash": ["h"] * 3, "config_hash": ["c"] * 3,
+        "dataset": ["d"] * 3, "dataset_fp": ["f"] * 3, "scale": ["quick"] * 3, "status": ["done"] * 3,
+        "fold": [0, 1, 2], "seed": [0, 0, 0], "fit_seconds": [1.0] * 3, "m1": [0.9, 0.5, np.nan],
+        "bootstrap": [{"m1": np.array([0.9, 0.9, 0.9, 0.9])}, {"m1": np.array([0.5, np.nan, 0.5, 0.5])},
+                      {"m1": np.array([np.nan] * 4)}],
+    })
+    row = summary_numbers(frame).iloc[0]
+    # fold 2 has no value, so it is not pooled; resample 1 (fold 1 undefined) is dropped, not averaged as 0.9
+    assert row.m1_mean == pytest.approx(0.7) and row.m1_low == pytest.approx(0.7) and row.m1_high == pytest.approx(0.7)
 
 
 def test_summary_ci_needs_every_fold_to_have_replicates(tmp_path):
