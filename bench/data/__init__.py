@@ -1,10 +1,12 @@
 """Datasets: the HECKTOR 2022 layout loader, the built-in demo cohort and the ``--dataset`` spec parser.
 
 Dataset specs:
-    demo[:SEED]          clinical-only demo cohort in the HECKTOR 2022 layout, generated on first use
-                         into the cache directory (the default until the synthetic PET/CT cohort lands)
-    hecktor2022:PATH     a folder in the HECKTOR 2022 training layout
-    PATH                 same as hecktor2022:PATH
+    synthetic[:SCALE[:SEED]]  the synthetic multi-centre PET/CT cohort (bench.data.synthetic), generated on
+                              first use into the cache directory; SCALE smoke|quick|full|large. The default:
+                              the scale that matches the run (smoke → smoke, quick → quick, paper → full)
+    demo[:SEED]               the clinical-only demo cohort (the two CSVs, no images)
+    hecktor2022:PATH          a folder in the HECKTOR 2022 training layout
+    PATH                      same as hecktor2022:PATH
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from bench.data.cohort import Cohort, ImageFiles
 from bench.data.hecktor import Dataset, load_hecktor
 from bench.errors import BenchInputError
 
-DEFAULT_DATASET = "demo"
-DATASET_KINDS = ("demo[:SEED]", "hecktor2022:PATH")
+DEFAULT_DATASET = "synthetic"
+DATASET_KINDS = ("synthetic[:SCALE[:SEED]]", "demo[:SEED]", "hecktor2022:PATH")
+RUN_SCALE_TO_SYNTHETIC = {"smoke": "smoke", "quick": "quick", "paper": "full"}
 
 __all__ = ["Cohort", "Dataset", "ImageFiles", "cache_dir", "load_dataset", "DEFAULT_DATASET"]
 
@@ -27,19 +30,42 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "survbench"
 
 
-def load_dataset(spec: str | None) -> Dataset:
+def _seed(spec: str, text: str) -> int:
+    try:
+        seed = int(text) if text else 0
+    except ValueError:
+        seed = -1
+    if not 0 <= seed < 2**32:
+        raise BenchInputError(f"--dataset {spec}: the seed must be an integer in [0, 2**32)")
+    return seed
+
+
+def synthetic_root(scale: str, seed: int, *, progress: bool = True) -> Path:
+    """The cached synthetic cohort of this scale and seed, generated first if needed."""
+    from bench.data.synthetic import default_path, generate, scale_config
+
+    path = default_path(cache_dir() / "datasets", scale, seed)
+    return generate(path, scale_config(scale), seed, progress=progress)
+
+
+def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool = True) -> Dataset:
     """Resolve a ``--dataset`` spec (see the module docstring) to a loaded, validated ``Dataset``."""
-    spec = spec or DEFAULT_DATASET
+    spec = spec or f"{DEFAULT_DATASET}:{RUN_SCALE_TO_SYNTHETIC.get(run_scale, 'quick')}"
     kind, _, arg = spec.partition(":")
+    if kind == "synthetic":
+        from bench.data.synthetic import SYNTH_SCALES
+
+        scale, _, seed_text = arg.partition(":")
+        scale = scale or RUN_SCALE_TO_SYNTHETIC.get(run_scale, "quick")
+        if scale not in SYNTH_SCALES:
+            raise BenchInputError(f"--dataset {spec}: unknown synthetic scale {scale!r} "
+                                  f"(choose {', '.join(SYNTH_SCALES)})")
+        seed = _seed(spec, seed_text)
+        return load_hecktor(synthetic_root(scale, seed, progress=progress), name=f"synthetic:{scale}:{seed}")
     if kind == "demo":
         from bench.data.demo import GENERATOR_VERSION, write_demo
 
-        try:
-            seed = int(arg) if arg else 0
-        except ValueError:
-            seed = -1
-        if not 0 <= seed < 2**32:
-            raise BenchInputError(f"--dataset {spec}: the demo seed must be an integer in [0, 2**32)")
+        seed = _seed(spec, arg)
         root = write_demo(cache_dir() / "datasets" / f"demo-v{GENERATOR_VERSION}-seed{seed}", seed)
         return load_hecktor(root, name=f"demo:{seed}")
     if kind == "hecktor2022":

@@ -1,0 +1,425 @@
+"""The embedded default dataset: a synthetic multi-centre head-and-neck PET/CT cohort in the HECKTOR 2022 layout.
+
+Recipe: ../shared/specs/synthetic-cohort.md. A pure function of (config, seed): the same pair writes the
+same bytes. Three passes:
+
+1. Cohort level (one process): centres draw a scanner archetype, SUV calibration, CT noise and slice
+   thickness, contrast flag, HPV+ rate and a frailty; patients draw clinical data and latent tumour
+   parameters (primary volume, SUV, heterogeneity h, nodes with level, size and necrosis).
+2. Patient level (parallel, seeded by (seed, patient id)): a crude neck (fat, muscle, airway, vertebra,
+   carotids, tonsils) and the tumours are drawn on a fine "truth" grid in mm; PET = activity blurred by the
+   archetype's PSF, resampled to its voxel grid, Poisson counts, SUV calibration; CT = Hounsfield units
+   resampled to the centre's grid plus Gaussian noise; the label map (1 GTVp, 2 GTVn) on the CT grid. The
+   volumes the survival model uses are the label map's own voxel volumes, so images and outcome agree.
+3. Cohort level: η (the linear predictor of the spec, coefficients below), Weibull proportional-hazards times
+   with the scale found by bisection for ~20 % events, censoring, the two CSVs, and the ground truth
+   (η, h, necrosis, true volumes) in ``groundtruth/oracle.csv`` outside the HECKTOR layout.
+
+Tuned coefficients (the spec's suggestion, then tuned on the survival part alone over 6 seeds at 489
+patients: oracle C 0.82, clinical-only Cox 0.63, clinical + true volumes 0.77): see ``Coefficients``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, GROUNDTRUTH_FILE, HPV_COLUMN
+from bench.hashing import content_hash
+
+GENERATOR_VERSION = "1"
+CENTRES = {"CHUM": 56, "CHUP": 44, "CHUS": 72, "CHUV": 47, "MDA": 197, "HGJ": 55, "HMR": 18}
+CENTRE_IDS = {c: i + 1 for i, c in enumerate(CENTRES)}
+SYNTH_SCALES = ("smoke", "quick", "full", "large")
+
+# PET scanner archetypes: voxel (x, y, z) mm, PSF FWHM range mm, count factor
+ARCHETYPES = {
+    "older-BGO": ((4.69, 4.69, 3.27), (7.0, 8.0), 0.6),
+    "TOF-PMT": ((3.65, 3.65, 3.27), (6.0, 6.0), 1.0),
+    "digital": ((4.0, 4.0, 4.0), (4.5, 5.0), 1.5),
+}
+SLICE_CHOICES = (1.25, 2.5, 3.27, 3.75)
+NODE_LEVELS = {"II": 0.76, "III": 0.22, "IV": 0.07, "V": 0.06}
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Log-hazard coefficients of η (per unit of each term)."""
+
+    hpv: float = -1.1
+    age: float = 0.035  # per year above 62
+    pack_years: float = 0.01
+    ecog: float = 0.7  # ECOG >= 1
+    log2_mtv_primary: float = 0.5  # log2(MTVp / 15 cc)
+    log2_mtv_nodes: float = 0.35  # log2(1 + nodal MTV in cc)
+    node_necrosis: float = 0.8
+    heterogeneity: float = 1.5  # h ~ U(0, 1)
+    suvmax_z: float = 0.1
+    low_neck_node: float = 0.2  # a level IV-V node
+    frailty_sd: float = 0.2  # b_center ~ N(0, sd²)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    scale: str
+    centres: dict = field(default_factory=lambda: dict(CENTRES))
+    fov_mm: float = 128.0  # side of the head-and-neck box
+    truth_spacing_mm: float = 2.0  # the fine grid the anatomy is drawn on
+    ct_inplane_mm: float = 2.0  # 0.98 at full scale
+    ct_min_slice_mm: float = 2.0  # slice thickness: the centre's choice, at least this
+    pet_spacing_scale: float = 1.0  # multiplies the archetype voxel (smoke uses coarser PET)
+    counts_per_suv: float = 80.0  # expected counts per voxel per unit SUV before the archetype factor
+    event_rate: float = 0.20
+    weibull_shape: float = 0.8
+    coefficients: Coefficients = field(default_factory=Coefficients)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"generator_version": GENERATOR_VERSION}
+
+    def hash(self) -> str:
+        return content_hash(self.to_dict(), 16)
+
+
+def scale_config(scale: str) -> SynthConfig:
+    if scale not in SYNTH_SCALES:
+        raise ValueError(f"unknown synthetic scale {scale!r}; choose one of {', '.join(SYNTH_SCALES)}")
+    if scale == "smoke":
+        return SynthConfig(scale, centres={"CHUM": 14, "CHUP": 13, "MDA": 13}, fov_mm=112.0, truth_spacing_mm=3.5,
+                           ct_inplane_mm=3.5, ct_min_slice_mm=3.5, pet_spacing_scale=1.5)
+    if scale == "full":
+        return SynthConfig(scale, fov_mm=200.0, truth_spacing_mm=1.5, ct_inplane_mm=0.98, ct_min_slice_mm=1.25)
+    if scale == "large":
+        return SynthConfig(scale, centres={c: 4 * n for c, n in CENTRES.items()})
+    return SynthConfig(scale)
+
+
+# --- pass 1: cohort-level draws -----------------------------------------------------------------------
+
+def _draw_cohort(cfg: SynthConfig, seed: int) -> tuple[pd.DataFrame, dict[str, dict]]:
+    rng = np.random.default_rng([seed, 1])
+    centres = {}
+    for name in cfg.centres:
+        arch = list(ARCHETYPES)[rng.integers(len(ARCHETYPES))]
+        voxel, fwhm, factor = ARCHETYPES[arch]
+        centres[name] = {
+            "archetype": arch, "pet_voxel_mm": [v * cfg.pet_spacing_scale for v in voxel],
+            "psf_fwhm_mm": float(rng.uniform(*fwhm)), "count_factor": factor,
+            "suv_calibration": float(rng.uniform(0.90, 1.15)), "ct_noise_hu": float(rng.uniform(10, 30)),
+            "ct_slice_mm": max(float(rng.choice(SLICE_CHOICES)), cfg.ct_min_slice_mm),
+            "contrast": bool(rng.uniform() < 0.5), "hpv_rate": float(rng.uniform(0.4, 0.8)),
+            "frailty": float(rng.normal(0.0, cfg.coefficients.frailty_sd)),
+        }
+    rows = []
+    for name, n in cfg.centres.items():
+        c = centres[name]
+        for k in range(1, n + 1):
+            hpv = rng.uniform() < c["hpv_rate"]
+            male = rng.uniform() < 0.8
+            smoker = rng.uniform() < (0.4 if hpv else 0.7)
+            n_plus = rng.uniform() < (0.85 if hpv else 0.7)
+            n_nodes = int(1 + rng.poisson(0.8)) if n_plus else 0
+            levels = list(NODE_LEVELS)
+            p = np.array(list(NODE_LEVELS.values()))
+            nodes = [{"level": str(rng.choice(levels, p=p / p.sum())),
+                      "diameter_mm": float(np.clip(np.exp(rng.normal(np.log(24.0), 0.35)), 8, 60)),
+                      "necrotic": bool(rng.uniform() < 0.5), "side": int(rng.choice([-1, 1])),
+                      "suvmax": float(np.exp(rng.normal(np.log(6.0), 0.3)))} for _ in range(n_nodes)]
+            rows.append({
+                "PatientID": f"{name}-{k:03d}", "centre": name, "hpv": float(hpv), "male": male,
+                "age": float(np.round(rng.normal(62, 9))), "smoker": smoker,
+                "pack_years": float(rng.gamma(2.0, 15.0)) if smoker else 0.0,
+                "alcohol": float(rng.uniform() < 0.45), "ecog": int(rng.choice([0, 1, 2], p=[0.55, 0.35, 0.10])),
+                "weight": float(np.round(rng.normal(82 if male else 68, 13), 1)),
+                "surgery": float(rng.uniform() < 0.2), "chemo": float(rng.uniform() < 0.8),
+                "mtv_primary_target_cc": float(np.clip(np.exp(rng.normal(np.log(25.0), 0.8)), 1.5, 150.0)),
+                "suvmax_primary": float(np.exp(rng.normal(np.log(11.0), 0.3))),
+                "h": float(rng.uniform(0.0, 1.0)), "primary_necrotic": bool(rng.uniform() < 0.3),
+                "primary_side": int(rng.choice([-1, 1])), "nodes": nodes,
+            })
+    return pd.DataFrame(rows), centres
+
+
+# --- pass 2: one patient's images ---------------------------------------------------------------------
+
+def _grid(fov: float, spacing: float) -> tuple[int, float]:
+    n = int(round(fov / spacing))
+    return n, -fov / 2 + spacing / 2  # size, first voxel centre
+
+
+def _image(array_zyx: np.ndarray, spacing_xyz, origin_xyz):
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(array_zyx)
+    img.SetSpacing([float(s) for s in spacing_xyz])
+    img.SetOrigin([float(o) for o in origin_xyz])
+    return img
+
+
+def _smooth_field(rng: np.random.Generator, shape, sigma_vox: float) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    f = gaussian_filter(rng.standard_normal(shape), sigma_vox, mode="wrap")
+    return f / (f.std() or 1.0)
+
+
+def _ellipsoid(coords, centre, axes, warp=None) -> np.ndarray:
+    z, y, x = coords
+    d = ((x - centre[0]) / axes[0]) ** 2 + ((y - centre[1]) / axes[1]) ** 2 + ((z - centre[2]) / axes[2]) ** 2
+    r = np.sqrt(d)
+    if warp is not None:
+        r = r * (1 + warp)
+    return r
+
+
+def render_patient(p: dict, centre: dict, cfg_dict: dict, seed: int, out: str) -> dict:
+    """Draw, write (atomically) and measure one patient; returns the measured ground truth."""
+    import SimpleITK as sitk
+
+    cfg = cfg_dict
+    pid = p["PatientID"]
+    rng = np.random.default_rng([seed, 2, int(content_hash(pid, 8), 16)])
+    fov, ts = cfg["fov_mm"], cfg["truth_spacing_mm"]
+    n, first = _grid(fov, ts)
+    ax = first + ts * np.arange(n)
+    coords = np.meshgrid(ax, ax, ax, indexing="ij")  # (z, y, x) in mm, y anterior
+    z, y, x = coords
+    hu = np.full((n, n, n), -1000.0, dtype=np.float32)
+    suv = np.zeros((n, n, n), dtype=np.float32)
+    label = np.zeros((n, n, n), dtype=np.uint8)
+    # neck: fat shell, muscle, airway, vertebra, carotids, tonsils (all tubes along z)
+    body = (x / 58.0) ** 2 + (y / 48.0) ** 2 <= 1
+    inner = (x / 50.0) ** 2 + (y / 40.0) ** 2 <= 1
+    hu[body], suv[body] = -100.0, 0.3
+    hu[inner], suv[inner] = 45.0, 0.8
+    airway = ((x / 9.0) ** 2 + ((y - 14.0) / 7.0) ** 2 <= 1) & (z > -60)
+    hu[airway], suv[airway] = -1000.0, 0.0
+    vertebra = (x / 13.0) ** 2 + ((y + 22.0) / 12.0) ** 2 <= 1
+    cortex = vertebra & ~((x / 10.0) ** 2 + ((y + 22.0) / 9.0) ** 2 <= 1)
+    hu[vertebra], suv[vertebra] = 300.0, 0.9
+    hu[cortex] = 1000.0
+    for side in (-1, 1):
+        carotid = ((x - side * 24.0) / 4.0) ** 2 + ((y - 2.0) / 4.0) ** 2 <= 1
+        hu[carotid], suv[carotid] = (200.0 if centre["contrast"] else 40.0), 1.6
+        tonsil = _ellipsoid(coords, (side * 14.0, 12.0, 28.0), (6.0, 7.0, 9.0)) <= 1
+        hu[tonsil], suv[tonsil] = 50.0, 3.4
+    # primary tumour: a warped ellipsoid at the oropharynx, SUV peak with a heterogeneity field
+    het = _smooth_field(rng, (n, n, n), 3.0 / ts)
+    warp = 0.12 * _smooth_field(rng, (n, n, n), 6.0 / ts)
+    r_eq = (3 * p["mtv_primary_target_cc"] * 1000 / (4 * np.pi)) ** (1 / 3)
+    elong = np.exp(rng.normal(0, 0.15, 3))
+    elong /= np.prod(elong) ** (1 / 3)
+    c_p = (p["primary_side"] * rng.uniform(10, 16), rng.uniform(6, 14), 18.0 + rng.normal(0, 4))
+    r = _ellipsoid(coords, c_p, r_eq * elong, warp)
+    tumour = (r <= 1) & inner & ~airway & ~vertebra  # inside the neck; it narrows the airway, not fills it
+    prof = np.clip(1 - 0.45 * r ** 2, 0.3, 1)
+    suv[tumour] = (p["suvmax_primary"] * prof * np.exp(0.45 * p["h"] * het))[tumour]
+    hu[tumour] = 40.0 + 8.0 * het[tumour]
+    if p["primary_necrotic"]:
+        core = tumour & (r <= 0.4)
+        suv[core], hu[core] = 0.5, 15.0
+    label[tumour] = 1
+    # nodes by level: z range, lateral offset, antero-posterior offset (mm)
+    level_pos = {"II": (0, 22, 30, 2), "III": (-22, 0, 32, 4), "IV": (-50, -22, 30, 6), "V": (-30, 10, 38, -18)}
+    for node in p["nodes"]:
+        z0, z1, lat, ap = level_pos[node["level"]]
+        centre_n = (node["side"] * (lat + rng.normal(0, 3)), ap + rng.normal(0, 3), rng.uniform(z0, z1))
+        rn = _ellipsoid(coords, centre_n, np.array([1.0, 1.0, 1.2]) * node["diameter_mm"] / 2, 0.5 * warp)
+        nd = (rn <= 1) & (label == 0) & inner & ~airway & ~vertebra
+        suv[nd] = (node["suvmax"] * np.clip(1 - 0.4 * rn ** 2, 0.3, 1))[nd]
+        hu[nd] = 35.0 + 5.0 * het[nd]
+        if node["necrotic"]:
+            core = nd & (rn <= 0.5)
+            suv[core], hu[core] = 0.5, 15.0
+        label[nd] = 2
+    origin = (first, first, first)
+    truth_hu = _image(hu, (ts, ts, ts), origin)
+    truth_suv = _image(suv, (ts, ts, ts), origin)
+    truth_label = _image(label, (ts, ts, ts), origin)
+
+    def grid_like(spacing_xyz) -> "sitk.Image":
+        size = [int(round(fov / s)) for s in spacing_xyz]
+        ref = sitk.Image(size, sitk.sitkFloat32)
+        ref.SetSpacing([float(s) for s in spacing_xyz])
+        ref.SetOrigin([-fov / 2 + s / 2 for s in spacing_xyz])
+        return ref
+
+    # CT: resample, noise; label: nearest neighbour on the CT grid
+    ct_ref = grid_like((cfg["ct_inplane_mm"], cfg["ct_inplane_mm"], centre["ct_slice_mm"]))
+    ct = sitk.Resample(truth_hu, ct_ref, sitk.Transform(), sitk.sitkLinear, -1000.0)
+    ct_arr = sitk.GetArrayFromImage(ct)
+    ct_arr = ct_arr + rng.normal(0, centre["ct_noise_hu"], ct_arr.shape)
+    ct_out = _image(np.clip(np.round(ct_arr), -1024, 3071).astype(np.int16), ct_ref.GetSpacing(), ct_ref.GetOrigin())
+    lab = sitk.Resample(truth_label, ct_ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    # PET: PSF blur on the truth grid, resample to the scanner voxel, Poisson counts, calibration
+    sigma = centre["psf_fwhm_mm"] / 2.3548
+    blurred = sitk.SmoothingRecursiveGaussian(truth_suv, sigma)
+    pet_ref = grid_like(centre["pet_voxel_mm"])
+    pet = sitk.GetArrayFromImage(sitk.Resample(blurred, pet_ref, sitk.Transform(), sitk.sitkLinear, 0.0))
+    lam = np.clip(pet, 0, None) * cfg["counts_per_suv"] * centre["count_factor"]
+    counts = rng.poisson(lam)
+    pet_suv = counts / (cfg["counts_per_suv"] * centre["count_factor"]) * centre["suv_calibration"]
+    pet_out = _image(pet_suv.astype(np.float32), pet_ref.GetSpacing(), pet_ref.GetOrigin())
+
+    lab_arr = sitk.GetArrayFromImage(lab)
+    voxel_cc = float(np.prod(ct_ref.GetSpacing())) / 1000.0
+    mtv_p = float(np.count_nonzero(lab_arr == 1)) * voxel_cc
+    mtv_n = float(np.count_nonzero(lab_arr == 2)) * voxel_cc
+    out_dir = Path(out)
+    for img, rel in ((ct_out, f"imagesTr/{pid}__CT.nii.gz"), (pet_out, f"imagesTr/{pid}__PT.nii.gz"),
+                     (lab, f"labelsTr/{pid}.nii.gz")):
+        _write_image(img, out_dir / rel)
+    return {"PatientID": pid, "mtv_primary_cc": mtv_p, "mtv_nodes_cc": mtv_n}
+
+
+def _write_image(img, path: Path) -> None:
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".nii.gz")
+    os.close(fd)
+    sitk.WriteImage(img, tmp, True)
+    os.replace(tmp, path)
+
+
+# --- pass 3: outcomes and files -----------------------------------------------------------------------
+
+def _outcomes(cfg: SynthConfig, seed: int, pats: pd.DataFrame, centres: dict, measured: pd.DataFrame
+              ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    c = cfg.coefficients
+    df = pats.merge(measured, on="PatientID", how="left")
+    n = len(df)
+    rng = np.random.default_rng([seed, 3])
+    node_necrosis = np.array([any(nd["necrotic"] for nd in ns) for ns in df.nodes], dtype=float)
+    low_node = np.array([any(nd["level"] in ("IV", "V") for nd in ns) for ns in df.nodes], dtype=float)
+    suv_z = (np.log(df.suvmax_primary) - np.log(11.0)) / 0.3
+    frailty = df.centre.map(lambda k: centres[k]["frailty"]).to_numpy()
+    eta = (c.hpv * df.hpv + c.age * (df.age - 62) + c.pack_years * df.pack_years + c.ecog * (df.ecog >= 1)
+           + c.log2_mtv_primary * np.log2(np.maximum(df.mtv_primary_cc, 0.1) / 15.0)
+           + c.log2_mtv_nodes * np.log2(1 + df.mtv_nodes_cc) + c.node_necrosis * node_necrosis
+           + c.heterogeneity * df.h + c.suvmax_z * suv_z + c.low_neck_node * low_node + frailty).to_numpy(float)
+    censor = np.minimum(rng.uniform(400, 3000, n), rng.exponential(5000, n))
+    u = rng.uniform(size=n)
+
+    def times(scale: float) -> np.ndarray:
+        return scale * (-np.log(u) * np.exp(-eta)) ** (1 / cfg.weibull_shape)
+
+    lo, hi = 1.0, 1e9
+    for _ in range(200):
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if np.mean(times(mid) <= censor) > cfg.event_rate else (lo, mid)
+    t = times(np.sqrt(lo * hi))
+    event = (t <= censor).astype(int)
+    rfs = np.maximum(1, np.round(np.minimum(t, censor))).astype(int)
+    miss = lambda p: rng.uniform(size=n) < p  # noqa: E731
+    clinical = pd.DataFrame({
+        "PatientID": df.PatientID, "Task 1": 1, "Task 2": 1, "CenterID": df.centre.map(CENTRE_IDS),
+        "Gender": np.where(df.male, "M", "F"), "Age": df.age, "Weight": np.where(miss(0.05), np.nan, df.weight),
+        "Tobacco": np.where(miss(0.25), np.nan, df.smoker.astype(float)),
+        "Alcohol": np.where(miss(0.3), np.nan, df.alcohol),
+        "Performance status": np.where(miss(0.1), np.nan, df.ecog.astype(float)),
+        HPV_COLUMN: np.where(miss(0.3), np.nan, df.hpv), "Surgery": df.surgery, "Chemotherapy": df.chemo,
+    })[CLINICAL_COLUMNS]
+    endpoint = pd.DataFrame({"PatientID": df.PatientID, "Relapse": event, "RFS": rfs})
+    truth = pd.DataFrame({
+        "PatientID": df.PatientID, "eta": eta, "h": df.h, "mtv_primary_cc": df.mtv_primary_cc,
+        "mtv_nodes_cc": df.mtv_nodes_cc, "n_nodes": df.nodes.map(len), "node_necrosis": node_necrosis,
+        "primary_necrotic": df.primary_necrotic.astype(int), "low_neck_node": low_node,
+        "suvmax_primary_latent": df.suvmax_primary, "hpv_true": df.hpv, "pack_years": df.pack_years,
+        "frailty": frailty, "event_time_latent": t, "censor_time": censor,
+    })
+    return clinical, endpoint, truth
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as fh:
+        frame.to_csv(fh, index=False, lineterminator="\n", float_format="%.6g")
+    os.replace(tmp, path)
+
+
+MARKER = ".complete"
+
+
+def is_complete(out: Path, cfg: SynthConfig, seed: int) -> bool:
+    marker = Path(out) / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except ValueError:
+        return False
+    return info.get("config_hash") == cfg.hash() and info.get("seed") == seed
+
+
+def generate(out: str | Path, cfg: SynthConfig, seed: int = 0, *, workers: int | None = None,
+             progress: bool = True) -> Path:
+    """Write the cohort to ``out`` unless a complete one with this config and seed is there (resumable:
+    patients already written are kept when a killed generation is rerun)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    if is_complete(out, cfg, seed):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).unlink(missing_ok=True)
+    pats, centres = _draw_cohort(cfg, seed)
+    done_dir = out / "groundtruth" / "patients"
+    done_dir.mkdir(parents=True, exist_ok=True)
+    stamp = {"config_hash": cfg.hash(), "seed": seed}
+    measured, todo = [], []
+    for p in pats.to_dict("records"):
+        f = done_dir / f"{p['PatientID']}.json"
+        rec = json.loads(f.read_text()) if f.is_file() else None
+        if rec and rec.get("stamp") == stamp:
+            measured.append(rec["measured"])
+        else:
+            todo.append(p)
+    workers = workers or max(1, min(len(todo), os.cpu_count() or 1))
+    cfg_dict = cfg.to_dict()
+    bar = tqdm(total=len(pats), initial=len(measured), desc=f"synthetic {cfg.scale}", unit="patient",
+               disable=not progress or None, leave=False)
+
+    def keep(rec: dict) -> None:
+        tmp = done_dir / f".{rec['PatientID']}.json.tmp"
+        tmp.write_text(json.dumps({"stamp": stamp, "measured": rec}))
+        os.replace(tmp, done_dir / f"{rec['PatientID']}.json")
+        measured.append(rec)
+        bar.update(1)
+
+    try:
+        if workers == 1:
+            for p in todo:
+                keep(render_patient(p, centres[p["centre"]], cfg_dict, seed, str(out)))
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                futures = [pool.submit(render_patient, p, centres[p["centre"]], cfg_dict, seed, str(out))
+                           for p in todo]
+                for fut in futures:
+                    keep(fut.result())
+    finally:
+        bar.close()
+    clinical, endpoint, truth = _outcomes(cfg, seed, pats, centres, pd.DataFrame(measured))
+    _write_csv(clinical, out / CLINICAL_FILE)
+    _write_csv(endpoint, out / ENDPOINT_FILE)
+    _write_csv(truth, out / GROUNDTRUTH_FILE)
+    (out / "groundtruth" / "centres.json").write_text(json.dumps(centres, indent=1, sort_keys=True) + "\n")
+    (out / "groundtruth" / "config.json").write_text(json.dumps(cfg.to_dict() | {"seed": seed}, indent=1) + "\n")
+    (out / MARKER).write_text(json.dumps(stamp) + "\n")
+    return out
+
+
+def default_path(root: Path, scale: str, seed: int) -> Path:
+    cfg = scale_config(scale)
+    return Path(root) / f"synthetic-{scale}-v{GENERATOR_VERSION}-{cfg.hash()[:8]}-seed{seed}"
+
+
+__all__ = ["SynthConfig", "Coefficients", "scale_config", "generate", "render_patient", "default_path",
+           "SYNTH_SCALES", "GENERATOR_VERSION", "is_complete", "replace"]
