@@ -109,7 +109,8 @@ def test_data_demo_writes_a_hecktor_folder(tmp_path):
     (["run", "-m", "coxph", "--set", "ties=foo"], "ties = 'foo'"),
     (["run", "-m", "coxph", "--seed", ","], "--seed is empty"),
     (["run", "-m", "coxph", "--seed", "99999999999999999999"], "seeds must lie in"),
-    (["run", "-m", "coxph", "-d", "demo:-5"], "demo seed must be"),
+    (["run", "-m", "coxph", "-d", "demo:-5"], "seed must be an integer"),
+    (["run", "-m", "coxph", "-d", "synthetic:smoke:x"], "seed must be an integer"),
 ])
 def test_more_bad_input_exits_2(args, message, tmp_path):
     done = run_bench(*args, "--results", str(tmp_path / "r"), cwd=tmp_path)

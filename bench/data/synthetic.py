@@ -341,7 +341,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     with os.fdopen(fd, "w", newline="") as fh:
-        frame.to_csv(fh, index=False, lineterminator="\n", float_format="%.6g")
+        frame.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
     os.replace(tmp, path)
 
 
