@@ -167,6 +167,42 @@ def data_show(patient: str, dataset: str, out: Path | None) -> None:
     click.echo(str(png))
 
 
+@cli.command("corrupt")
+@click.option("--protocol", "-p", required=True, help="A protocol with noise, e.g. noisy50.")
+@click.option("--patient", required=True, help="Patient id.")
+@click.option("--dataset", "-d", default="synthetic:quick", show_default=True, help="As for `bench run`.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
+    """Write the CT and PET that PATIENT's test images become under PROTOCOL (the exact files the runner
+    hands to methods), so a person can look at them; says so when the patient is not in the noisy fraction."""
+    import shutil
+
+    from bench.corruptions import corrupted_images, selection_draw
+    from bench.data import cache_dir, load_dataset
+    from bench.protocols import load_protocol
+
+    pr = load_protocol(protocol)
+    if not pr.corrupts:
+        raise BenchInputError(f"--protocol {protocol}: it corrupts nothing (corruption kind 'none')")
+    ds = load_dataset(dataset)
+    if patient not in ds.ids:
+        raise BenchInputError(f"--patient {patient!r} is not in {ds.name}")
+    if ds.images is None:
+        raise BenchInputError(f"{ds.name} has no images to corrupt")
+    c = pr.corruption
+    u = selection_draw(ds.fingerprint, c["seed"], patient)
+    if u >= c["fraction"]:
+        click.echo(f"{patient} is not corrupted under {pr.name}: its draw u = {u:.3f} >= fraction {c['fraction']}")
+        return
+    files = corrupted_images(ds.images[patient], ds.fingerprint, c, patient, cache_dir() / "corrupted")
+    out.mkdir(parents=True, exist_ok=True)
+    for src, name in ((files.ct, f"{patient}__CT.nii.gz"), (files.pet, f"{patient}__PT.nii.gz")):
+        shutil.copyfile(src, out / name)
+    click.echo(f"{patient} under {pr.name} (u = {u:.3f} < {c['fraction']}): CT + Gaussian noise σ = "
+               f"{c['ct_sigma'][c['ct_level']]} × range ({c['ct_level']}), PET Poisson at "
+               f"{c['pet_counts_per_suv'][c['pet_level']]:g} counts/SUV ({c['pet_level']}) → {out}/")
+
+
 @data_cmd.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -1,15 +1,26 @@
-"""Which patients a protocol corrupts, and how (the per-patient manifest stored with every run).
+"""Which patients a protocol corrupts, how, and the corrupted images themselves.
 
-Each patient has a uniform draw u from (dataset fingerprint, seed, patient id) and is corrupted iff u < fraction, so
-noisy10 ⊂ noisy20 ⊂ … ⊂ noisy100 and the choice does not depend on the fold. The noise itself (CT
-Gaussian, PET Poisson, on the native images) belongs to the image pipeline; a clinical-only method's
-inputs are untouched, which the manifest records.
+Selection: each patient has a uniform draw u from (dataset fingerprint, seed, patient id) and is
+corrupted iff u < fraction, so noisy10 ⊂ noisy20 ⊂ … ⊂ noisy100 and the choice does not depend on the fold.
+
+Noise (on the native images, before any resampling): CT gets zero-mean Gaussian noise with
+σ = level × (max − min) of that CT; PET gets Poisson noise at a named count level — the SUV image is
+scaled to expected counts (``counts_per_suv``), Poisson counts are drawn and scaled back. The realisation
+comes from (dataset fingerprint, seed, patient id, modality, level) only, so each patient has one noisy
+image per level, written once to the cache and reused by every protocol, fold and method. A corrupted
+patient's cohort entry points at those files; a clinical-only method's inputs are untouched, which the
+manifest records.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any, Iterable
 
-from bench.hashing import unit_uniform
+import numpy as np
+
+from bench.hashing import content_hash, unit_uniform
 
 
 def selection_draw(dataset_fp: str, seed: int, patient_id: str) -> float:
@@ -40,3 +51,63 @@ def corruption_manifest(
         "n_corrupted": sum(e["corrupted"] for e in patients.values()),
         "patients": patients,
     }
+
+
+def noise_rng(dataset_fp: str, seed: int, patient_id: str, modality: str, level: str) -> np.random.Generator:
+    key = content_hash({"dataset": dataset_fp, "seed": seed, "patient": patient_id, "modality": modality,
+                        "level": level}, 16)
+    return np.random.default_rng(int(key, 16))
+
+
+def ct_gaussian(ct: np.ndarray, sigma_x_range: float, rng: np.random.Generator) -> np.ndarray:
+    """CT + N(0, (sigma_x_range · (max − min))²), in the input's dtype (integers rounded and clipped)."""
+    a = ct.astype(np.float64)
+    noisy = a + rng.normal(0.0, sigma_x_range * float(a.max() - a.min()), a.shape)
+    if np.issubdtype(ct.dtype, np.integer):
+        info = np.iinfo(ct.dtype)
+        return np.clip(np.round(noisy), info.min, info.max).astype(ct.dtype)
+    return noisy.astype(ct.dtype)
+
+
+def pet_poisson(pet: np.ndarray, counts_per_suv: float, rng: np.random.Generator) -> np.ndarray:
+    """Poisson(max(SUV, 0) · counts_per_suv) / counts_per_suv, as float32."""
+    lam = np.clip(pet.astype(np.float64), 0.0, None) * counts_per_suv
+    return (rng.poisson(lam) / counts_per_suv).astype(np.float32)
+
+
+def corrupted_images(files, dataset_fp: str, corruption: dict[str, Any], patient_id: str, cache: Path):
+    """The patient's ImageFiles with CT and PET replaced by their noisy versions (written once, atomically,
+    under ``cache``); the mask is unchanged."""
+    import SimpleITK as sitk
+
+    from bench.data.cohort import ImageFiles
+
+    seed = corruption["seed"]
+    out = {}
+    for modality, src, level, amount, noise in (
+        ("ct", files.ct, corruption["ct_level"], corruption["ct_sigma"][corruption["ct_level"]], ct_gaussian),
+        ("pet", files.pet, corruption["pet_level"], corruption["pet_counts_per_suv"][corruption["pet_level"]],
+         pet_poisson),
+    ):
+        target = Path(cache) / dataset_fp / f"{patient_id}__{modality.upper()}-{level}-{amount:g}-seed{seed}.nii.gz"
+        if not target.is_file():
+            img = sitk.ReadImage(str(src))
+            arr = sitk.GetArrayFromImage(img)
+            noisy = sitk.GetImageFromArray(noise(arr, amount, noise_rng(dataset_fp, seed, patient_id, modality, level)))
+            noisy.CopyInformation(img)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".nii.gz")
+            os.close(fd)
+            sitk.WriteImage(noisy, tmp, True)
+            os.replace(tmp, target)
+        out[modality] = target
+    return ImageFiles(out["ct"], out["pet"], files.mask)
+
+
+def corrupted_files(dataset, corruption: dict[str, Any], ids: Iterable[str], cache: Path) -> dict[str, Any]:
+    """{patient id: noisy ImageFiles} for the patients of ``ids`` that the corruption selects."""
+    if corruption["kind"] == "none" or dataset.images is None:
+        return {}
+    return {pid: corrupted_images(dataset.images[pid], dataset.fingerprint, corruption, pid, cache)
+            for pid in ids
+            if selection_draw(dataset.fingerprint, corruption["seed"], pid) < corruption["fraction"]}

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bench.config import config_hash, overrides_by_method, resolve_config
-from bench.corruptions import corruption_manifest
+from bench.corruptions import corrupted_files, corruption_manifest
 from bench.data import Dataset, cache_dir
 from bench.env import environment
 from bench.errors import BenchInputError, PredictionError
@@ -198,7 +198,11 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
         method_name=plan.name,
     )
     fit_ids, val_ids = splits.fit_val(fold, seed)
+    noisy_dir = cache_dir() / "corrupted"
+    uses_images = any(c in ("ct", "pet") for c in plan.cls.consumes)
     try:
+        train_noise = (corrupted_files(dataset, protocol0.train_corruption, list(fit_ids) + list(val_ids), noisy_dir)
+                       if uses_images and protocol0.train_corruption else {})
         stored = store.load_model(train_key)
         reused = stored is not None
         if reused:
@@ -207,8 +211,8 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             report.reused_models += 1
         else:
             method = plan.cls(ctx)
-            train = dataset.cohort(fit_ids, with_outcomes=True, name=f"{fold.name}/train")
-            val = dataset.cohort(val_ids, with_outcomes=True, name=f"{fold.name}/val")
+            train = dataset.cohort(fit_ids, with_outcomes=True, name=f"{fold.name}/train", replace_images=train_noise)
+            val = dataset.cohort(val_ids, with_outcomes=True, name=f"{fold.name}/val", replace_images=train_noise)
             _seed_everything(seed)
             t0 = time.perf_counter()
             method.fit(train, val)
@@ -220,15 +224,17 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             })
             report.fits += 1
         train_ids = list(fit_ids) + list(val_ids)
-        train_pred = _predict(plan, method, dataset, train_ids, f"{fold.name}/train-predict")
+        train_pred = _predict(plan, method, dataset, train_ids, f"{fold.name}/train-predict", train_noise)
         outcomes = dataset.outcomes
         for pr, key in pending:
             manifest = corruption_manifest(
                 dataset.fingerprint, pr.corruption, fold.test,
-                affects_inputs=any(c in IMAGE_INPUTS for c in plan.cls.consumes),
+                affects_inputs=uses_images,
             )
+            test_noise = (corrupted_files(dataset, pr.corruption, fold.test, noisy_dir)
+                          if uses_images and pr.corrupts and "test" in pr.corruption["apply_to"] else {})
             t0 = time.perf_counter()
-            pred = _predict(plan, method, dataset, list(fold.test), f"{fold.name}/test")
+            pred = _predict(plan, method, dataset, list(fold.test), f"{fold.name}/test", test_noise)
             predict_seconds = time.perf_counter() - t0
             test_time = outcomes.loc[list(fold.test), "time"].to_numpy()
             test_event = outcomes.loc[list(fold.test), "event"].to_numpy()
@@ -262,8 +268,10 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
         log.error("method %s failed on %s (seed %s):\n%s", plan.name, fold.name, seed, err)
 
 
-def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str], name: str) -> Prediction:
-    cohort = dataset.cohort(ids, with_outcomes=False, with_mask=plan.cls.needs_mask_at_test, name=name)
+def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str], name: str,
+             replace_images: dict | None = None) -> Prediction:
+    cohort = dataset.cohort(ids, with_outcomes=False, with_mask=plan.cls.needs_mask_at_test, name=name,
+                            replace_images=replace_images)
     try:
         pred = method.predict(cohort)
     except PredictionError as exc:  # built inside the method, perhaps without its registered name

@@ -59,8 +59,12 @@ class Dataset:
     def has_groundtruth(self) -> bool:
         return (self.root / GROUNDTRUTH_FILE).is_file()
 
-    def cohort(self, ids, *, with_outcomes: bool, with_mask: bool = True, name: str = "cohort") -> Cohort:
+    def cohort(self, ids, *, with_outcomes: bool, with_mask: bool = True, name: str = "cohort",
+               replace_images: dict[str, ImageFiles] | None = None) -> Cohort:
+        """The patients ``ids``; ``replace_images`` swaps in other files for some (the corrupted ones)."""
         images = self.images
+        if images is not None and replace_images:
+            images = {**images, **replace_images}
         if images is not None and not with_mask:
             images = {i: ImageFiles(f.ct, f.pet, None) for i, f in images.items()}
         outcomes = self.outcomes if with_outcomes else None
