@@ -1,0 +1,168 @@
+"""The image pipeline: native CT / PET / mask → a fixed box on a common grid, normalised, cached on disk.
+
+Per patient: read the NIfTI files (SimpleITK); find the head-and-neck box from the images alone — centred
+on the PET hot region (voxels above ``hot_fraction`` of the 99.9th SUV percentile, SUV-weighted
+centroid), never on the reference mask, which a test cohort does not even have; resample CT (linear),
+PET (linear) and, when present, the mask (nearest neighbour) onto ``size`` voxels of ``spacing_mm``
+around that centre; window the CT to [0, 1] and scale PET SUV by ``pet_suv_max`` (clipped to [0, 1]).
+
+Cache: ``<cache>/pipeline/<key>.npz`` with key = hash(content hashes of the input files, pipeline config).
+Corrupted images are separate files (bench.corruptions), so the corruption is part of the key through
+them. A file's content hash is memoised by (path, size, mtime), so the second epoch, the second method and
+the second run read one small npz per patient and no NIfTI.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BenchInputError
+from bench.hashing import content_hash
+
+PIPELINE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    spacing_mm: float = 2.0  # isotropic output voxel
+    size: tuple[int, int, int] = (48, 48, 48)  # output voxels (x, y, z)
+    ct_window: tuple[float, float] = (-200.0, 300.0)  # HU mapped to [0, 1]
+    pet_suv_max: float = 20.0  # SUV mapped to [0, 1] (clipped)
+    hot_fraction: float = 0.4  # crop centre: SUV-weighted centroid of voxels above this × p99.9
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PipelineConfig":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("size", "ct_window"):
+            if k in known:
+                known[k] = tuple(known[k])
+        return cls(**known)
+
+    def key(self) -> dict[str, Any]:
+        return asdict(self) | {"version": PIPELINE_VERSION}
+
+
+def file_digest(path: Path, memo_dir: Path) -> str:
+    """sha256 of a file's bytes, memoised by (path, size, mtime) under ``memo_dir``."""
+    st = path.stat()
+    ident = hashlib.sha1(str(path.resolve()).encode()).hexdigest()
+    memo = memo_dir / f"{ident}.json"
+    if memo.is_file():
+        try:
+            rec = json.loads(memo.read_text())
+            if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
+                return rec["sha256"]
+        except (ValueError, KeyError):
+            pass
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    memo_dir.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}))
+    os.replace(tmp, memo)
+    return digest
+
+
+def cache_key(files, cfg: PipelineConfig, cache: Path) -> str:
+    memo = Path(cache) / "pipeline" / "file-hashes"
+    parts = {"ct": file_digest(Path(files.ct), memo), "pet": file_digest(Path(files.pet), memo),
+             "mask": None if files.mask is None else file_digest(Path(files.mask), memo), "config": cfg.key()}
+    return content_hash(parts, 24)
+
+
+def _hot_centre(pet, cfg: PipelineConfig) -> np.ndarray:
+    """Physical (x, y, z) centre of the PET hot region."""
+    import SimpleITK as sitk
+
+    a = sitk.GetArrayFromImage(pet).astype(np.float64)
+    thr = cfg.hot_fraction * np.percentile(a, 99.9)
+    idx = np.argwhere(a > thr) if thr > 0 else np.argwhere(np.ones_like(a, bool))
+    w = a[tuple(idx.T)] if thr > 0 else np.ones(len(idx))
+    zyx = (idx * w[:, None]).sum(0) / w.sum()
+    return np.asarray(pet.TransformContinuousIndexToPhysicalPoint([float(zyx[2]), float(zyx[1]), float(zyx[0])]))
+
+
+def process(files, cfg: PipelineConfig) -> dict[str, np.ndarray]:
+    """One patient through the pipeline (no cache): arrays (z, y, x) float32 ct, pet in [0, 1], uint8 mask."""
+    import SimpleITK as sitk
+
+    ct = sitk.ReadImage(str(files.ct))
+    pet = sitk.ReadImage(str(files.pet))
+    centre = _hot_centre(pet, cfg)
+    ref = sitk.Image([int(s) for s in cfg.size], sitk.sitkFloat32)
+    ref.SetSpacing([cfg.spacing_mm] * 3)
+    ref.SetDirection(ct.GetDirection())
+    half = (np.asarray(cfg.size, float) - 1) / 2 * cfg.spacing_mm
+    direction = np.asarray(ct.GetDirection()).reshape(3, 3)
+    ref.SetOrigin([float(v) for v in centre - direction @ half])
+    ct_r = sitk.GetArrayFromImage(sitk.Resample(ct, ref, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32))
+    pet_r = sitk.GetArrayFromImage(sitk.Resample(pet, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    lo, hi = cfg.ct_window
+    out = {
+        "ct": np.clip((ct_r - lo) / (hi - lo), 0, 1).astype(np.float32),
+        "pet": np.clip(pet_r / cfg.pet_suv_max, 0, 1).astype(np.float32),
+        "origin": np.asarray(ref.GetOrigin()), "centre": centre,
+    }
+    if files.mask is not None:
+        mask = sitk.ReadImage(str(files.mask))
+        out["mask"] = sitk.GetArrayFromImage(sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                                                           sitk.sitkUInt8))
+    return out
+
+
+def load(files, cfg: PipelineConfig, cache: Path) -> dict[str, np.ndarray]:
+    """The patient's pipeline output, from the cache when there (computed and stored atomically otherwise)."""
+    if files is None:
+        raise BenchInputError("the image pipeline needs CT and PET files; this dataset has none")
+    target = Path(cache) / "pipeline" / f"{cache_key(files, cfg, cache)}.npz"
+    if target.is_file():
+        try:
+            with np.load(target) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):
+            pass  # damaged: recompute
+    out = process(files, cfg)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".npz")
+    with os.fdopen(fd, "wb") as fh:
+        np.savez(fh, **out)
+    os.replace(tmp, target)
+    return out
+
+
+def _load_job(args):
+    files, cfg, cache = args
+    load(files, cfg, cache)
+    return True
+
+
+def preprocess(image_files: dict, cfg: PipelineConfig, cache: Path, *, workers: int | None = None,
+               progress: bool = True) -> None:
+    """Fill the cache for every patient (in parallel, with a progress bar); cached ones cost a stat."""
+    from tqdm.auto import tqdm
+
+    items = list(image_files.items())
+    workers = workers or max(1, min(len(items), os.cpu_count() or 1))
+    bar = tqdm(total=len(items), desc="image pipeline", unit="patient", disable=not progress or None, leave=False)
+    try:
+        if workers == 1:
+            for _, f in items:
+                load(f, cfg, cache)
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for _ in pool.map(_load_job, [(f, cfg, cache) for _, f in items]):
+                    bar.update(1)
+    finally:
+        bar.close()

@@ -1,0 +1,74 @@
+"""torch Dataset / DataLoader over the cached image pipeline, for deep methods (imports torch and MONAI).
+
+A sample is a dict: ``image`` float32 tensor (2, Z, Y, X) — channel 0 CT, channel 1 PET, both in [0, 1];
+``mask`` uint8 (1, Z, Y, X) when the cohort shows the reference mask; ``time`` / ``event`` on cohorts with
+outcomes (training and validation); ``clinical`` when given; ``id``. Augmentations are MONAI dictionary
+transforms applied to the numpy sample before conversion.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bench.data.pipeline import PipelineConfig, load, preprocess
+
+
+class PetCtDataset(Dataset):
+    def __init__(self, cohort, cfg: PipelineConfig, cache: Path, *, transform: Callable | None = None,
+                 clinical: np.ndarray | None = None, progress: bool = False):
+        self.ids = list(cohort.ids)
+        self.files = cohort.image_files
+        self.cfg, self.cache, self.transform = cfg, Path(cache), transform
+        self.outcomes = cohort.outcomes if cohort.has_outcomes else None
+        self.clinical = None if clinical is None else np.asarray(clinical, dtype=np.float32)
+        preprocess({i: self.files[i] for i in self.ids}, cfg, self.cache, progress=progress)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        pid = self.ids[i]
+        d = load(self.files[pid], self.cfg, self.cache)
+        sample: dict[str, Any] = {"image": np.stack([d["ct"], d["pet"]]).astype(np.float32), "id": pid}
+        if "mask" in d:
+            sample["mask"] = d["mask"][None].astype(np.uint8)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        out = {k: (torch.as_tensor(np.asarray(v)) if k != "id" else v) for k, v in sample.items()}
+        if self.outcomes is not None:
+            out["time"] = torch.tensor(float(self.outcomes.loc[pid, "time"]))
+            out["event"] = torch.tensor(float(self.outcomes.loc[pid, "event"]))
+        if self.clinical is not None:
+            out["clinical"] = torch.from_numpy(self.clinical[i])
+        return out
+
+
+def augmentation(with_mask: bool = True):
+    """Flips on every axis, intensity scale and shift jitter (MONAI), applied to image and mask alike."""
+    from monai.transforms import Compose, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+
+    keys = ["image", "mask"] if with_mask else ["image"]
+    return Compose([
+        *(RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in (0, 1, 2)),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
+    ])
+
+
+def loader(dataset: PetCtDataset, *, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
+           sampler=None) -> DataLoader:
+    """A seeded DataLoader (same seed, same order and augmentation draws when num_workers == 0)."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+
+    def collate(batch):
+        out = {k: torch.stack([b[k] for b in batch]) for k in batch[0] if k != "id"}
+        out["id"] = [b["id"] for b in batch]
+        return out
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      generator=g, num_workers=num_workers, collate_fn=collate)
