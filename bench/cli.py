@@ -203,6 +203,23 @@ def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
                f"{c['pet_counts_per_suv'][c['pet_level']]:g} counts/SUV ({c['pet_level']}) → {out}/")
 
 
+@data_cmd.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_context
+def data_verify(ctx, path: Path) -> None:
+    """Check a HECKTOR 2022 folder: files present and readable, CSV columns and types, ids matching, CT/PET/mask
+    geometry consistent, labels in {0, 1, 2}. Lists every problem with its patient and file; exit 2 if any."""
+    from bench.data.verify import verify
+
+    n, problems = verify(path, progress=not ctx.obj["quiet"])
+    if problems:
+        click.echo(f"{path}: {len(problems)} problem(s):", err=True)
+        for p in problems:
+            click.echo(f"  - {p}", err=True)
+        sys.exit(2)
+    click.echo(f"{path}: OK ({n} patients)")
+
+
 @data_cmd.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
 @click.option("--seed", type=int, default=0, show_default=True)

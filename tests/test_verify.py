@@ -1,0 +1,57 @@
+"""`bench data verify`: every problem in a HECKTOR folder, with patient and file, exit 2; OK otherwise."""
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from bench.data.synthetic import generate, scale_config
+from helpers import run_bench
+
+
+@pytest.fixture(scope="session")
+def smoke_dir(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("synth") / "smoke", scale_config("smoke"), 0, progress=False)
+
+
+def test_a_good_folder_passes(smoke_dir):
+    out = run_bench("data", "verify", str(smoke_dir))
+    assert out.returncode == 0 and "OK (40 patients)" in out.stdout
+
+
+def test_every_image_problem_is_reported_with_patient_and_file(smoke_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(smoke_dir, bad)
+    lab = bad / "labelsTr" / "CHUM-002.nii.gz"
+    m = sitk.ReadImage(str(lab))
+    a = sitk.GetArrayFromImage(m)
+    a[0, 0, 0] = 7
+    b = sitk.GetImageFromArray(a)
+    b.CopyInformation(m)
+    sitk.WriteImage(b, str(lab))
+    ct = bad / "imagesTr" / "CHUP-001__CT.nii.gz"
+    c = sitk.ReadImage(str(ct))
+    c.SetSpacing([0.05, 0.05, 0.05])
+    sitk.WriteImage(c, str(ct))
+    (bad / "imagesTr" / "MDA-003__PT.nii.gz").write_bytes(b"not a nifti")
+    out = run_bench("data", "verify", str(bad))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    for needle in ("CHUM-002.nii.gz: patient CHUM-002: labels [0, 1, 2, 7]",
+                   "CHUP-001__CT.nii.gz: patient CHUP-001: CT spacing (0.05, 0.05, 0.05) mm",
+                   "CHUP-001.nii.gz: patient CHUP-001: mask geometry",
+                   "MDA-003__PT.nii.gz: patient MDA-003: PET cannot be read"):
+        assert needle in out.stderr, needle
+
+
+def test_csv_problems_are_listed_too(smoke_dir, tmp_path):
+    bad = tmp_path / "csv"
+    shutil.copytree(smoke_dir, bad)
+    end = bad / "hecktor2022_endpoint_training.csv"
+    t = pd.read_csv(end)
+    t.loc[3, "RFS"] = np.nan
+    t.to_csv(end, index=False)
+    (bad / "imagesTr" / "CHUM-005__CT.nii.gz").unlink()
+    out = run_bench("data", "verify", str(bad))
+    assert out.returncode == 2
+    assert "RFS" in out.stderr and t.loc[3, "PatientID"] in out.stderr and "CHUM-005" in out.stderr
