@@ -45,6 +45,8 @@ def corruption_manifest(
         patients[pid] = entry
     return {
         "kind": corruption["kind"],
+        "seed": corruption["seed"],
+        "noise_realisation": "one per (dataset fingerprint, seed, patient, modality, level)",
         "fraction": corruption["fraction"],
         "apply_to": corruption["apply_to"],
         "affects_inputs": affects_inputs,
