@@ -50,11 +50,12 @@ class CoxPH(Method):
     """Cox PH on the clinical table (scikit-survival), ridge ``alpha``, Breslow ties and baseline.
 
     Same config at every scale: it trains in well under a second. ``n_times``: points of the survival
-    curve grid (quantiles of the training times).
+    curve grid (quantiles of the training event times).
     """
 
     consumes = ("clinical",)
     produces = ("risk", "survival")
+    version = "2"  # 2: survival grid on training event times
     configs = {"smoke": dict(_CONFIG), "quick": dict(_CONFIG), "paper": dict(_CONFIG)}
 
     @classmethod
@@ -80,9 +81,13 @@ class CoxPH(Method):
         self.model_ = CoxPHSurvivalAnalysis(
             alpha=self.config["alpha"], ties=self.config["ties"], n_iter=self.config["n_iter"]
         ).fit(self.pre_.transform(x[self.columns_]), y)
-        times = out["time"].to_numpy(dtype=float)
-        grid = np.quantile(times, np.linspace(0, 1, self.config["n_times"]))
-        self.times_ = np.unique(grid[grid > 0])
+        # The curve changes only at training event times, so the grid is (quantiles of) those: a grid point
+        # before the first event would give every patient S = 1 there, and Antolini's C-td counts such ties
+        # as discordant for every early test event.
+        event_times = out.loc[out["event"].astype(bool), "time"].to_numpy(dtype=float)
+        event_times = event_times if len(event_times) else out["time"].to_numpy(dtype=float)
+        grid = np.quantile(event_times, np.linspace(0, 1, self.config["n_times"]), method="nearest")
+        self.times_ = np.unique(grid)
 
     def predict(self, cohort: Cohort) -> Prediction:
         x = self.pre_.transform(_as_object(cohort.clinical)[self.columns_])
