@@ -270,6 +270,7 @@ def cindex_td(time: Any, event: Any, surv: Any, surv_times: Any) -> float:
         own = s[ev, col[ev]]
         te = t[ev][:, None]
         comparable = (t[None, :] > te) | ((t[None, :] == te) & ~e[None, :])
+        _warn_tied_curves(int(np.count_nonzero(comparable & (at_i == own[:, None]))), den)
         return float(np.count_nonzero(comparable & (at_i > own[:, None])) / den)
     order = pairs.order
     sorted_time = t[order]
@@ -280,6 +281,7 @@ def cindex_td(time: Any, event: Any, surv: Any, surv_times: Any) -> float:
     ev, ev_q = pairs.events, pairs.q
     ev_col = col[ev]
     num = 0
+    tied = 0
     for g in np.unique(ev_col):
         sel = ev_col == g
         members, q = ev[sel], ev_q[sel]
@@ -292,11 +294,23 @@ def cindex_td(time: Any, event: Any, surv: Any, surv_times: Any) -> float:
             hist = np.bincount(np.searchsorted(uq, later, side="left"), minlength=len(uq) + 1)
             above = np.cumsum(hist[::-1])[::-1]  # above[m] = #{later values > uq[m-1]}
             num += int(above[np.searchsorted(uq, si) + 1].sum())
+            equal = np.bincount(np.searchsorted(uq, later[np.isin(later, uq)]), minlength=len(uq))
+            tied += int(equal[np.searchsorted(uq, si)].sum())
         # same interval: positions in [q_i, hi) with S_j > S_i (negate to count "less")
         block = -row[order[lo:hi]]
-        lt, _ = _suffix_less_equal(block, q - lo, -si)
+        lt, eq = _suffix_less_equal(block, q - lo, -si)
         num += int(lt.sum())
+        tied += int(eq.sum())
+    _warn_tied_curves(tied, den)
     return float(num / den)
+
+
+def _warn_tied_curves(tied: int, den: float) -> None:
+    """Antolini counts a comparable pair whose curves tie at the event time as discordant; say how many."""
+    if tied > 0.01 * den:
+        warnings.warn(f"cindex_td: {tied / den:.0%} of comparable pairs have tied survival at the event time, "
+                      f"which Antolini's C counts as discordant (Harrell's C counts risk ties 1/2)",
+                      MetricWarning, stacklevel=3)
 
 
 # --- time-dependent AUC and Brier ---------------------------------------------------------------------

@@ -1045,3 +1045,17 @@ def test_small_and_large_sample_paths_agree(seed, monkeypatch):
     large = (large_td, M.integrated_brier(time[big], event[big], surv[big], grid, train_time, train_event))
     np.testing.assert_allclose(small, large, atol=1e-12)
     np.testing.assert_allclose(small[0], _pycox_antolini(time, event, surv, grid), atol=ATOL)
+
+
+def test_cindex_td_says_how_many_pairs_tie(monkeypatch):
+    """Tied curves at an event's time count as discordant (as in pycox); the warning quantifies it, in both
+    the small and the large path."""
+    time = np.arange(1.0, 41.0)
+    event = np.ones(40, bool)
+    grid = np.array([0.5, 20.5])
+    surv = np.c_[np.ones(40), np.linspace(0.9, 0.1, 40)]  # every curve is 1 at the first grid time
+    for limit in (1500, 0):
+        monkeypatch.setattr(M, "PAIRWISE_MAX", limit)
+        with pytest.warns(M.MetricWarning, match="tied survival at the event time"):
+            value = M.cindex_td(time, event, surv, grid)
+        np.testing.assert_allclose(value, _pycox_antolini(time, event, surv, grid), atol=ATOL)
