@@ -49,6 +49,39 @@ def test_same_config_and_seed_write_the_same_bytes_and_a_complete_cohort_is_kept
     assert _files(other)["hecktor2022_endpoint_training.csv"] != _files(smoke_dir)["hecktor2022_endpoint_training.csv"]
 
 
+SMOKE_DIGEST = "7da0197cf7edbd12"  # sha256 over every file of the smoke cohort, seed 0 (names + bytes)
+
+
+def test_generator_output_is_pinned_to_its_version(smoke_dir):
+    """Cached cohorts are reused by (GENERATOR_VERSION, config hash, seed). If this fails, the generator's
+    output changed: bump GENERATOR_VERSION (so stale caches are not reused) and update SMOKE_DIGEST."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(smoke_dir.rglob("*")):
+        if p.is_file() and p.name != ".lock":
+            h.update(str(p.relative_to(smoke_dir)).encode())
+            h.update(p.read_bytes())
+    assert h.hexdigest()[:16] == SMOKE_DIGEST
+
+
+def test_out_refuses_a_folder_that_is_not_a_cohort(tmp_path):
+    other = tmp_path / "mydata"
+    other.mkdir()
+    (other / "hecktor2022_endpoint_training.csv").write_text("PatientID,Relapse,RFS\n")
+    out = run_bench("data", "synth", "--scale", "smoke", "--out", str(other))
+    assert out.returncode == 2 and "not a synthetic cohort" in out.stderr
+    assert (other / "hecktor2022_endpoint_training.csv").read_text() == "PatientID,Relapse,RFS\n"
+    assert sorted(p.name for p in other.iterdir()) == ["hecktor2022_endpoint_training.csv"]
+
+
+def test_files_are_readable_by_others(smoke_dir):
+    import stat
+
+    mode = (smoke_dir / "imagesTr" / "CHUM-001__CT.nii.gz").stat().st_mode
+    assert mode & stat.S_IRGRP or os.umask(os.umask(0)) & stat.S_IRGRP
+
+
 def test_a_killed_generation_resumes_with_what_was_written(smoke_dir, tmp_path):
     out = generate(tmp_path / "resume", scale_config("smoke"), 0, progress=False)
     (out / ".complete").unlink()

@@ -19,7 +19,12 @@ def show_patient(files, pid: str, out_png: str | Path) -> Path:
 
     if files is None or files.ct is None or files.pet is None:
         raise BenchInputError(f"patient {pid}: no CT/PET images to show")
-    ct = sitk.ReadImage(str(files.ct))
+    try:
+        ct = sitk.DICOMOrient(sitk.ReadImage(str(files.ct)), "LPS")
+    except RuntimeError as exc:
+        raise BenchInputError(f"{files.ct}: patient {pid}: cannot read the CT ({str(exc).strip().splitlines()[-1]})") from None
+    if ct.GetDimension() != 3:
+        raise BenchInputError(f"{files.ct}: patient {pid}: the CT is {ct.GetDimension()}-D, expected 3-D")
     # everything on a 1 mm-ish isotropic version of the CT grid, for display only
     spacing = min(ct.GetSpacing())
     size = [int(round(sz * sp / spacing)) for sz, sp in zip(ct.GetSize(), ct.GetSpacing())]
@@ -28,8 +33,11 @@ def show_patient(files, pid: str, out_png: str | Path) -> Path:
     ref.SetOrigin(ct.GetOrigin())
     ref.SetDirection(ct.GetDirection())
     ct_a = sitk.GetArrayFromImage(sitk.Resample(ct, ref, sitk.Transform(), sitk.sitkLinear, -1000.0))
-    pet_a = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(files.pet)), ref, sitk.Transform(),
-                                                 sitk.sitkLinear, 0.0))
+    try:
+        pet_img = sitk.ReadImage(str(files.pet))
+    except RuntimeError as exc:
+        raise BenchInputError(f"{files.pet}: patient {pid}: cannot read the PET ({str(exc).strip().splitlines()[-1]})") from None
+    pet_a = sitk.GetArrayFromImage(sitk.Resample(pet_img, ref, sitk.Transform(), sitk.sitkLinear, 0.0))
     mask_a = None
     if files.mask is not None:
         mask_a = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(files.mask)), ref, sitk.Transform(),
@@ -37,9 +45,9 @@ def show_patient(files, pid: str, out_png: str | Path) -> Path:
     where = np.argwhere(mask_a == 1) if mask_a is not None and (mask_a == 1).any() else None
     centre = where.mean(axis=0).round().astype(int) if where is not None else np.array(ct_a.shape) // 2
 
-    def planes(a):  # axial with anterior up; coronal and sagittal with superior up
+    def planes(a):  # LPS arrays: axial rows run anterior → posterior (anterior up); z flipped so superior is up
         z, y, x = centre
-        return [np.flipud(a[z]), np.flipud(a[:, y, :]), np.flipud(a[:, :, x])]
+        return [a[z], np.flipud(a[:, y, :]), np.flipud(a[:, :, x])]
 
     fig, axes = plt.subplots(3, 3, figsize=(10, 10))
     suv_max = max(float(np.percentile(pet_a, 99.9)), 1.0)
@@ -63,7 +71,11 @@ def show_patient(files, pid: str, out_png: str | Path) -> Path:
     fig.suptitle(f"{pid}")
     fig.tight_layout()
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=80)
-    plt.close(fig)
+    try:
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_png, dpi=80)
+    except OSError as exc:
+        raise BenchInputError(f"--out {out_png}: cannot write the PNG ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
     return out_png

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,9 +31,11 @@ import numpy as np
 import pandas as pd
 
 from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, GROUNDTRUTH_FILE, HPV_COLUMN
+from bench.errors import BenchInputError
+from bench.fsutil import atomic_path, locked
 from bench.hashing import content_hash
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: anatomy in LPS (anterior = −y); bump on any change to the output
 CENTRES = {"CHUM": 56, "CHUP": 44, "CHUS": 72, "CHUV": 47, "MDA": 197, "HGJ": 55, "HMR": 18}
 CENTRE_IDS = {c: i + 1 for i, c in enumerate(CENTRES)}
 SYNTH_SCALES = ("smoke", "quick", "full", "large")
@@ -188,8 +189,9 @@ def render_patient(p: dict, centre: dict, cfg_dict: dict, seed: int, out: str) -
     fov, ts = cfg["fov_mm"], cfg["truth_spacing_mm"]
     n, first = _grid(fov, ts)
     ax = first + ts * np.arange(n)
-    coords = np.meshgrid(ax, ax, ax, indexing="ij")  # (z, y, x) in mm, y anterior
-    z, y, x = coords
+    z, y_lps, x = np.meshgrid(ax, ax, ax, indexing="ij")  # voxel centres in LPS mm (+y = posterior)
+    y = -y_lps  # the drawing below uses y = anterior
+    coords = (z, y, x)
     hu = np.full((n, n, n), -1000.0, dtype=np.float32)
     suv = np.zeros((n, n, n), dtype=np.float32)
     label = np.zeros((n, n, n), dtype=np.uint8)
@@ -281,11 +283,8 @@ def render_patient(p: dict, centre: dict, cfg_dict: dict, seed: int, out: str) -
 def _write_image(img, path: Path) -> None:
     import SimpleITK as sitk
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".nii.gz")
-    os.close(fd)
-    sitk.WriteImage(img, tmp, True)
-    os.replace(tmp, path)
+    with atomic_path(path, ".nii.gz") as tmp:
+        sitk.WriteImage(img, str(tmp), True)
 
 
 # --- pass 3: outcomes and files -----------------------------------------------------------------------
@@ -338,11 +337,13 @@ def _outcomes(cfg: SynthConfig, seed: int, pats: pd.DataFrame, centres: dict, me
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as fh:
+    with atomic_path(path, ".tmp") as tmp, open(tmp, "w", newline="") as fh:
         frame.to_csv(fh, index=False, lineterminator="\n", float_format="%.10g")
-    os.replace(tmp, path)
+
+
+def _write_text(text: str, path: Path) -> None:
+    with atomic_path(path, ".tmp") as tmp:
+        tmp.write_text(text)
 
 
 MARKER = ".complete"
@@ -359,17 +360,47 @@ def is_complete(out: Path, cfg: SynthConfig, seed: int) -> bool:
     return info.get("config_hash") == cfg.hash() and info.get("seed") == seed
 
 
+def _ignore_sigint() -> None:  # pool workers: Ctrl-C is the parent's to handle
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _check_target(out: Path) -> None:
+    """Refuse to write into a folder that holds something other than a cohort of this generator."""
+    if out.exists() and not out.is_dir():
+        raise BenchInputError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "groundtruth" / "config.json").is_file() \
+            and not (out / "groundtruth" / "patients").is_dir():
+        raise BenchInputError(f"--out {out}: the folder is not empty and is not a synthetic cohort; "
+                              f"choose an empty or new folder (nothing was written)")
+
+
 def generate(out: str | Path, cfg: SynthConfig, seed: int = 0, *, workers: int | None = None,
              progress: bool = True) -> Path:
     """Write the cohort to ``out`` unless a complete one with this config and seed is there (resumable:
-    patients already written are kept when a killed generation is rerun)."""
-    from tqdm.auto import tqdm
-
+    patients already written are kept when a killed generation is rerun). Concurrent calls on one folder
+    wait for each other (a file lock), so the second finds the cohort complete."""
     out = Path(out)
     if is_complete(out, cfg, seed):
         return out
-    out.mkdir(parents=True, exist_ok=True)
+    _check_target(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchInputError(f"--out {out}: cannot create the folder ({exc.strerror})") from None
+    with locked(out / ".lock"):
+        if is_complete(out, cfg, seed):
+            return out
+        return _generate_locked(out, cfg, seed, workers, progress)
+
+
+def _generate_locked(out: Path, cfg: SynthConfig, seed: int, workers: int | None, progress: bool) -> Path:
+    from tqdm.auto import tqdm
+
     (out / MARKER).unlink(missing_ok=True)
+    for stale in out.rglob(".tmp-*"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     pats, centres = _draw_cohort(cfg, seed)
     done_dir = out / "groundtruth" / "patients"
     done_dir.mkdir(parents=True, exist_ok=True)
@@ -377,7 +408,10 @@ def generate(out: str | Path, cfg: SynthConfig, seed: int = 0, *, workers: int |
     measured, todo = [], []
     for p in pats.to_dict("records"):
         f = done_dir / f"{p['PatientID']}.json"
-        rec = json.loads(f.read_text()) if f.is_file() else None
+        try:
+            rec = json.loads(f.read_text()) if f.is_file() else None
+        except ValueError:
+            rec = None
         if rec and rec.get("stamp") == stamp:
             measured.append(rec["measured"])
         else:
@@ -388,9 +422,7 @@ def generate(out: str | Path, cfg: SynthConfig, seed: int = 0, *, workers: int |
                disable=not progress or None, leave=False)
 
     def keep(rec: dict) -> None:
-        tmp = done_dir / f".{rec['PatientID']}.json.tmp"
-        tmp.write_text(json.dumps({"stamp": stamp, "measured": rec}))
-        os.replace(tmp, done_dir / f"{rec['PatientID']}.json")
+        _write_text(json.dumps({"stamp": stamp, "measured": rec}), done_dir / f"{rec['PatientID']}.json")
         measured.append(rec)
         bar.update(1)
 
@@ -399,20 +431,27 @@ def generate(out: str | Path, cfg: SynthConfig, seed: int = 0, *, workers: int |
             for p in todo:
                 keep(render_patient(p, centres[p["centre"]], cfg_dict, seed, str(out)))
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            pool = ProcessPoolExecutor(workers, initializer=_ignore_sigint)
+            try:
                 futures = [pool.submit(render_patient, p, centres[p["centre"]], cfg_dict, seed, str(out))
                            for p in todo]
                 for fut in futures:
                     keep(fut.result())
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                raise
+            pool.shutdown()
     finally:
         bar.close()
     clinical, endpoint, truth = _outcomes(cfg, seed, pats, centres, pd.DataFrame(measured))
     _write_csv(clinical, out / CLINICAL_FILE)
     _write_csv(endpoint, out / ENDPOINT_FILE)
     _write_csv(truth, out / GROUNDTRUTH_FILE)
-    (out / "groundtruth" / "centres.json").write_text(json.dumps(centres, indent=1, sort_keys=True) + "\n")
-    (out / "groundtruth" / "config.json").write_text(json.dumps(cfg.to_dict() | {"seed": seed}, indent=1) + "\n")
-    (out / MARKER).write_text(json.dumps(stamp) + "\n")
+    _write_text(json.dumps(centres, indent=1, sort_keys=True) + "\n", out / "groundtruth" / "centres.json")
+    _write_text(json.dumps(cfg.to_dict() | {"seed": seed}, indent=1) + "\n", out / "groundtruth" / "config.json")
+    _write_text(json.dumps(stamp) + "\n", out / MARKER)
     return out
 
 
