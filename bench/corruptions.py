@@ -13,14 +13,15 @@ manifest records.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
+from bench.fsutil import atomic_path
 from bench.hashing import content_hash, unit_uniform
+
+NOISE_VERSION = "1"  # part of every noisy file's name: bump when the noise recipe changes
 
 
 def selection_draw(dataset_fp: str, seed: int, patient_id: str) -> float:
@@ -28,17 +29,20 @@ def selection_draw(dataset_fp: str, seed: int, patient_id: str) -> float:
 
 
 def corruption_manifest(
-    dataset_fp: str, corruption: dict[str, Any], ids: Iterable[str], *, affects_inputs: bool
+    dataset_fp: str, corruption: dict[str, Any], ids: Iterable[str], *, affects_inputs: bool,
+    train_ids: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Per-patient record: drawn u, whether corrupted, and the CT/PET noise applied."""
+    """Per test patient: drawn u, whether corrupted, and the CT/PET noise applied; with ``apply_to``
+    including ``train``, also the corrupted training patients."""
     if corruption["kind"] == "none":
         return {"kind": "none", "patients": {}}
+    on_test = "test" in corruption["apply_to"]
     ct_sigma = corruption["ct_sigma"][corruption["ct_level"]]
     pet_counts = corruption["pet_counts_per_suv"][corruption["pet_level"]]
     patients = {}
     for pid in ids:
         u = selection_draw(dataset_fp, corruption["seed"], pid)
-        entry: dict[str, Any] = {"u": round(u, 6), "corrupted": u < corruption["fraction"]}
+        entry: dict[str, Any] = {"u": round(u, 6), "corrupted": on_test and u < corruption["fraction"]}
         if entry["corrupted"]:
             entry["ct"] = {"noise": "gaussian", "level": corruption["ct_level"], "sigma_x_range": ct_sigma}
             entry["pet"] = {"noise": "poisson", "level": corruption["pet_level"], "counts_per_suv": pet_counts}
@@ -52,6 +56,8 @@ def corruption_manifest(
         "affects_inputs": affects_inputs,
         "n_corrupted": sum(e["corrupted"] for e in patients.values()),
         "patients": patients,
+        "train_corrupted": sorted(p for p in train_ids if "train" in corruption["apply_to"]
+                                  and selection_draw(dataset_fp, corruption["seed"], p) < corruption["fraction"]),
     }
 
 
@@ -91,17 +97,15 @@ def corrupted_images(files, dataset_fp: str, corruption: dict[str, Any], patient
         ("pet", files.pet, corruption["pet_level"], corruption["pet_counts_per_suv"][corruption["pet_level"]],
          pet_poisson),
     ):
-        target = Path(cache) / dataset_fp / f"{patient_id}__{modality.upper()}-{level}-{amount:g}-seed{seed}.nii.gz"
+        name = f"{patient_id}__{modality.upper()}-{level}-{amount:g}-seed{seed}-v{NOISE_VERSION}.nii.gz"
+        target = Path(cache) / dataset_fp / name
         if not target.is_file():
             img = sitk.ReadImage(str(src))
             arr = sitk.GetArrayFromImage(img)
             noisy = sitk.GetImageFromArray(noise(arr, amount, noise_rng(dataset_fp, seed, patient_id, modality, level)))
             noisy.CopyInformation(img)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".nii.gz")
-            os.close(fd)
-            sitk.WriteImage(noisy, tmp, True)
-            os.replace(tmp, target)
+            with atomic_path(target, ".nii.gz") as tmp:
+                sitk.WriteImage(noisy, str(tmp), True)
         out[modality] = target
     return ImageFiles(out["ct"], out["pet"], files.mask)
 

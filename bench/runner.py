@@ -229,7 +229,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
         for pr, key in pending:
             manifest = corruption_manifest(
                 dataset.fingerprint, pr.corruption, fold.test,
-                affects_inputs=uses_images,
+                affects_inputs=uses_images, train_ids=train_ids,
             )
             test_noise = (corrupted_files(dataset, pr.corruption, fold.test, noisy_dir)
                           if uses_images and pr.corrupts and "test" in pr.corruption["apply_to"] else {})

@@ -113,3 +113,17 @@ def test_bench_corrupt_writes_the_files_or_says_why_not(smoke, tmp_path):
     assert out.returncode == 0 and "not corrupted" in out.stdout and not Path(tmp_path / "o2").exists()
     bad = run_bench("corrupt", "-p", "clean", "--patient", chosen[0], "-d", root, "--out", str(tmp_path / "o3"))
     assert bad.returncode == 2 and "corrupts nothing" in bad.stderr
+
+
+def test_manifest_follows_apply_to(smoke):
+    from bench.corruptions import corruption_manifest
+
+    c = dict(load_protocol("noisy50").corruption)
+    ids = list(smoke.ids)
+    chosen = {p for p in ids if selection_draw(smoke.fingerprint, c["seed"], p) < 0.5}
+    test_only = corruption_manifest(smoke.fingerprint, c, ids[:20], affects_inputs=True, train_ids=ids[20:])
+    assert {p for p, e in test_only["patients"].items() if e["corrupted"]} == chosen & set(ids[:20])
+    assert test_only["train_corrupted"] == []
+    train_only = corruption_manifest(smoke.fingerprint, c | {"apply_to": ["train"]}, ids[:20], affects_inputs=True,
+                                     train_ids=ids[20:])
+    assert train_only["n_corrupted"] == 0 and set(train_only["train_corrupted"]) == chosen & set(ids[20:])

@@ -73,6 +73,10 @@ def test_torch_dataset_and_loader(smoke, tmp_path):
     test = smoke.cohort(smoke.ids[8:12], with_outcomes=False, with_mask=False)
     ds = PetCtDataset(train, CFG, tmp_path, transform=augmentation(), clinical=np.zeros((8, 3)))
     batches = [b for b in loader(ds, batch_size=4, shuffle=True, seed=1)]
+    again = [b for b in loader(ds, batch_size=4, shuffle=True, seed=1)]
+    assert all(torch.equal(x["image"], y["image"]) for x, y in zip(batches, again))  # augmentation seeded too
+    other = [b for b in loader(ds, batch_size=4, shuffle=True, seed=2)]
+    assert not all(torch.equal(x["image"], y["image"]) for x, y in zip(batches, other))
     b = batches[0]
     assert b["image"].shape == (4, 2, 24, 24, 24) and b["mask"].shape == (4, 1, 24, 24, 24)
     assert b["time"].shape == (4,) and b["clinical"].shape == (4, 3) and len(b["id"]) == 4
@@ -80,3 +84,36 @@ def test_torch_dataset_and_loader(smoke, tmp_path):
     assert [x["id"] for x in again] == [x["id"] for x in batches]
     t = next(iter(loader(PetCtDataset(test, CFG, tmp_path), batch_size=2, shuffle=False)))
     assert "mask" not in t and "time" not in t and t["image"].dtype == torch.float32
+
+
+def test_a_damaged_cache_file_is_recomputed(smoke, tmp_path):
+    f = smoke.images[smoke.ids[1]]
+    first = load(f, CFG, tmp_path)
+    (npz,) = (tmp_path / "pipeline").glob("*.npz")
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte: bad CRC
+    npz.write_bytes(bytes(data))
+    np.testing.assert_array_equal(load(f, CFG, tmp_path)["ct"], first["ct"])
+    npz.write_bytes(npz.read_bytes()[:100])  # truncated
+    np.testing.assert_array_equal(load(f, CFG, tmp_path)["ct"], first["ct"])
+
+
+def test_the_output_grid_does_not_depend_on_the_input_direction(smoke, tmp_path):
+    """The same anatomy stored with a flipped direction matrix gives the same arrays (LPS, axis-aligned)."""
+    f = smoke.images[smoke.ids[2]]
+    flipped = {}
+    for kind, path in (("ct", f.ct), ("pet", f.pet), ("mask", f.mask)):
+        img = sitk.ReadImage(str(path))
+        arr = sitk.GetArrayFromImage(img)[:, ::-1, ::-1].copy()
+        re = sitk.GetImageFromArray(arr)
+        re.SetSpacing(img.GetSpacing())
+        # index (0, 0) now sits where the last voxel was: origin moves, direction becomes diag(-1, -1, 1)
+        re.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+        last = img.TransformIndexToPhysicalPoint([img.GetSize()[0] - 1, img.GetSize()[1] - 1, 0])
+        re.SetOrigin(last)
+        flipped[kind] = tmp_path / f"{kind}.nii.gz"
+        sitk.WriteImage(re, str(flipped[kind]))
+    a = process(f, CFG)
+    b = process(ImageFiles(flipped["ct"], flipped["pet"], flipped["mask"]), CFG)
+    np.testing.assert_allclose(a["pet"], b["pet"], atol=1e-5)
+    np.testing.assert_array_equal(a["mask"], b["mask"])

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchInputError
+from bench.fsutil import atomic_path
 from bench.hashing import content_hash
 
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"  # 2: output grid in LPS with identity direction
 
 
 @dataclass(frozen=True)
@@ -55,10 +55,11 @@ def file_digest(path: Path, memo_dir: Path) -> str:
     st = path.stat()
     ident = hashlib.sha1(str(path.resolve()).encode()).hexdigest()
     memo = memo_dir / f"{ident}.json"
+    stat_key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]  # ctime changes on any rewrite
     if memo.is_file():
         try:
             rec = json.loads(memo.read_text())
-            if rec["size"] == st.st_size and rec["mtime_ns"] == st.st_mtime_ns:
+            if rec["stat"] == stat_key:
                 return rec["sha256"]
         except (ValueError, KeyError):
             pass
@@ -67,10 +68,8 @@ def file_digest(path: Path, memo_dir: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
-    memo_dir.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}))
-    os.replace(tmp, memo)
+    with atomic_path(memo, ".json") as tmp:
+        tmp.write_text(json.dumps({"path": str(path), "stat": stat_key, "sha256": digest}))
     return digest
 
 
@@ -100,12 +99,12 @@ def process(files, cfg: PipelineConfig) -> dict[str, np.ndarray]:
     ct = sitk.ReadImage(str(files.ct))
     pet = sitk.ReadImage(str(files.pet))
     centre = _hot_centre(pet, cfg)
+    # The output grid is axis-aligned in LPS whatever the input's direction: array axes (z, y, x) run
+    # inferior → superior, anterior → posterior, right → left for every scanner.
     ref = sitk.Image([int(s) for s in cfg.size], sitk.sitkFloat32)
     ref.SetSpacing([cfg.spacing_mm] * 3)
-    ref.SetDirection(ct.GetDirection())
     half = (np.asarray(cfg.size, float) - 1) / 2 * cfg.spacing_mm
-    direction = np.asarray(ct.GetDirection()).reshape(3, 3)
-    ref.SetOrigin([float(v) for v in centre - direction @ half])
+    ref.SetOrigin([float(v) for v in centre - half])
     ct_r = sitk.GetArrayFromImage(sitk.Resample(ct, ref, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32))
     pet_r = sitk.GetArrayFromImage(sitk.Resample(pet, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     lo, hi = cfg.ct_window
@@ -130,15 +129,18 @@ def load(files, cfg: PipelineConfig, cache: Path) -> dict[str, np.ndarray]:
         try:
             with np.load(target) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):
-            pass  # damaged: recompute
+        except Exception:  # damaged (truncated, bad CRC, not a zip): recompute and overwrite
+            pass
     out = process(files, cfg)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".npz")
-    with os.fdopen(fd, "wb") as fh:
+    with atomic_path(target, ".npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **out)
-    os.replace(tmp, target)
     return out
+
+
+def _ignore_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _load_job(args):
@@ -161,8 +163,15 @@ def preprocess(image_files: dict, cfg: PipelineConfig, cache: Path, *, workers: 
                 load(f, cfg, cache)
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(workers) as pool:
+            pool = ProcessPoolExecutor(workers, initializer=_ignore_sigint)
+            try:
                 for _ in pool.map(_load_job, [(f, cfg, cache) for _, f in items]):
                     bar.update(1)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                raise
+            pool.shutdown()
     finally:
         bar.close()

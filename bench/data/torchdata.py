@@ -61,9 +61,20 @@ def augmentation(with_mask: bool = True):
 
 def loader(dataset: PetCtDataset, *, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
            sampler=None) -> DataLoader:
-    """A seeded DataLoader (same seed, same order and augmentation draws when num_workers == 0)."""
+    """A seeded DataLoader: the same seed gives the same order and the same augmentation draws. The
+    transform's random state is seeded here; each worker process reseeds its copy from torch's per-worker,
+    per-epoch seed, so workers and epochs draw different augmentations."""
     g = torch.Generator()
     g.manual_seed(seed)
+    transform = dataset.transform
+    if transform is not None and hasattr(transform, "set_random_state"):
+        transform.set_random_state(seed=seed % 2**32)
+
+    def worker_init(_worker_id: int) -> None:
+        info = torch.utils.data.get_worker_info()
+        t = info.dataset.transform if info is not None else None
+        if t is not None and hasattr(t, "set_random_state"):
+            t.set_random_state(seed=torch.initial_seed() % 2**32)
 
     def collate(batch):
         out = {k: torch.stack([b[k] for b in batch]) for k in batch[0] if k != "id"}
@@ -71,4 +82,5 @@ def loader(dataset: PetCtDataset, *, batch_size: int, shuffle: bool, seed: int =
         return out
 
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      generator=g, num_workers=num_workers, collate_fn=collate)
+                      generator=g, num_workers=num_workers, collate_fn=collate,
+                      worker_init_fn=worker_init if num_workers else None)
