@@ -211,13 +211,15 @@ def data_verify(ctx, path: Path) -> None:
     geometry consistent, labels in {0, 1, 2}. Lists every problem with its patient and file; exit 2 if any."""
     from bench.data.verify import verify
 
-    n, problems = verify(path, progress=not ctx.obj["quiet"])
+    n, problems, notes = verify(path, progress=not ctx.obj["quiet"])
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     if problems:
         click.echo(f"{path}: {len(problems)} problem(s):", err=True)
         for p in problems:
             click.echo(f"  - {p}", err=True)
         sys.exit(2)
-    click.echo(f"{path}: OK ({n} patients)")
+    click.echo(f"{path}: OK ({n} patients{', images not checked' if notes else ''})")
 
 
 @data_cmd.command("demo")

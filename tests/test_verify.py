@@ -55,3 +55,32 @@ def test_csv_problems_are_listed_too(smoke_dir, tmp_path):
     out = run_bench("data", "verify", str(bad))
     assert out.returncode == 2
     assert "RFS" in out.stderr and t.loc[3, "PatientID"] in out.stderr and "CHUM-005" in out.stderr
+
+
+def test_every_problem_is_listed_without_a_cap_and_images_are_checked_despite_csv_errors(smoke_dir, tmp_path):
+    bad = tmp_path / "many"
+    shutil.copytree(smoke_dir, bad)
+    pets = sorted((bad / "imagesTr").glob("*__PT.nii.gz"))[:25]
+    for p in pets:
+        p.unlink()
+    lab = bad / "labelsTr" / "MDA-010.nii.gz"
+    m = sitk.ReadImage(str(lab))
+    a = sitk.GetArrayFromImage(m)
+    a[0, 0, 0] = 9
+    b = sitk.GetImageFromArray(a)
+    b.CopyInformation(m)
+    sitk.WriteImage(b, str(lab))
+    out = run_bench("data", "verify", str(bad))
+    assert out.returncode == 2
+    listed = [ln for ln in out.stderr.splitlines() if ln.startswith("  - ")]
+    assert not any("more" in ln for ln in listed)
+    assert "labels [0, 1, 2, 9]" in out.stderr  # the image checks ran although files are missing
+
+
+def test_a_folder_without_images_says_none_was_checked(smoke_dir, tmp_path):
+    clin = tmp_path / "clin"
+    clin.mkdir()
+    for f in ("hecktor2022_clinical_info_training.csv", "hecktor2022_endpoint_training.csv"):
+        shutil.copy(smoke_dir / f, clin / f)
+    out = run_bench("data", "verify", str(clin))
+    assert out.returncode == 0 and "images not checked" in out.stdout and "no imagesTr" in out.stderr

@@ -71,8 +71,8 @@ class Dataset:
         return Cohort(ids, self.centres, self.clinical, outcomes, images, name)
 
 
-def _fail(problems: list[str], root: Path) -> None:
-    shown = problems[:MAX_LISTED_PROBLEMS]
+def _fail(problems: list[str], root: Path, max_listed: int | None = MAX_LISTED_PROBLEMS) -> None:
+    shown = problems[:max_listed] if max_listed else problems
     more = len(problems) - len(shown)
     text = "\n".join(f"  - {p}" for p in shown)
     if more:
@@ -196,8 +196,10 @@ def _fingerprint(root: Path, images: dict[str, ImageFiles] | None) -> str:
     return h.hexdigest()[:16]
 
 
-def load_hecktor(root: str | Path, name: str | None = None) -> Dataset:
-    """Load and validate a HECKTOR 2022 layout folder; raise ``BenchInputError`` listing every problem."""
+def load_hecktor(root: str | Path, name: str | None = None, *, max_listed: int | None = MAX_LISTED_PROBLEMS
+                 ) -> Dataset:
+    """Load and validate a HECKTOR 2022 layout folder; raise ``BenchInputError`` listing the problems (the
+    first ``max_listed``, or all with None)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise BenchInputError(f"dataset folder {root} does not exist")
@@ -206,7 +208,7 @@ def load_hecktor(root: str | Path, name: str | None = None) -> Dataset:
     clinical = _read_csv(clin_path, CLINICAL_COLUMNS, problems)
     endpoint = _read_csv(end_path, ENDPOINT_COLUMNS, problems)
     if clinical is None or endpoint is None:
-        _fail(problems, root)
+        _fail(problems, root, max_listed)
     unknown = sorted(set(endpoint.index) - set(clinical.index))
     if unknown:
         problems.append(f"{end_path}: patient(s) {unknown[:10]} are not in {CLINICAL_FILE}")
@@ -217,7 +219,7 @@ def load_hecktor(root: str | Path, name: str | None = None) -> Dataset:
         problems.append(f"{end_path}: no patients")
     images = _list_images(root, ids, problems)
     if problems:
-        _fail(problems, root)
+        _fail(problems, root, max_listed)
     centres = pd.Series(
         [_centre_of(pid, clinical.at[pid, "CenterID"]) for pid in ids], index=endpoint.index, name="centre"
     )

@@ -68,23 +68,45 @@ def check_patient(pid: str, files) -> list[str]:
     return problems
 
 
-def verify(path: str | Path, *, progress: bool = True) -> tuple[int, list[str]]:
-    """(patients checked, problems). CSV-level problems come first (the loader's own checks)."""
+def _files_on_disk(root: Path) -> dict:
+    """Every patient with a CT in imagesTr/, with whichever PET and mask exist (the CSVs may be broken)."""
+    from bench.data.cohort import ImageFiles
+
+    out = {}
+    for ct in sorted((root / "imagesTr").glob("*__CT.nii.gz")):
+        pid = ct.name[: -len("__CT.nii.gz")]
+        pet = root / "imagesTr" / f"{pid}__PT.nii.gz"
+        mask = root / "labelsTr" / f"{pid}.nii.gz"
+        out[pid] = ImageFiles(ct, pet if pet.is_file() else None, mask if mask.is_file() else None)
+    return out
+
+
+def verify(path: str | Path, *, progress: bool = True) -> tuple[int, list[str], list[str]]:
+    """(patients, problems, notes). Every problem is listed: the loader's CSV and file checks first, then
+    the checks of every image found on disk (run even when the CSVs are broken)."""
     from tqdm.auto import tqdm
 
     from bench.data.hecktor import load_hecktor
 
-    try:
-        ds = load_hecktor(path)
-    except BenchInputError as exc:
-        lines = str(exc).splitlines()
-        return 0, [ln.strip()[2:] if ln.strip().startswith("- ") else ln.strip() for ln in lines[1:]] or [str(exc)]
-    if ds.images is None:
-        return len(ds.ids), []
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        return 0, [f"{root}: no such folder"], []
     problems: list[str] = []
+    notes: list[str] = []
+    n = 0
+    try:
+        n = len(load_hecktor(root, max_listed=None).ids)
+    except BenchInputError as exc:
+        problems += [ln.strip()[2:] for ln in str(exc).splitlines()[1:] if ln.strip().startswith("- ")] or [str(exc)]
+    if not (root / "imagesTr").is_dir():
+        notes.append("no imagesTr/ folder: a clinical-only dataset, no image was checked")
+        return n, problems, notes
+    files = _files_on_disk(root)
+    if not files:
+        notes.append("imagesTr/ holds no <id>__CT.nii.gz file: no image was checked")
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # SimpleITK releases the GIL
-        results = pool.map(lambda item: check_patient(*item), ds.images.items())
-        for res in tqdm(results, total=len(ds.images), desc="verify", unit="patient",
+        results = pool.map(lambda item: check_patient(*item), files.items())
+        for res in tqdm(results, total=len(files), desc="verify", unit="patient",
                         disable=not progress or None, leave=False):
             problems.extend(res)
-    return len(ds.ids), problems
+    return n, problems, notes
