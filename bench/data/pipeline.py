@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path
 from bench.hashing import content_hash
+from bench.parallel import process_map
 
 PIPELINE_VERSION = "2"  # 2: output grid in LPS with identity direction
 
@@ -137,12 +137,6 @@ def load(files, cfg: PipelineConfig, cache: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _ignore_sigint() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _load_job(args):
     files, cfg, cache = args
     load(files, cfg, cache)
@@ -163,15 +157,6 @@ def preprocess(image_files: dict, cfg: PipelineConfig, cache: Path, *, workers: 
                 load(f, cfg, cache)
                 bar.update(1)
         else:
-            pool = ProcessPoolExecutor(workers, initializer=_ignore_sigint)
-            try:
-                for _ in pool.map(_load_job, [(f, cfg, cache) for _, f in items]):
-                    bar.update(1)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                for proc in list(getattr(pool, "_processes", {}).values()):
-                    proc.terminate()
-                raise
-            pool.shutdown()
+            process_map(_load_job, [(f, cfg, cache) for _, f in items], workers, lambda _: bar.update(1))
     finally:
         bar.close()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, G
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path, locked
 from bench.hashing import content_hash
+from bench.parallel import process_map
 
 GENERATOR_VERSION = "2"  # 2: anatomy in LPS (anterior = −y); bump on any change to the output
 CENTRES = {"CHUM": 56, "CHUP": 44, "CHUS": 72, "CHUV": 47, "MDA": 197, "HGJ": 55, "HMR": 18}
@@ -360,10 +360,8 @@ def is_complete(out: Path, cfg: SynthConfig, seed: int) -> bool:
     return info.get("config_hash") == cfg.hash() and info.get("seed") == seed
 
 
-def _ignore_sigint() -> None:  # pool workers: Ctrl-C is the parent's to handle
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _render_job(args: tuple) -> dict:
+    return render_patient(*args)
 
 
 def _check_target(out: Path) -> None:
@@ -431,18 +429,7 @@ def _generate_locked(out: Path, cfg: SynthConfig, seed: int, workers: int | None
             for p in todo:
                 keep(render_patient(p, centres[p["centre"]], cfg_dict, seed, str(out)))
         else:
-            pool = ProcessPoolExecutor(workers, initializer=_ignore_sigint)
-            try:
-                futures = [pool.submit(render_patient, p, centres[p["centre"]], cfg_dict, seed, str(out))
-                           for p in todo]
-                for fut in futures:
-                    keep(fut.result())
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                for proc in list(getattr(pool, "_processes", {}).values()):
-                    proc.terminate()
-                raise
-            pool.shutdown()
+            process_map(_render_job, [(p, centres[p["centre"]], cfg_dict, seed, str(out)) for p in todo], workers, keep)
     finally:
         bar.close()
     clinical, endpoint, truth = _outcomes(cfg, seed, pats, centres, pd.DataFrame(measured))
