@@ -273,8 +273,11 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
     plans = plan_methods(names, scale, list(overrides))
     ds = load_dataset(dataset, scale, progress=not ctx.obj["quiet"])
     dev = resolve_device(device)
+    every = any(part.strip() == "all" for part in method.split(","))
     report = run_jobs(plans, protocols, ds, scale=scale, seeds=seeds, results_dir=results, device=dev,
-                      progress=not ctx.obj["quiet"])
+                      progress=not ctx.obj["quiet"], skip_unfit=every)
+    for skipped in report.skipped_methods:
+        click.echo(f"skipped {skipped}", err=True)
     frame = results_frame(Store(results), [k for k, _ in report.keys], with_bootstrap=True)
     summary = summarise(frame, metrics=RUN_SUMMARY_METRICS)
     click.echo(f"\ndataset {ds.name} ({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}, "

@@ -18,7 +18,7 @@ from bench.errors import PredictionError
 if TYPE_CHECKING:
     from bench.data.cohort import Cohort
 
-INPUTS = ("ct", "pet", "mask", "clinical")
+INPUTS = ("ct", "pet", "mask", "clinical", "groundtruth")  # groundtruth: the oracle ceiling only
 OUTPUTS = ("risk", "survival", "segmentation")
 SCALES = ("smoke", "quick", "paper")
 

@@ -74,6 +74,7 @@ class RunReport:
     fits: int = 0
     reused_models: int = 0
     rescored: int = 0
+    skipped_methods: list[str] = field(default_factory=list)
 
 
 def check_dataset_fits(name: str, cls: type[Method], dataset: Dataset) -> None:
@@ -82,6 +83,11 @@ def check_dataset_fits(name: str, cls: type[Method], dataset: Dataset) -> None:
         raise BenchInputError(
             f"method {name!r} consumes {needs_images} but dataset {dataset.name} has no images "
             f"(no imagesTr/ folder); choose a clinical-only method or a dataset with images"
+        )
+    if "groundtruth" in cls.consumes and not dataset.has_groundtruth:
+        raise BenchInputError(
+            f"method {name!r} is a ceiling that reads the true risk of a synthetic cohort, and dataset "
+            f"{dataset.name} has no ground truth (groundtruth/oracle.csv); run it on --dataset synthetic[:SCALE]"
         )
     if "mask" in cls.consumes and any(f.mask is None for f in (dataset.images or {}).values()):
         raise BenchInputError(f"method {name!r} needs reference masks but dataset {dataset.name} has no labelsTr/")
@@ -140,12 +146,22 @@ def run_jobs(
     results_dir: Path,
     device: str = "cpu",
     progress: bool = True,
+    skip_unfit: bool = False,
 ) -> RunReport:
     store = Store(results_dir)
+    report = RunReport()
+    if skip_unfit:  # `--method all`: leave out what this dataset cannot serve, and say so
+        fitting = []
+        for p in plans:
+            try:
+                check_dataset_fits(p.name, p.cls, dataset)
+                fitting.append(p)
+            except BenchInputError as exc:
+                report.skipped_methods.append(f"{p.name}: {exc}")
+        plans = fitting
     for p in plans:
         check_dataset_fits(p.name, p.cls, dataset)
     env = environment(device)
-    report = RunReport()
     split_plans = {pr.split_hash: split_plan(dataset, pr.split, results_dir, seeds) for pr in protocols}
     groups: dict[tuple, list[Protocol]] = defaultdict(list)
     for pr in protocols:
@@ -211,8 +227,11 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             report.reused_models += 1
         else:
             method = plan.cls(ctx)
-            train = dataset.cohort(fit_ids, with_outcomes=True, name=f"{fold.name}/train", replace_images=train_noise)
-            val = dataset.cohort(val_ids, with_outcomes=True, name=f"{fold.name}/val", replace_images=train_noise)
+            truth = "groundtruth" in plan.cls.consumes
+            train = dataset.cohort(fit_ids, with_outcomes=True, name=f"{fold.name}/train", replace_images=train_noise,
+                                   with_groundtruth=truth)
+            val = dataset.cohort(val_ids, with_outcomes=True, name=f"{fold.name}/val", replace_images=train_noise,
+                                 with_groundtruth=truth)
             _seed_everything(seed)
             t0 = time.perf_counter()
             method.fit(train, val)
@@ -271,7 +290,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
 def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str], name: str,
              replace_images: dict | None = None) -> Prediction:
     cohort = dataset.cohort(ids, with_outcomes=False, with_mask=plan.cls.needs_mask_at_test, name=name,
-                            replace_images=replace_images)
+                            replace_images=replace_images, with_groundtruth="groundtruth" in plan.cls.consumes)
     try:
         pred = method.predict(cohort)
     except PredictionError as exc:  # built inside the method, perhaps without its registered name

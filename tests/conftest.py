@@ -26,3 +26,13 @@ def tiny_dataset(tiny_dataset_dir):
     from bench.data.hecktor import load_hecktor
 
     return load_hecktor(tiny_dataset_dir)
+
+
+@pytest.fixture(scope="session")
+def synthetic_smoke(tmp_path_factory):
+    """The smoke synthetic cohort (40 patients, images, masks, ground truth), generated once per session."""
+    from bench.data.hecktor import load_hecktor
+    from bench.data.synthetic import generate, scale_config
+
+    root = generate(tmp_path_factory.mktemp("synthetic") / "smoke", scale_config("smoke"), 0, progress=False)
+    return load_hecktor(root, name="synthetic:smoke:0")

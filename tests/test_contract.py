@@ -1,4 +1,5 @@
-"""The contract test: every registered method goes through fit → predict → score at smoke scale."""
+"""The contract test: every registered method goes through fit → predict → score at smoke scale, on the
+smoke synthetic cohort (clinical data, CT, PET, masks and — for the oracle — ground truth)."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,8 @@ from bench.splits import make_folds
 
 
 @pytest.mark.parametrize("name", list(available()))
-def test_method_contract(name, tiny_dataset, tmp_path):
+def test_method_contract(name, synthetic_smoke, tmp_path):
+    tiny_dataset = synthetic_smoke
     cls = available()[name].load()
     assert set(cls.consumes) <= set(INPUTS) and set(cls.produces) <= set(OUTPUTS) and "risk" in cls.produces
     assert set(SCALES) <= set(cls.configs), f"{name} must declare smoke, quick and paper configs"
@@ -23,8 +25,11 @@ def test_method_contract(name, tiny_dataset, tmp_path):
     train_ids, val_ids = list(fold.train[:-4]), list(fold.train[-4:])
     ctx = RunContext(config=resolve_config(name, cls, "smoke"), scale="smoke", seed=0, cache_dir=tmp_path, method_name=name)
     method = cls(ctx)
-    method.fit(tiny_dataset.cohort(train_ids, with_outcomes=True), tiny_dataset.cohort(val_ids, with_outcomes=True))
-    test = tiny_dataset.cohort(list(fold.test), with_outcomes=False, with_mask=cls.needs_mask_at_test)
+    truth = "groundtruth" in cls.consumes
+    method.fit(tiny_dataset.cohort(train_ids, with_outcomes=True, with_groundtruth=truth),
+               tiny_dataset.cohort(val_ids, with_outcomes=True, with_groundtruth=truth))
+    test = tiny_dataset.cohort(list(fold.test), with_outcomes=False, with_mask=cls.needs_mask_at_test,
+                               with_groundtruth=truth)
     with pytest.raises(OutcomeLeakError):
         test.outcomes
     pred = method.predict(test)

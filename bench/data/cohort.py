@@ -2,7 +2,8 @@
 
 Outcomes exist on training and validation cohorts only; reading them on a cohort handed to ``predict``
 raises, so test outcomes cannot leak into a model. Reference masks are hidden from test cohorts unless the
-method declares ``needs_mask_at_test``. Ground truth of a synthetic cohort is never reachable from here.
+method declares ``needs_mask_at_test``. Ground truth of a synthetic cohort is reachable only by a method that consumes
+``groundtruth`` (the oracle ceiling row).
 """
 from __future__ import annotations
 
@@ -36,12 +37,14 @@ class Cohort:
         outcomes: pd.DataFrame | None,
         images: Mapping[str, ImageFiles] | None = None,
         name: str = "cohort",
+        groundtruth: pd.DataFrame | None = None,
     ):
         self._ids = np.asarray(list(ids), dtype=object)
         self._centres = centres.loc[self._ids]
         self._clinical = clinical.loc[self._ids]
         self._outcomes = None if outcomes is None else outcomes.loc[self._ids]
         self._images = None if images is None else {i: images[i] for i in self._ids}
+        self._groundtruth = None if groundtruth is None else groundtruth.loc[self._ids]
         self.name = name
 
     @property
@@ -78,6 +81,15 @@ class Cohort:
         return dict(self._images)
 
     @property
+    def groundtruth(self) -> pd.DataFrame:
+        """A synthetic cohort's hidden truth (η, true volumes, ...): only for methods that declare
+        ``consumes = ("groundtruth",)`` — the oracle ceiling — and never on real data."""
+        if self._groundtruth is None:
+            raise AttributeError(f"cohort {self.name!r} carries no ground truth (only a method that consumes "
+                                 f"'groundtruth' gets it, on a dataset that has it)")
+        return self._groundtruth.copy()
+
+    @property
     def has_images(self) -> bool:
         return self._images is not None
 
@@ -92,7 +104,8 @@ class Cohort:
         unknown = [i for i in ids if i not in self._centres.index]
         if unknown:
             raise KeyError(f"patient(s) not in cohort {self.name!r}: {unknown[:5]}")
-        return Cohort(ids, self._centres, self._clinical, self._outcomes, self._images, name or self.name)
+        return Cohort(ids, self._centres, self._clinical, self._outcomes, self._images, name or self.name,
+                      self._groundtruth)
 
     def union(self, other: Cohort, name: str | None = None) -> Cohort:
         if self.has_outcomes != other.has_outcomes:
@@ -107,4 +120,7 @@ class Cohort:
         images = None
         if self._images is not None and other._images is not None:
             images = {**self._images, **other._images}
-        return Cohort(ids, centres, clinical, outcomes, images, name or f"{self.name}+{other.name}")
+        truth = None
+        if self._groundtruth is not None and other._groundtruth is not None:
+            truth = pd.concat([self._groundtruth, other._groundtruth])
+        return Cohort(ids, centres, clinical, outcomes, images, name or f"{self.name}+{other.name}", truth)

@@ -59,16 +59,29 @@ class Dataset:
     def has_groundtruth(self) -> bool:
         return (self.root / GROUNDTRUTH_FILE).is_file()
 
+    def groundtruth(self) -> pd.DataFrame:
+        """The hidden truth of a synthetic cohort (``groundtruth/oracle.csv``), indexed by patient id."""
+        path = self.root / GROUNDTRUTH_FILE
+        if not path.is_file():
+            raise BenchInputError(f"dataset {self.name} has no ground truth ({path} is missing)")
+        table = pd.read_csv(path, dtype={"PatientID": str}).set_index("PatientID")
+        missing = sorted(set(self.ids) - set(table.index))
+        if missing:
+            raise BenchInputError(f"{path}: no ground truth for patient(s) {missing[:10]}")
+        return table
+
     def cohort(self, ids, *, with_outcomes: bool, with_mask: bool = True, name: str = "cohort",
-               replace_images: dict[str, ImageFiles] | None = None) -> Cohort:
-        """The patients ``ids``; ``replace_images`` swaps in other files for some (the corrupted ones)."""
+               replace_images: dict[str, ImageFiles] | None = None, with_groundtruth: bool = False) -> Cohort:
+        """The patients ``ids``; ``replace_images`` swaps in other files for some (the corrupted ones);
+        ``with_groundtruth`` attaches the hidden truth (the oracle only)."""
         images = self.images
         if images is not None and replace_images:
             images = {**images, **replace_images}
         if images is not None and not with_mask:
             images = {i: ImageFiles(f.ct, f.pet, None) for i, f in images.items()}
         outcomes = self.outcomes if with_outcomes else None
-        return Cohort(ids, self.centres, self.clinical, outcomes, images, name)
+        truth = self.groundtruth() if with_groundtruth else None
+        return Cohort(ids, self.centres, self.clinical, outcomes, images, name, truth)
 
 
 def _fail(problems: list[str], root: Path, max_listed: int | None = MAX_LISTED_PROBLEMS) -> None:
