@@ -33,7 +33,7 @@ METRICS_VERSION = "2"  # 2: bootstrap streams per (split, fold), not per run see
 __all__ = [
     "MetricWarning", "cindex_harrell", "cindex_uno", "cindex_td", "td_auc", "integrated_brier", "dice",
     "dice_aggregate", "logrank_p", "bootstrap_replicates", "bootstrap_ci", "paired_compare", "holm",
-    "bootstrap_p_value",
+    "bootstrap_p_value", "percentile_interval",
     "surv_at", "METRICS_VERSION",
 ]
 
@@ -183,16 +183,23 @@ def cindex_harrell(time: Any, event: Any, risk: Any) -> float:
     return _weighted_harrell(t, e, r, np.ones(len(t)), "cindex_harrell")
 
 
+def _risk_table(time: np.ndarray, event: np.ndarray, weight: np.ndarray | None = None):
+    """Per unique time u (increasing): (u, patients with that time, deaths at it, number at risk T >= u),
+    counting only the patients with ``weight`` (a 0/1 mask) when given."""
+    u, inv = np.unique(time, return_inverse=True)
+    w = np.ones(len(time)) if weight is None else np.asarray(weight, dtype=float)
+    total = np.bincount(inv, weights=w, minlength=len(u))
+    deaths = np.bincount(inv, weights=w * event, minlength=len(u))
+    return u, total, deaths, total[::-1].cumsum()[::-1]
+
+
 class _Censoring:
     """Kaplan–Meier of the censoring distribution (scikit-survival's conventions, see module doc)."""
 
     def __init__(self, train_time: np.ndarray, train_event: np.ndarray):
         if len(train_time) == 0:
             raise ValueError("train_time is empty: the IPCW metrics need the training outcomes")
-        u, inv = np.unique(train_time, return_inverse=True)
-        total = np.bincount(inv, minlength=len(u))
-        deaths = np.bincount(inv, weights=train_event.astype(float), minlength=len(u))
-        at_risk = len(train_time) - np.concatenate([[0], np.cumsum(total)[:-1]])
+        u, total, deaths, at_risk = _risk_table(train_time, train_event)
         cens = total - deaths
         denom = at_risk - deaths
         ratio = np.divide(cens, denom, out=np.zeros(len(u)), where=cens != 0)
@@ -200,12 +207,15 @@ class _Censoring:
         self.prob = np.concatenate([[1.0], np.cumprod(1.0 - ratio)])
         self.last = float(u[-1])
 
+    def covers(self, t: Any) -> np.ndarray:
+        """Where G is defined: up to the last training time, or everywhere once it has fallen to 0."""
+        return (np.asarray(t, dtype=float) <= self.last) | (self.prob[-1] == 0)
+
     def __call__(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(G(t), defined): G is undefined after the last training time unless it has fallen to 0."""
+        """(G(t), defined)."""
         t = np.asarray(t, dtype=float)
         g = self.prob[np.searchsorted(self.times, t, side="right") - 1]
-        defined = (t <= self.last) | (self.prob[-1] == 0)
-        return np.where(t > self.last, 0.0, g), defined
+        return np.where(t > self.last, 0.0, g), self.covers(t)
 
 
 def _uno_weights(time, event, train_time, train_event, tau, what) -> np.ndarray:
@@ -317,10 +327,7 @@ def _warn_tied_curves(tied: int, den: float) -> None:
 
 def _km_at(time: np.ndarray, event: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Kaplan–Meier survival of (time, event) read at ``at`` (right-continuous)."""
-    u, inv = np.unique(time, return_inverse=True)
-    total = np.bincount(inv, minlength=len(u))
-    deaths = np.bincount(inv, weights=event.astype(float), minlength=len(u))
-    at_risk = len(time) - np.concatenate([[0], np.cumsum(total)[:-1]])
+    u, _, deaths, at_risk = _risk_table(time, event)
     km = np.cumprod(1.0 - deaths / at_risk)
     idx = np.searchsorted(u, at, side="right") - 1
     return np.where(idx >= 0, km[np.maximum(idx, 0)], 1.0)
@@ -337,11 +344,10 @@ def _mean_auc(aucs: np.ndarray, horizons: np.ndarray, km: np.ndarray) -> float:
     aucs, s = aucs[ok][order], km[ok][order]
     keep = np.concatenate([[True], np.diff(horizons[ok][order]) > 0])  # a repeated horizon counts once
     aucs, s = aucs[keep], s[keep]
-    ok = np.ones(len(aucs), dtype=bool)
     d = -np.diff(np.concatenate([[1.0], s]))
     if 1.0 - s[-1] <= 0:
         return float("nan")
-    return float(np.sum(aucs[ok] * d) / (1.0 - s[-1]))
+    return float(np.sum(aucs * d) / (1.0 - s[-1]))
 
 
 def td_auc(time: Any, event: Any, risk: Any, horizons: Any, train_time: Any, train_event: Any
@@ -388,7 +394,7 @@ def td_auc(time: Any, event: Any, risk: Any, horizons: Any, train_time: Any, tra
 def _horizon_problem(hk: float, t: np.ndarray, cens: _Censoring) -> str | None:
     if hk < t.min() or hk >= t.max():
         return f"outside the test follow-up [{t.min():g}, {t.max():g})"
-    if hk > cens.last and cens.prob[-1] > 0:
+    if not cens.covers(hk):
         return f"after the last training time {cens.last:g}"
     return None
 
@@ -428,7 +434,7 @@ def integrated_brier(time: Any, event: Any, surv: Any, surv_times: Any, train_ti
         return _nan("ibs: the test sample is empty")
     cens = _Censoring(tt, te)
     times = _ibs_times(grid, horizons)
-    times = times[(times >= t.min()) & (times < t.max()) & ((times <= cens.last) | (cens.prob[-1] == 0))]
+    times = times[(times >= t.min()) & (times < t.max()) & cens.covers(times)]
     if len(times) < 2:
         return _nan("ibs: fewer than two evaluation times inside the test and training follow-up")
     if len(t) * len(times) <= 100_000:  # small: the n × K term matrix at once
@@ -469,13 +475,8 @@ def logrank_p(time: Any, event: Any, risk: Any, threshold: float) -> float:
         return _nan(f"logrank_p: every patient is in one risk group (threshold {threshold:g})")
     if not e.any():
         return _nan("logrank_p: no events")
-    u, inv = np.unique(t, return_inverse=True)
-    total = np.bincount(inv, minlength=len(u)).astype(float)
-    total_h = np.bincount(inv, weights=high.astype(float), minlength=len(u))
-    d = np.bincount(inv, weights=e.astype(float), minlength=len(u))
-    d_h = np.bincount(inv, weights=(e & high).astype(float), minlength=len(u))
-    n = len(t) - np.concatenate([[0.0], np.cumsum(total)[:-1]])
-    n_h = high.sum() - np.concatenate([[0.0], np.cumsum(total_h)[:-1]])
+    _, _, d, n = _risk_table(t, e)
+    _, _, d_h, n_h = _risk_table(t, e, high)
     expected = d * n_h / n
     var = np.divide(d * (n_h / n) * (1 - n_h / n) * (n - d), n - 1, out=np.zeros_like(n), where=n > 1)
     v = var.sum()
@@ -623,7 +624,7 @@ def _fast_td_auc_full(c, time, event, risk, horizons, train_time, train_event):
     score = _pair_score_matrix(r[:, None] - r[None, :], False)
     out = np.full((c.shape[0], len(h) + 1), np.nan)
     for k, hk in enumerate(h):
-        if hk > cens.last and cens.prob[-1] > 0:
+        if not cens.covers(hk):
             continue
         case = e & (t <= hk)
         control = t > hk
@@ -649,8 +650,7 @@ def _fast_ibs(c, time, event, surv, surv_times, train_time, train_event, horizon
     tt, te = _outcomes(train_time, train_event, "train_")
     cens = _Censoring(tt, te)
     times = _ibs_times(grid, horizons)
-    if cens.prob[-1] > 0:
-        times = times[times <= cens.last]
+    times = times[cens.covers(times)]
     out = np.full(c.shape[0], np.nan)
     if len(times) < 2:
         return out
@@ -718,7 +718,11 @@ def bootstrap_replicates(metric: Callable, *arrays: Any, n: int = 1000, seed: in
     return np.concatenate(out, axis=0)
 
 
-def _interval(reps: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+def percentile_interval(reps: np.ndarray | None, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite bootstrap replicates (NaN, NaN if none)."""
+    if reps is None:
+        return float("nan"), float("nan")
+    reps = np.asarray(reps, dtype=float)
     finite = reps[np.isfinite(reps)]
     if len(finite) == 0:
         return float("nan"), float("nan")
@@ -732,7 +736,7 @@ def bootstrap_ci(metric: Callable, *arrays: Any, n: int = 1000, seed: int = 0, s
     """(point, low, high): the metric and its 95 % percentile bootstrap interval over patient resamples.
     Resamples where the metric is undefined are dropped; NaN bounds when none is defined."""
     point = _summary(metric(*arrays, **kw))
-    low, high = _interval(bootstrap_replicates(metric, *arrays, n=n, seed=seed, strata=strata, **kw))
+    low, high = percentile_interval(bootstrap_replicates(metric, *arrays, n=n, seed=seed, strata=strata, **kw))
     return point, low, high
 
 
@@ -751,7 +755,7 @@ def paired_compare(metric: Callable, arrays_a: tuple, arrays_b: tuple, n: int = 
     d = d[np.isfinite(d)]
     if len(d) == 0:
         return diff, float("nan"), float("nan"), _nan("paired_compare: the metric is undefined on every resample")
-    low, high = _interval(d)
+    low, high = percentile_interval(d)
     return diff, low, high, bootstrap_p_value(d)
 
 

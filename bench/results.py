@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchInputError
-from bench.metrics import bootstrap_p_value, holm
+from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.store import RunKey, Store, unpack_arrays
 
 ID_COLUMNS = ["method", "protocol", "protocol_version", "dataset", "scale", "fold", "fold_name", "seed", "status"]
@@ -74,16 +74,6 @@ def _pooled_replicates(jobs: pd.DataFrame, metric: str) -> np.ndarray | None:
     return np.vstack([np.asarray(r, dtype=float) for r in reps]).mean(axis=0)
 
 
-def _percentiles(reps: np.ndarray | None) -> tuple[float, float]:
-    if reps is None:
-        return np.nan, np.nan
-    finite = reps[np.isfinite(reps)]
-    if len(finite) == 0:
-        return np.nan, np.nan
-    lo, hi = np.quantile(finite, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
 GROUP = ["method", "protocol", "protocol_hash", "config_hash", "dataset", "dataset_fp", "scale"]
 
 
@@ -102,7 +92,7 @@ def summary_numbers(frame: pd.DataFrame) -> pd.DataFrame:
             rec[f"{m}_mean"] = v.mean() if len(v) else np.nan
             rec[f"{m}_sd"] = v.std(ddof=1) if len(v) > 1 else np.nan
             rec[f"{m}_n"] = len(v)
-            rec[f"{m}_low"], rec[f"{m}_high"] = _percentiles(_pooled_replicates(done, m))
+            rec[f"{m}_low"], rec[f"{m}_high"] = percentile_interval(_pooled_replicates(done, m))
         rec["fit_seconds_mean"] = done.fit_seconds.mean() if len(done) else np.nan
         out.append(rec)
     return pd.DataFrame(out)
@@ -171,7 +161,7 @@ def compare(frame: pd.DataFrame, reference: str, metric: str = "cindex_td") -> p
             reps_b = _pooled_replicates(
                 both[[f"{metric}_ref", "bootstrap_ref"]].rename(columns=lambda c: c.removesuffix("_ref")), metric)
             d = None if reps_a is None or reps_b is None else reps_a - reps_b
-            lo, hi = _percentiles(d)
+            lo, hi = percentile_interval(d)
             rows.append({"protocol": protocol, "method": other, "config_hash": chash, "reference": method,
                          "reference_config": ref_config, "metric": metric, "jobs": len(both),
                          "diff": float(diff.mean()), "low": lo, "high": hi,
