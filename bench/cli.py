@@ -177,7 +177,7 @@ def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
     hands to methods), so a person can look at them; says so when the patient is not in the noisy fraction."""
     import shutil
 
-    from bench.corruptions import corrupted_images, selection_draw
+    from bench.corruptions import corrupted_images, selected, selection_draw
     from bench.data import cache_dir, load_dataset
     from bench.protocols import load_protocol
 
@@ -191,7 +191,7 @@ def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
         raise BenchInputError(f"{ds.name} has no images to corrupt")
     c = pr.corruption
     u = selection_draw(ds.fingerprint, c["seed"], patient)
-    if u >= c["fraction"]:
+    if not selected(ds.fingerprint, c, patient):
         click.echo(f"{patient} is not corrupted under {pr.name}: its draw u = {u:.3f} >= fraction {c['fraction']}")
         return
     files = corrupted_images(ds.images[patient], ds.fingerprint, c, patient, cache_dir() / "corrupted")

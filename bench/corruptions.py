@@ -28,6 +28,11 @@ def selection_draw(dataset_fp: str, seed: int, patient_id: str) -> float:
     return unit_uniform("corruption", dataset_fp, seed, patient_id)
 
 
+def selected(dataset_fp: str, corruption: dict[str, Any], patient_id: str) -> bool:
+    """Whether the corruption picks this patient (u < fraction), whichever side it is applied to."""
+    return selection_draw(dataset_fp, corruption["seed"], patient_id) < corruption["fraction"]
+
+
 def corruption_manifest(
     dataset_fp: str, corruption: dict[str, Any], ids: Iterable[str], *, affects_inputs: bool,
     train_ids: Iterable[str] = (),
@@ -57,7 +62,7 @@ def corruption_manifest(
         "n_corrupted": sum(e["corrupted"] for e in patients.values()),
         "patients": patients,
         "train_corrupted": sorted(p for p in train_ids if "train" in corruption["apply_to"]
-                                  and selection_draw(dataset_fp, corruption["seed"], p) < corruption["fraction"]),
+                                  and selected(dataset_fp, corruption, p)),
     }
 
 
@@ -116,4 +121,4 @@ def corrupted_files(dataset, corruption: dict[str, Any], ids: Iterable[str], cac
         return {}
     return {pid: corrupted_images(dataset.images[pid], dataset.fingerprint, corruption, pid, cache)
             for pid in ids
-            if selection_draw(dataset.fingerprint, corruption["seed"], pid) < corruption["fraction"]}
+            if selected(dataset.fingerprint, corruption, pid)}

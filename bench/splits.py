@@ -8,8 +8,6 @@ silently regenerated.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from bench.data.hecktor import Dataset
 from bench.errors import BenchInputError
+from bench.fsutil import atomic_path
 from bench.hashing import content_hash
 
 
@@ -116,11 +115,8 @@ class SplitPlan:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_path(path, ".tmp") as tmp, open(tmp, "w") as fh:
         json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
 
 
 def split_plan(dataset: Dataset, split: dict, results_dir: Path, seeds: list[int]) -> SplitPlan:

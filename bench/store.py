@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 import sqlite3
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bench.errors import BenchInputError
+from bench.fsutil import atomic_path
 
 SCHEMA_VERSION = 2  # 2: + manifest (metric manifest JSON) and bootstrap (replicates npz); 1 is migrated
 DB_NAME = "runs.sqlite"
@@ -221,11 +220,8 @@ class Store:
 
     def save_model(self, train_key: str, model: Any, info: dict[str, Any]) -> None:
         path = self.model_path(train_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_path(path, ".tmp") as tmp, open(tmp, "wb") as fh:
             pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
         with self._connect() as con:
             con.execute(
                 """INSERT OR REPLACE INTO models (train_key, method, config_hash, dataset_fp, split_hash, fold,

@@ -8,14 +8,13 @@ term (so clinical models are informative but far from perfect), about 20 % event
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, HPV_COLUMN
+from bench.fsutil import atomic_path
 
 CENTRES = {"CHUM": 56, "CHUP": 44, "CHUS": 72, "CHUV": 47, "MDA": 197, "HGJ": 55, "HMR": 18}
 CENTRE_IDS = {"CHUM": 1, "CHUP": 2, "CHUS": 3, "CHUV": 4, "MDA": 5, "HGJ": 6, "HMR": 7}
@@ -92,10 +91,8 @@ def _simulate(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as fh:
+    with atomic_path(path, ".tmp") as tmp, open(tmp, "w", newline="") as fh:
         frame.to_csv(fh, index=False, lineterminator="\n")
-    os.replace(tmp, path)
 
 
 def write_demo(out: str | Path, seed: int = 0) -> Path:
