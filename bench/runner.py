@@ -178,8 +178,9 @@ def run_jobs(
                     for pr in group:
                         key = RunKey(plan.name, plan.config_hash, dataset.fingerprint, pr.hash, fold.index, seed)
                         report.keys.append((key, pr.name))
-                        if store.status(key) == "done":
-                            if store.metrics_version(key) != METRICS_VERSION:
+                        status, version = store.state(key)
+                        if status == "done":
+                            if version != METRICS_VERSION:
                                 report.rescored += _rescore(store, key, pr, fold, seed)
                             report.skipped += 1
                         else:

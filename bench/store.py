@@ -128,18 +128,13 @@ class Store:
             con.close()
 
     # --- evaluation rows ------------------------------------------------------------------------------
-    def status(self, key: RunKey) -> str | None:
+    def state(self, key: RunKey) -> tuple[str | None, str | None]:
+        """(status, metrics version the row was scored with) in one query; (None, None) for no row, and a
+        None version for a row scored before metric manifests existed."""
         with self._connect() as con:
-            row = con.execute(f"SELECT status FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()
-        return row[0] if row else None
-
-    def metrics_version(self, key: RunKey) -> str | None:
-        """The metric definitions version a finished row was scored with (None: scored before manifests)."""
-        with self._connect() as con:
-            row = con.execute(f"SELECT manifest FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()
-        if not row or not row[0]:
-            return None
-        return (json.loads(row[0]) or {}).get("metrics_version")
+            row = con.execute(f"SELECT status, json_extract(manifest, '$.metrics_version') FROM runs WHERE {WHERE_KEY}",
+                              key.as_tuple()).fetchone()
+        return (row[0], row[1]) if row else (None, None)
 
     def start(self, key: RunKey, info: dict[str, Any]) -> None:
         """Mark a job running (replacing a stale running/failed row of a killed or failed attempt)."""
