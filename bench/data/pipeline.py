@@ -120,11 +120,17 @@ def process(files, cfg: PipelineConfig) -> dict[str, np.ndarray]:
     return out
 
 
-def load(files, cfg: PipelineConfig, cache: Path) -> dict[str, np.ndarray]:
-    """The patient's pipeline output, from the cache when there (computed and stored atomically otherwise)."""
+def cache_path(files, cfg: PipelineConfig, cache: Path) -> Path:
+    """Where the patient's pipeline output lives in the cache (hashes the input files, memoised)."""
     if files is None:
         raise BenchInputError("the image pipeline needs CT and PET files; this dataset has none")
-    target = Path(cache) / "pipeline" / f"{cache_key(files, cfg, cache)}.npz"
+    return Path(cache) / "pipeline" / f"{cache_key(files, cfg, cache)}.npz"
+
+
+def load(files, cfg: PipelineConfig, cache: Path, *, path: Path | None = None) -> dict[str, np.ndarray]:
+    """The patient's pipeline output, from the cache when there (computed and stored atomically otherwise).
+    ``path``: its ``cache_path``, when the caller already knows it (a Dataset reading every epoch)."""
+    target = path or cache_path(files, cfg, cache)
     if target.is_file():
         try:
             with np.load(target) as z:

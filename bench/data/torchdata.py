@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench.data.pipeline import PipelineConfig, load, preprocess
+from bench.data.pipeline import PipelineConfig, cache_path, load, preprocess
 
 
 class PetCtDataset(Dataset):
@@ -26,13 +26,15 @@ class PetCtDataset(Dataset):
         self.outcomes = cohort.outcomes if cohort.has_outcomes else None
         self.clinical = None if clinical is None else np.asarray(clinical, dtype=np.float32)
         preprocess({i: self.files[i] for i in self.ids}, cfg, self.cache, progress=progress)
+        # resolved once: each epoch then reads one npz per patient, no file hashing
+        self.paths = {i: cache_path(self.files[i], cfg, self.cache) for i in self.ids}
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         pid = self.ids[i]
-        d = load(self.files[pid], self.cfg, self.cache)
+        d = load(self.files[pid], self.cfg, self.cache, path=self.paths[pid])
         sample: dict[str, Any] = {"image": np.stack([d["ct"], d["pet"]]).astype(np.float32), "id": pid}
         if "mask" in d:
             sample["mask"] = d["mask"][None].astype(np.uint8)
