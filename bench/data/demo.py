@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, HPV_COLUMN
+from bench.data.simulate import weibull_times
 from bench.fsutil import atomic_path
 
 CENTRES = {"CHUM": 56, "CHUP": 44, "CHUS": 72, "CHUV": 47, "MDA": 197, "HGJ": 55, "HMR": 18}
@@ -51,15 +52,7 @@ def _simulate(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     censor = np.minimum(rng.uniform(400, 3000, n), rng.exponential(5000, n))
     u = rng.uniform(size=n)
 
-    def event_times(scale: float) -> np.ndarray:
-        return scale * (-np.log(u) * np.exp(-eta)) ** (1 / WEIBULL_SHAPE)
-
-    lo, hi = 1.0, 1e7  # bisection on the Weibull scale for the target event rate
-    for _ in range(100):
-        mid = np.sqrt(lo * hi)
-        rate = np.mean(event_times(mid) <= censor)
-        lo, hi = (mid, hi) if rate > TARGET_EVENT_RATE else (lo, mid)
-    t = event_times(np.sqrt(lo * hi))
+    t = weibull_times(eta, u, censor, WEIBULL_SHAPE, TARGET_EVENT_RATE, (1.0, 1e7), 100)
     event = (t <= censor).astype(int)
     time = np.maximum(1, np.round(np.minimum(t, censor))).astype(int)
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, GROUNDTRUTH_FILE, HPV_COLUMN
+from bench.data.simulate import weibull_times
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path, locked
 from bench.hashing import content_hash
@@ -306,14 +307,7 @@ def _outcomes(cfg: SynthConfig, seed: int, pats: pd.DataFrame, centres: dict, me
     censor = np.minimum(rng.uniform(400, 3000, n), rng.exponential(5000, n))
     u = rng.uniform(size=n)
 
-    def times(scale: float) -> np.ndarray:
-        return scale * (-np.log(u) * np.exp(-eta)) ** (1 / cfg.weibull_shape)
-
-    lo, hi = 1.0, 1e9
-    for _ in range(200):
-        mid = np.sqrt(lo * hi)
-        lo, hi = (mid, hi) if np.mean(times(mid) <= censor) > cfg.event_rate else (lo, mid)
-    t = times(np.sqrt(lo * hi))
+    t = weibull_times(eta, u, censor, cfg.weibull_shape, cfg.event_rate, (1.0, 1e9), 200)
     event = (t <= censor).astype(int)
     rfs = np.maximum(1, np.round(np.minimum(t, censor))).astype(int)
     miss = lambda p: rng.uniform(size=n) < p  # noqa: E731
