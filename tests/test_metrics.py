@@ -180,18 +180,24 @@ def test_harrell_integer_risks_many_ties_real(name):
     np.testing.assert_allclose(ours, concordance_index(d["time"], -risk, d["event"]), atol=ATOL)
 
 
+def _tied_cases(seed, low, high, risk_levels, count=150):
+    """150 small random samples full of tied times and risks, with the pair-by-pair oracle's Harrell C
+    (samples without a comparable pair are skipped)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        n = int(rng.integers(low, high))
+        t = rng.integers(1, 5, n).astype(float)
+        e = rng.integers(0, 2, n)
+        r = rng.integers(0, risk_levels, n).astype(float)
+        want = _harrell_oracle(t, e, r)
+        if not np.isnan(want):
+            yield t, e, r, want
+
+
 def test_harrell_random_ties_match_oracle_and_sksurv():
     from sksurv.metrics import concordance_index_censored
 
-    rng = np.random.default_rng(3)
-    for _ in range(150):
-        n = int(rng.integers(3, 15))
-        t = rng.integers(1, 5, n).astype(float)
-        e = rng.integers(0, 2, n)
-        r = rng.integers(0, 3, n).astype(float)
-        want = _harrell_oracle(t, e, r)
-        if np.isnan(want):
-            continue
+    for t, e, r, want in _tied_cases(seed=3, low=3, high=15, risk_levels=3):
         got = M.cindex_harrell(t, e, r)
         np.testing.assert_allclose(got, want, atol=ATOL, err_msg=f"t={t} e={e} r={r}")
         np.testing.assert_allclose(got, concordance_index_censored(e.astype(bool), t, r)[0], atol=ATOL)
@@ -257,15 +263,7 @@ def test_quirk_lifelines_tied_times():
     np.testing.assert_allclose(M.cindex_harrell(np.array([1.0, 1.0]), np.array([1, 0]), np.array([1.0, 2.0])), 0.0)
     with pytest.raises(ZeroDivisionError):  # two events at the same time: no admissible pair
         concordance_index(np.array([1.0, 1.0]), -np.array([2.0, 1.0]), np.array([1, 1]))
-    rng = np.random.default_rng(11)
-    for _ in range(150):
-        n = int(rng.integers(2, 20))
-        t = rng.integers(1, 5, n).astype(float)
-        e = rng.integers(0, 2, n)
-        r = rng.integers(0, 4, n).astype(float)
-        want = _harrell_oracle(t, e, r)
-        if np.isnan(want):
-            continue
+    for t, e, r, want in _tied_cases(seed=11, low=2, high=20, risk_levels=4):
         np.testing.assert_allclose(concordance_index(t, -r, e), want, atol=1e-12)
         np.testing.assert_allclose(M.cindex_harrell(t, e, r), want, atol=ATOL)
 

@@ -15,6 +15,16 @@ def smoke_dir(tmp_path_factory):
     return generate(tmp_path_factory.mktemp("synth") / "smoke", scale_config("smoke"), 0, progress=False)
 
 
+def _put_label(path, value):
+    """Write ``value`` into one voxel of the label map at ``path`` (an invalid label when value > 2)."""
+    m = sitk.ReadImage(str(path))
+    a = sitk.GetArrayFromImage(m)
+    a[0, 0, 0] = value
+    b = sitk.GetImageFromArray(a)
+    b.CopyInformation(m)
+    sitk.WriteImage(b, str(path))
+
+
 def test_a_good_folder_passes(smoke_dir):
     out = run_bench("data", "verify", str(smoke_dir))
     assert out.returncode == 0 and "OK (40 patients)" in out.stdout
@@ -23,13 +33,7 @@ def test_a_good_folder_passes(smoke_dir):
 def test_every_image_problem_is_reported_with_patient_and_file(smoke_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(smoke_dir, bad)
-    lab = bad / "labelsTr" / "CHUM-002.nii.gz"
-    m = sitk.ReadImage(str(lab))
-    a = sitk.GetArrayFromImage(m)
-    a[0, 0, 0] = 7
-    b = sitk.GetImageFromArray(a)
-    b.CopyInformation(m)
-    sitk.WriteImage(b, str(lab))
+    _put_label(bad / "labelsTr" / "CHUM-002.nii.gz", 7)
     ct = bad / "imagesTr" / "CHUP-001__CT.nii.gz"
     c = sitk.ReadImage(str(ct))
     c.SetSpacing([0.05, 0.05, 0.05])
@@ -63,13 +67,7 @@ def test_every_problem_is_listed_without_a_cap_and_images_are_checked_despite_cs
     pets = sorted((bad / "imagesTr").glob("*__PT.nii.gz"))[:25]
     for p in pets:
         p.unlink()
-    lab = bad / "labelsTr" / "MDA-010.nii.gz"
-    m = sitk.ReadImage(str(lab))
-    a = sitk.GetArrayFromImage(m)
-    a[0, 0, 0] = 9
-    b = sitk.GetImageFromArray(a)
-    b.CopyInformation(m)
-    sitk.WriteImage(b, str(lab))
+    _put_label(bad / "labelsTr" / "MDA-010.nii.gz", 9)
     out = run_bench("data", "verify", str(bad))
     assert out.returncode == 2
     listed = [ln for ln in out.stderr.splitlines() if ln.startswith("  - ")]
