@@ -33,7 +33,7 @@ METRICS_VERSION = "2"  # 2: bootstrap streams per (split, fold), not per run see
 __all__ = [
     "MetricWarning", "cindex_harrell", "cindex_uno", "cindex_td", "td_auc", "integrated_brier", "dice",
     "dice_aggregate", "logrank_p", "bootstrap_replicates", "bootstrap_ci", "paired_compare", "holm",
-    "bootstrap_p_value", "percentile_interval",
+    "bootstrap_p_value", "percentile_interval", "dice_counts",
     "surv_at", "METRICS_VERSION",
 ]
 
@@ -485,7 +485,8 @@ def logrank_p(time: Any, event: Any, risk: Any, threshold: float) -> float:
     return float(chdtrc(1, (d_h.sum() - expected.sum()) ** 2 / v))
 
 
-def _dice_counts(pred: np.ndarray, true: np.ndarray, label: int) -> tuple[int, int]:
+def dice_counts(pred: np.ndarray, true: np.ndarray, label: int) -> tuple[int, int]:
+    """(|A ∩ B|, |A| + |B|) for one label: what Dice, per patient or aggregated, is made of."""
     a, b = pred == label, true == label
     return int(np.count_nonzero(a & b)), int(np.count_nonzero(a) + np.count_nonzero(b))
 
@@ -502,7 +503,7 @@ def dice(pred_mask: Any, true_mask: Any, labels: tuple[int, ...] = (1, 2)) -> di
     p, t = _mask_pair(pred_mask, true_mask)
     out = {}
     for label in labels:
-        inter, size = _dice_counts(p, t, label)
+        inter, size = dice_counts(p, t, label)
         out[label] = 2.0 * inter / size if size else _nan(f"dice: label {label} is in neither mask")
     return out
 
@@ -518,7 +519,7 @@ def dice_aggregate(pred_masks: Any, true_masks: Any, labels: tuple[int, ...] = (
     for pm, tm in zip(pred_masks, true_masks):
         p, t = _mask_pair(pm, tm)
         for label in labels:
-            i, s = _dice_counts(p, t, label)
+            i, s = dice_counts(p, t, label)
             inter[label] += i
             size[label] += s
     return {label: (2.0 * inter[label] / size[label] if size[label]

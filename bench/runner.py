@@ -29,7 +29,7 @@ from bench.env import environment
 from bench.errors import BenchInputError, PredictionError
 from bench.hashing import content_hash
 from bench.method import SCALES, Method, Prediction, RunContext
-from bench.metrics import METRICS_VERSION
+from bench.metrics import METRICS_VERSION, dice_counts
 from bench.protocols import Protocol
 from bench.registry import get_method
 from bench.scoring import bootstrap_seed, score
@@ -266,7 +266,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
                 "train_event": outcomes.loc[train_ids, "event"].to_numpy(),
             }
             if pred.segmentation is not None:
-                predictions["dice_inter"], predictions["dice_size"] = _dice_counts(plan.name, pred, dataset, fold.test)
+                predictions["dice_inter"], predictions["dice_size"] = _segmentation_counts(plan.name, pred, dataset, fold.test)
             scored = _score(pr, predictions, fold)
             store.finish(
                 key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=fit_seconds,
@@ -302,7 +302,7 @@ def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str],
     return Prediction(pred.risk, pred.survival, pred.times, pred.segmentation, method=plan.name, n_expected=len(ids))
 
 
-def _dice_counts(name: str, pred: Prediction, dataset: Dataset, ids) -> tuple[np.ndarray, np.ndarray]:
+def _segmentation_counts(name: str, pred: Prediction, dataset: Dataset, ids) -> tuple[np.ndarray, np.ndarray]:
     """Per test patient and label (GTVp = 1, GTVn = 2): |pred ∩ ref| and |pred| + |ref|, against the reference
     mask on its own grid (a method returns its segmentation on that grid)."""
     import SimpleITK as sitk
@@ -321,9 +321,7 @@ def _dice_counts(name: str, pred: Prediction, dataset: Dataset, ids) -> tuple[np
         if seg.shape != ref.shape:
             raise PredictionError(name, f"segmentation of {pid} has shape {seg.shape}, its reference mask {ref.shape}")
         for j, label in enumerate((1, 2)):
-            a, b = seg == label, ref == label
-            inter[i, j] = np.count_nonzero(a & b)
-            size[i, j] = np.count_nonzero(a) + np.count_nonzero(b)
+            inter[i, j], size[i, j] = dice_counts(seg, ref, label)
     return inter, size
 
 

@@ -66,6 +66,7 @@ def score(protocol_metrics: dict, pred: dict[str, Any], *, boot_seed: int) -> Sc
     t = np.asarray(pred["time"], dtype=float)
     e = np.asarray(pred["event"]).astype(bool)
     risk = np.asarray(pred["risk"], dtype=float)
+    train_risk = np.asarray(pred["train_risk"], dtype=float)
     tt = np.asarray(pred["train_time"], dtype=float)
     te = np.asarray(pred["train_event"]).astype(bool)
     manifest: dict[str, Any] = {
@@ -88,7 +89,7 @@ def score(protocol_metrics: dict, pred: dict[str, Any], *, boot_seed: int) -> Sc
             if te.any():
                 from bench.survival import breslow_curves
 
-                surv, times, info = breslow_curves(tt, te, np.asarray(pred["train_risk"], dtype=float), risk)
+                surv, times, info = breslow_curves(tt, te, train_risk, risk)
                 manifest["survival_curves"] = info
             else:
                 manifest["survival_curves"] = {"source": "none: no event in the training fold, so no baseline"}
@@ -126,7 +127,7 @@ def score(protocol_metrics: dict, pred: dict[str, Any], *, boot_seed: int) -> Sc
                     else:
                         replicates[key] = reps
             elif key == "logrank_p":
-                threshold = float(np.median(np.asarray(pred["train_risk"], dtype=float)))
+                threshold = float(np.median(train_risk))
                 metrics["logrank_p"] = M.logrank_p(t, e, risk, threshold)
                 manifest["logrank_threshold"] = threshold
             elif key == "dice":

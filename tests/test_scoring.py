@@ -226,3 +226,37 @@ def test_summary_ci_needs_every_fold_to_have_replicates(tmp_path):
     frame.at[1, "bootstrap"] = {"cindex_td": np.linspace(0.6, 0.8, 10)}
     row = summary_numbers(frame).iloc[0]
     assert 0.6 <= row.cindex_td_low < row.cindex_td_high <= 0.7
+
+
+class EchoMask(bench.Method):
+    """Segments by returning the reference mask it is shown (needs_mask_at_test): Dice must be 1."""
+
+    consumes = ("ct", "mask")
+    produces = ("risk", "segmentation")
+    needs_mask_at_test = True
+    configs = {"smoke": {}, "quick": {}, "paper": {}}
+
+    def fit(self, train, val):
+        self.n = len(train.ids)
+
+    def predict(self, cohort):
+        import SimpleITK as sitk
+
+        files = cohort.image_files
+        seg = {p: sitk.GetArrayFromImage(sitk.ReadImage(str(files[p].mask))) for p in cohort.ids}
+        return bench.Prediction(np.arange(len(cohort.ids), dtype=float), segmentation=seg)
+
+
+def test_segmentation_is_scored_as_aggregate_dice(synthetic_smoke, tmp_path):
+    register_method("unit-echo-mask")(EchoMask)
+    try:
+        report = run_jobs(plan_methods(["unit-echo-mask"], "smoke", []), [load_protocol("clean")], synthetic_smoke,
+                          scale="smoke", seeds=[0], results_dir=tmp_path, progress=False)
+    finally:
+        unregister_method("unit-echo-mask")
+    assert report.ran == 5 and not report.failed
+    for row in Store(tmp_path).rows():
+        metrics = json.loads(row["metrics"])
+        assert metrics["dice_gtvp"] == pytest.approx(1.0)
+        assert metrics.get("dice_gtvn") in (None, pytest.approx(1.0))
+        assert "dice" not in json.loads(row["manifest"])  # applicable, so no "not applicable" line

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import bench
-from bench.data.hecktor import load_hecktor
 from bench.errors import BenchInputError
 from bench.protocols import load_protocol
 from bench.registry import register_method, unregister_method
