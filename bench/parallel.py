@@ -2,6 +2,7 @@
 queued and ends the workers instead of waiting on them."""
 from __future__ import annotations
 
+import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Iterable
@@ -23,3 +24,11 @@ def process_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, on
             proc.terminate()
         raise
     pool.shutdown()
+
+
+def available_cpus() -> int:
+    """CPU cores this process may use (its affinity mask, so a container or taskset limit is honoured)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

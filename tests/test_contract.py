@@ -2,6 +2,8 @@
 smoke synthetic cohort (clinical data, CT, PET, masks and — for the oracle — ground truth)."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -39,6 +41,11 @@ def test_method_contract(name, synthetic_smoke, tmp_path):
         assert pred.survival is not None and np.all(np.diff(pred.survival, axis=1) <= 1e-9)
     if "segmentation" in cls.produces:
         assert pred.segmentation is not None and set(pred.segmentation) == set(test.ids)
+    # the store pickles a fitted method so other protocols reuse it: the copy must predict the same
+    again = pickle.loads(pickle.dumps(method))
+    again.ctx = ctx  # as the runner does: the context is not part of the model
+    again = again.predict(test)
+    np.testing.assert_allclose(again.risk, pred.risk)
     out = tiny_dataset.outcomes.loc[list(fold.test)]
     c = cindex_harrell(out.time.to_numpy(), out.event.to_numpy(), pred.risk)
     assert 0.0 <= c <= 1.0

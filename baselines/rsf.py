@@ -1,0 +1,67 @@
+"""Random survival forest (scikit-survival) on radiomics + clinical features.
+
+Reads PyRadiomics features inside the reference contours at training and test time
+(``needs_mask_at_test``). The same train-fitted feature inputs as ``radiomics-cox`` (``FeatureInputs``),
+with a looser filter by default: a forest copes with more, and correlated, features.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sksurv.ensemble import RandomSurvivalForest
+from sksurv.util import Surv
+
+from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
+from bench import Cohort, Method, Prediction
+from bench.parallel import available_cpus
+
+
+class RSF(Method):
+    """Random survival forest (log-rank splits), risk = the forest's summed cumulative hazard.
+
+    Config: ``radiomics``, ``corr_max``, ``select_k``, ``clinical`` as for radiomics-cox; ``n_estimators``,
+    ``min_samples_leaf``, ``max_features`` (a fraction, or "sqrt"), ``n_jobs`` (0 = every core this process
+    may use). The survival curve is the forest's own, on the training event times. Smoke grows 20 trees.
+    """
+
+    consumes = ("ct", "pet", "mask", "clinical")
+    produces = ("risk", "survival")
+    needs_mask_at_test = True
+    version = "1"
+    _base = {"corr_max": 0.9, "select_k": 10, "n_estimators": 500, "min_samples_leaf": 20,
+             "max_features": "sqrt", "n_jobs": 0, "clinical": True}
+    configs = {"smoke": _base | {"radiomics": RADIOMICS_SMOKE, "n_estimators": 20, "select_k": 10},
+               "quick": _base | {"radiomics": RADIOMICS_QUICK},
+               "paper": _base | {"radiomics": RADIOMICS_PAPER, "n_estimators": 1000}}
+
+    @classmethod
+    def check_config(cls, config: dict) -> list[str]:
+        problems = feature_config_problems(config)
+        if config["n_estimators"] < 1:
+            problems.append(f"n_estimators = {config['n_estimators']} must be >= 1")
+        if config["min_samples_leaf"] < 1:
+            problems.append(f"min_samples_leaf = {config['min_samples_leaf']} must be >= 1")
+        if config["n_jobs"] < 0:
+            problems.append(f"n_jobs = {config['n_jobs']} must be >= 0 (0 = every available core)")
+        mf = config["max_features"]
+        if not (mf in ("sqrt", "log2") or (isinstance(mf, (int, float)) and not isinstance(mf, bool) and 0 < mf <= 1)):
+            problems.append(f"max_features = {mf!r} must be 'sqrt', 'log2' or a fraction in (0, 1]")
+        return problems
+
+    def fit(self, train: Cohort, val: Cohort) -> None:
+        data = train.union(val) if len(val) else train  # out-of-bag, not a hold-out, is the forest's check
+        self.inputs_ = FeatureInputs(self.config, logger=self.ctx.logger, progress=self.ctx.progress).fit(data)
+        out = data.outcomes
+        y = Surv.from_arrays(event=out["event"].astype(bool).to_numpy(), time=out["time"].to_numpy(float))
+        mf = self.config["max_features"]
+        self.model_ = RandomSurvivalForest(
+            n_estimators=self.config["n_estimators"], min_samples_leaf=self.config["min_samples_leaf"],
+            max_features=float(mf) if isinstance(mf, (int, float)) else mf,
+            n_jobs=self.config["n_jobs"] or available_cpus(), random_state=self.ctx.seed % 2**32,
+        ).fit(self.inputs_.transform(data), y)
+
+    def predict(self, cohort: Cohort) -> Prediction:
+        x = self.inputs_.transform(cohort)
+        risk = self.model_.predict(x)
+        survival = self.model_.predict_survival_function(x, return_array=True)
+        return Prediction(risk=risk, survival=survival, times=np.asarray(self.model_.unique_times_, float),
+                          method=self.ctx.method_name or "rsf", n_expected=len(cohort))

@@ -1,0 +1,1 @@
+"""Hand-crafted image features shared by the feature baselines (computed once per patient and cached)."""

@@ -1,0 +1,165 @@
+"""Radiomics features (bench.features.radiomics) and the feature baselines built on them."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from bench.corruptions import corrupted_images
+from bench.data.cohort import ImageFiles
+from bench.errors import BenchInputError
+from bench.features.radiomics import ExtractionStats, cache_path, RadiomicsSettings, extract, feature_table
+from bench.protocols import load_protocol
+
+FAST = RadiomicsSettings(classes=("shape", "firstorder"), regions=("gtvp", "gtvn", "union"), resample_mm=0.0)
+
+
+def _patient_with(dataset, *, nodes: bool):
+    for pid, files in dataset.images.items():
+        labels = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(files.mask))))
+        if (2 in labels) == nodes and 1 in labels:
+            return pid, files
+    pytest.skip("no such patient in the smoke cohort")
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"classes": ["shape", "wavelet"]}, "classes"),
+    ({"regions": []}, "regions"),
+    ({"ct_bin_width": 0}, "bin widths"),
+    ({"resample_mm": -1}, "resample_mm"),
+    ({"binwidth": 25}, "unknown key"),
+])
+def test_settings_name_what_is_wrong(bad, match):
+    with pytest.raises(BenchInputError, match=match):
+        RadiomicsSettings.from_config(bad, where="method x: radiomics")
+
+
+def test_features_agree_with_the_images(synthetic_smoke):
+    pid, files = _patient_with(synthetic_smoke, nodes=True)
+    f = extract(files, FAST)
+    ct = sitk.ReadImage(str(files.ct), sitk.sitkFloat32)
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(files.mask)))
+    pet = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(files.pet), sitk.sitkFloat32), ct,
+                                               sitk.Transform(), sitk.sitkLinear, 0.0))
+    voxel = float(np.prod(ct.GetSpacing()))
+    for region, lab in (("gtvp", [1]), ("gtvn", [2]), ("union", [1, 2])):
+        inside = np.isin(labels, lab)
+        assert f[f"{region}_present"] == 1.0
+        assert f[f"{region}_shape_VoxelVolume"] == pytest.approx(inside.sum() * voxel, rel=1e-6)
+        # first-order statistics are of the raw values in the region: PET on the CT grid, CT as is
+        assert f[f"pet_{region}_firstorder_Maximum"] == pytest.approx(pet[inside].max(), rel=1e-5)
+        assert f[f"ct_{region}_firstorder_Mean"] == pytest.approx(
+            sitk.GetArrayFromImage(ct)[inside].mean(), rel=1e-4, abs=1e-3)
+    assert not any(k.startswith("pet_") and "shape" in k for k in f)  # shape is taken once per region
+
+
+def test_an_absent_region_is_missing_not_made_up(synthetic_smoke):
+    pid, files = _patient_with(synthetic_smoke, nodes=False)
+    f = extract(files, FAST)
+    assert f["gtvn_present"] == 0.0 and f["gtvn_shape_VoxelVolume"] == 0.0
+    assert not any(k.startswith(("ct_gtvn", "pet_gtvn")) for k in f)  # NaN in the table, imputed by the model
+
+
+def test_a_table_leaves_absent_regions_nan(synthetic_smoke, tmp_path):
+    with_nodes = _patient_with(synthetic_smoke, nodes=True)
+    without = _patient_with(synthetic_smoke, nodes=False)
+    table = feature_table(dict([with_nodes, without]), FAST, tmp_path, workers=1, progress=False)
+    gtvn = table.filter(regex="^(ct|pet)_gtvn_")
+    assert gtvn.shape[1] > 0 and gtvn.loc[with_nodes[0]].notna().all() and gtvn.loc[without[0]].isna().all()
+
+
+def test_features_are_cached_once_and_noisy_images_get_their_own(synthetic_smoke, tmp_path):
+    ids = list(synthetic_smoke.ids[:6])
+    files = {i: synthetic_smoke.images[i] for i in ids}
+    stats = ExtractionStats()
+    first = feature_table(files, FAST, tmp_path, workers=2, progress=False, stats=stats)
+    assert (stats.computed, stats.cached) == (6, 0)
+    again = feature_table(files, FAST, tmp_path, progress=False, stats=stats)
+    assert (stats.computed, stats.cached) == (6, 6)
+    assert again.equals(first) and list(again.index) == ids
+    noise = load_protocol("noisy100").corruption
+    noisy = {i: corrupted_images(f, synthetic_smoke.fingerprint, noise, i, tmp_path / "noisy") for i, f in files.items()}
+    table = feature_table(noisy, FAST, tmp_path, progress=False, stats=stats)
+    assert stats.computed == 12  # the noisy files are other files: computed, never the clean ones reused
+    shape = [c for c in table.columns if "_shape_" in c]
+    intensity = [c for c in table.columns if c.startswith(("ct_gtvp_firstorder_Variance", "pet_gtvp_firstorder_Mean"))]
+    np.testing.assert_allclose(table[shape].to_numpy(), first[shape].to_numpy())  # same contours
+    assert not np.allclose(table[intensity].to_numpy(), first[intensity].to_numpy())
+    # a damaged cache entry is recomputed, not trusted
+    cached = sorted((tmp_path / "features" / "radiomics").glob("*.json"))
+    assert len(cached) == 12
+    damaged = cache_path(files[ids[0]], FAST, tmp_path)
+    damaged.write_text("{not json")
+    feature_table(files, FAST, tmp_path, progress=False, stats=stats)
+    assert stats.computed == 13 and json.loads(damaged.read_text())["features"]
+
+
+def test_a_missing_mask_is_a_clear_error(synthetic_smoke, tmp_path):
+    pid = synthetic_smoke.ids[0]
+    f = synthetic_smoke.images[pid]
+    with pytest.raises(BenchInputError, match="reference mask"):
+        feature_table({pid: ImageFiles(f.ct, f.pet, None)}, FAST, tmp_path, progress=False)
+
+
+def test_every_fold_and_method_reuses_one_extraction_per_image(synthetic_smoke, tmp_path, monkeypatch):
+    """The clean sweep and noisy100 for two feature methods over five folds: each patient's clean images
+    are extracted once, and its noisy images once more (noisy100 corrupts every test patient)."""
+    from bench.runner import plan_methods, run_jobs
+
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    plans = plan_methods(["radiomics-cox", "rsf"], "smoke", [])
+    report = run_jobs(plans, [load_protocol("clean"), load_protocol("noisy100")], synthetic_smoke, scale="smoke",
+                      seeds=[0], results_dir=tmp_path / "r", progress=False)
+    assert report.ran == 20 and report.fits == 10 and not report.failed
+    n = len(synthetic_smoke.ids)
+    assert len(list((tmp_path / "cache" / "features" / "radiomics").glob("*.json"))) == 2 * n
+
+
+def test_feature_inputs_are_fitted_on_the_training_fold_only(synthetic_smoke):
+    from baselines.radiomics_cox import RadiomicsCox
+    from baselines.tabular import FeatureInputs
+    from bench.config import resolve_config
+
+    cfg = resolve_config("radiomics-cox", RadiomicsCox, "smoke")
+    ids = list(synthetic_smoke.ids)
+    train = synthetic_smoke.cohort(ids[:30], with_outcomes=True)
+    inputs = FeatureInputs(cfg, progress=False).fit(train)
+    assert len(inputs.radiomics_columns_) <= cfg["select_k"]
+    x_train = inputs.transform(train)
+    assert x_train.shape == (30, len(inputs.names_)) and np.isfinite(x_train).all()
+    assert np.abs(x_train[:, :len(inputs.radiomics_columns_)]).max() <= 3.0 + 1e-9
+    test = synthetic_smoke.cohort(ids[30:], with_outcomes=False)
+    x_test = inputs.transform(test)  # a prediction cohort: no outcomes, nothing refitted
+    assert x_test.shape == (len(ids) - 30, len(inputs.names_)) and np.isfinite(x_test).all()
+    np.testing.assert_array_equal(inputs.transform(train), x_train)  # transforming a test cohort refits nothing
+    # the redundancy filter: no two kept features correlate above corr_max on the training fold
+    kept = x_train[:, :len(inputs.radiomics_columns_)]
+    if kept.shape[1] > 1:
+        corr = np.abs(np.corrcoef(kept, rowvar=False))
+        assert corr[np.triu_indices_from(corr, 1)].max() < cfg["corr_max"] + 1e-9
+
+
+def test_lasso_cox_takes_its_penalty_from_the_inner_cv(synthetic_smoke):
+    from baselines.radiomics_cox import LassoCox
+    from bench.config import resolve_config
+    from bench.method import RunContext
+
+    cfg = resolve_config("lasso-cox", LassoCox, "smoke")
+    m = LassoCox(RunContext(config=cfg, scale="smoke", progress=False))
+    ids = list(synthetic_smoke.ids)
+    m.fit(synthetic_smoke.cohort(ids, with_outcomes=True), synthetic_smoke.cohort([], with_outcomes=True))
+    assert m.alpha_ in m.model_.alphas_ and len(m.inner_cindex_) == len(m.model_.alphas_)
+    assert np.nanargmax(m.inner_cindex_) == list(m.model_.alphas_).index(m.alpha_)
+
+
+@pytest.mark.parametrize("name", ["radiomics-cox", "rsf", "deepsurv"])
+def test_bad_config_values_are_input_errors(name):
+    from bench.runner import plan_methods
+
+    key = {"radiomics-cox": "alpha=-1", "rsf": "n_estimators=0", "deepsurv": "dropout=1.5"}[name]
+    with pytest.raises(BenchInputError, match=key.split("=")[0]):
+        plan_methods([name], "smoke", [key])
+    with pytest.raises(BenchInputError, match="classes"):
+        plan_methods([name], "smoke", ['radiomics.classes=["texture"]'])
