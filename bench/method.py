@@ -43,6 +43,7 @@ class Method:
     Subclasses set ``consumes`` (subset of ct, pet, mask, clinical), ``produces`` (risk always; survival,
     segmentation where the model gives them) and ``configs = {scale: {...}}`` for smoke, quick and paper.
     ``needs_mask_at_test = True`` lets ``predict`` see reference contours (flagged on leaderboards).
+    ``ceiling = True`` marks a row that is a bound, not a method (the oracle; flagged on leaderboards).
     Bump ``version`` when a code change alters results: it is part of the config hash.
     """
 
@@ -50,6 +51,7 @@ class Method:
     produces: ClassVar[tuple[str, ...]] = ("risk",)
     configs: ClassVar[dict[str, dict[str, Any]]] = {}
     needs_mask_at_test: ClassVar[bool] = False
+    ceiling: ClassVar[bool] = False
     version: ClassVar[str] = "1"
 
     def __init__(self, ctx: RunContext):
@@ -132,4 +134,4 @@ class Prediction:
             self.survival = np.clip(surv, 0.0, 1.0)
             self.times = times
         if self.segmentation is not None and not isinstance(self.segmentation, dict):
-            raise PredictionError(self.method, f"segmentation must be a dict {{patient id: label map}}")
+            raise PredictionError(self.method, "segmentation must be a dict {patient id: label map}")

@@ -18,7 +18,13 @@ from bench.store import RunKey, Store, unpack_arrays
 
 ID_COLUMNS = ["method", "protocol", "protocol_version", "dataset", "scale", "fold", "fold_name", "seed", "status"]
 TAIL_COLUMNS = ["fit_seconds", "predict_seconds", "model_reused", "config_hash", "protocol_hash", "dataset_fp",
-                "finished_at", "notes", "error"]
+                "finished_at", "flags", "notes", "error"]
+FLAG_TEXT = {"ceiling": "ceiling (reads the true risk)", "needs_mask_at_test": "reference contours at test time"}
+
+
+def method_flags(info: dict) -> str:
+    """The leaderboard flags of a row, from the method facts stored with its job."""
+    return "; ".join(text for key, text in FLAG_TEXT.items() if info.get(key))
 
 
 HIDDEN = ["bootstrap"]  # per-job replicates {metric: array}, only with with_bootstrap=True
@@ -33,6 +39,7 @@ def results_frame(store: Store, keys: list[RunKey] | None = None, *, with_bootst
         rec.update({k: (np.nan if v is None else v) for k, v in metrics.items()})
         rec.update({c: r[c] for c in TAIL_COLUMNS if c in r})
         rec["model_reused"] = None if r["model_reused"] is None else bool(r["model_reused"])
+        rec["flags"] = method_flags(json.loads(r["env"]).get("method", {}) if r.get("env") else {})
         if with_bootstrap:
             rec["bootstrap"] = unpack_arrays(r["bootstrap"]) if r.get("bootstrap") else None
         records.append(rec)
@@ -94,6 +101,7 @@ def summary_numbers(frame: pd.DataFrame) -> pd.DataFrame:
             rec[f"{m}_n"] = len(v)
             rec[f"{m}_low"], rec[f"{m}_high"] = percentile_interval(_pooled_replicates(done, m))
         rec["fit_seconds_mean"] = done.fit_seconds.mean() if len(done) else np.nan
+        rec["flags"] = next((f for f in g.get("flags", pd.Series(dtype=object)) if f), "")
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -119,8 +127,10 @@ def summarise(frame: pd.DataFrame, metrics: list[str] | None = None, ci: str | N
                 lo, hi = r[f"{m}_low"], r[f"{m}_high"]
                 rec[f"{m} 95% CI"] = "n/a" if np.isnan(lo) else f"{lo:.3f}–{hi:.3f}"
         rec["fit s/fold"] = "n/a" if np.isnan(r["fit_seconds_mean"]) else f"{r['fit_seconds_mean']:.1f}"
+        rec["flags"] = r["flags"]
         rows.append(rec)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    return table if table["flags"].astype(bool).any() else table.drop(columns="flags")
 
 
 def compare(frame: pd.DataFrame, reference: str, metric: str = "cindex_td") -> pd.DataFrame:

@@ -93,6 +93,13 @@ def check_dataset_fits(name: str, cls: type[Method], dataset: Dataset) -> None:
         raise BenchInputError(f"method {name!r} needs reference masks but dataset {dataset.name} has no labelsTr/")
 
 
+def method_info(cls: type[Method]) -> dict[str, Any]:
+    """What a leaderboard must say about a row, stored with every job (no method import needed later)."""
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "version": cls.version, "consumes": list(cls.consumes),
+            "produces": list(cls.produces), "needs_mask_at_test": bool(cls.needs_mask_at_test),
+            "ceiling": bool(getattr(cls, "ceiling", False))}
+
+
 def plan_methods(names: list[str], scale: str, overrides: list[str]) -> list[MethodPlan]:
     if scale not in SCALES:
         raise BenchInputError(f"--scale {scale!r}: choose one of {', '.join(SCALES)}")
@@ -207,7 +214,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
         store.start(key, {
             "fold_name": fold.name, "protocol": pr.name, "protocol_version": pr.version, "dataset": dataset.name,
             "scale": scale, "train_key": train_key, "config": plan.config, "protocol_content": pr.content(),
-            "env": env,
+            "env": env | {"method": method_info(plan.cls)},
         })
     ctx = RunContext(
         config=plan.config, scale=scale, seed=seed, device=device,

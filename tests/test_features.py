@@ -115,6 +115,13 @@ def test_every_fold_and_method_reuses_one_extraction_per_image(synthetic_smoke, 
     assert report.ran == 20 and report.fits == 10 and not report.failed
     n = len(synthetic_smoke.ids)
     assert len(list((tmp_path / "cache" / "features" / "radiomics").glob("*.json"))) == 2 * n
+    # every stored row says it read reference contours at test time, for the leaderboard to flag
+    from bench.results import results_frame, summarise
+    from bench.store import Store
+
+    frame = results_frame(Store(tmp_path / "r"))
+    assert set(frame["flags"]) == {"reference contours at test time"}
+    assert set(summarise(frame)["flags"]) == {"reference contours at test time"}
 
 
 def test_feature_inputs_are_fitted_on_the_training_fold_only(synthetic_smoke):

@@ -26,6 +26,7 @@ def test_oracle_reads_the_true_eta_and_tops_coxph(synthetic_smoke, tmp_path):
             np.testing.assert_allclose(p["risk"], truth.loc[list(p["ids"]), "eta"].to_numpy())
     numbers = summary_numbers(results_frame(Store(tmp_path))).set_index("method")
     assert numbers.loc["oracle", "cindex_harrell_mean"] > numbers.loc["coxph", "cindex_harrell_mean"]
+    assert numbers.loc["oracle", "flags"].startswith("ceiling") and numbers.loc["coxph", "flags"] == ""
 
 
 def test_no_other_method_sees_the_ground_truth(synthetic_smoke):
