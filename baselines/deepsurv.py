@@ -18,6 +18,30 @@ from baselines.tabular import (RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE
 from bench import Cohort, Method, Prediction
 
 
+def _batch_size(wanted: int, n: int) -> int:
+    """The batch size nearest ``wanted`` whose last batch is not a single patient (BatchNorm cannot train on
+    one sample, and a Cox loss has no pairs in it)."""
+    if n <= wanted:
+        return n
+    for delta in range(wanted):
+        for b in (wanted + delta, wanted - delta):
+            if 2 <= b <= n and n % b != 1:
+                return b
+    return n
+
+
+class _CoxLoss:
+    """pycox's Cox partial likelihood (Breslow), but 0 (with a gradient) on a batch without events, where
+    pycox divides 0 by 0 and the weights become NaN."""
+
+    def __call__(self, log_h, durations, events):
+        from pycox.models.loss import cox_ph_loss
+
+        if float(events.sum()) == 0:
+            return (log_h * 0).sum()
+        return cox_ph_loss(log_h, durations, events)
+
+
 class DeepSurv(Method):
     """Katzman et al. (2018) DeepSurv on tabular features.
 
@@ -30,7 +54,7 @@ class DeepSurv(Method):
     consumes = ("ct", "pet", "mask", "clinical")
     produces = ("risk", "survival")
     needs_mask_at_test = True
-    version = "1"
+    version = "2"  # 2: no NaN on an event-free batch, no single-patient last batch
     _base = {"corr_max": 0.8, "select_k": 20, "clinical": True, "hidden": [32, 32], "dropout": 0.2,
              "batch_norm": True, "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 64, "epochs": 300,
              "patience": 30, "n_times": 100}
@@ -50,9 +74,11 @@ class DeepSurv(Method):
                 problems.append(f"{key} = {config[key]} must be > 0")
         if config["weight_decay"] < 0:
             problems.append(f"weight_decay = {config['weight_decay']} must be >= 0")
-        for key in ("batch_size", "epochs", "patience"):
+        for key in ("epochs", "patience"):
             if config[key] < 1:
                 problems.append(f"{key} = {config[key]} must be >= 1")
+        if config["batch_size"] < 2:
+            problems.append(f"batch_size = {config['batch_size']} must be >= 2 (a Cox loss needs pairs)")
         if config["n_times"] < 2:
             problems.append(f"n_times = {config['n_times']} must be >= 2")
         return problems
@@ -62,7 +88,7 @@ class DeepSurv(Method):
         import torchtuples as tt
         from pycox.models import CoxPH
 
-        torch.manual_seed(self.ctx.seed)
+        torch.manual_seed(self.ctx.seed % 2**32)
         cfg = self.config
         self.inputs_ = FeatureInputs(cfg, logger=self.ctx.logger, progress=self.ctx.progress).fit(train)
         x = self.inputs_.transform(train).astype("float32")
@@ -75,11 +101,12 @@ class DeepSurv(Method):
                         (vo["time"].to_numpy("float32"), vo["event"].to_numpy("float32")))
         net = tt.practical.MLPVanilla(x.shape[1], list(cfg["hidden"]), 1, batch_norm=cfg["batch_norm"],
                                       dropout=cfg["dropout"] or None, output_bias=False)
-        self.model_ = CoxPH(net, torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]))
+        self.model_ = CoxPH(net, torch.optim.AdamW(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"]),
+                            loss=_CoxLoss())
         with tempfile.TemporaryDirectory() as tmp:
             callbacks = [tt.callbacks.EarlyStopping(patience=cfg["patience"], file_path=Path(tmp) / "best.pt")] \
                 if val_data is not None else []
-            batch = min(cfg["batch_size"], len(x))
+            batch = _batch_size(cfg["batch_size"], len(x))
             log = self.model_.fit(x, y, batch, cfg["epochs"], callbacks=callbacks, verbose=False, val_data=val_data)
         self.model_.callbacks = None  # the early-stopping callback holds a lambda: the store pickles the model
         self.history_ = log.to_pandas().reset_index(names="epoch").to_dict(orient="list")

@@ -15,7 +15,7 @@ from sksurv.util import Surv
 
 from baselines.tabular import (RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, event_time_grid,
                                feature_config_problems)
-from bench import Cohort, Method, Prediction
+from bench import BenchInputError, Cohort, Method, Prediction
 from bench.metrics import cindex_harrell
 
 
@@ -123,6 +123,11 @@ class LassoCox(_CoxnetMethod):
     def fit(self, train: Cohort, val: Cohort) -> None:
         data = train.union(val) if len(val) else train
         x, y = self._inputs(data)
+        n_events = int(y["event"].sum())
+        if self.config["inner_folds"] > min(n_events, len(y) - n_events):
+            raise BenchInputError(
+                f"lasso-cox: inner_folds = {self.config['inner_folds']} but the training fold has {n_events} events "
+                f"and {len(y) - n_events} censored patients; lower inner_folds (--set lasso-cox:inner_folds=K)")
         alphas = self._path(x, y).alphas_
         folds = StratifiedKFold(self.config["inner_folds"], shuffle=True, random_state=self.ctx.seed % 2**32)
         scores = np.full((self.config["inner_folds"], len(alphas)), np.nan)
@@ -139,7 +144,7 @@ class LassoCox(_CoxnetMethod):
             raise ArithmeticError("lasso-cox: no alpha of the path could be scored by the inner cross-validation")
         best = int(np.nanargmax(mean))
         if self.config["one_se"]:
-            se = np.nanstd(scores[:, best]) / np.sqrt(np.sum(np.isfinite(scores[:, best])))
+            se = np.nanstd(scores[:, best], ddof=1) / np.sqrt(np.sum(np.isfinite(scores[:, best])))
             best = int(np.min(np.flatnonzero(mean >= mean[best] - se)))  # alphas decrease along the path
         self.alpha_ = float(alphas[best])
         self.inner_cindex_ = mean.tolist()

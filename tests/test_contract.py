@@ -46,6 +46,8 @@ def test_method_contract(name, synthetic_smoke, tmp_path):
     again.ctx = ctx  # as the runner does: the context is not part of the model
     again = again.predict(test)
     np.testing.assert_allclose(again.risk, pred.risk)
+    if pred.survival is not None:
+        np.testing.assert_allclose(again.survival, pred.survival)
     out = tiny_dataset.outcomes.loc[list(fold.test)]
     c = cindex_harrell(out.time.to_numpy(), out.event.to_numpy(), pred.risk)
     assert 0.0 <= c <= 1.0

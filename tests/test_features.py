@@ -157,15 +157,59 @@ def test_lasso_cox_takes_its_penalty_from_the_inner_cv(synthetic_smoke):
     m = LassoCox(RunContext(config=cfg, scale="smoke", progress=False))
     ids = list(synthetic_smoke.ids)
     m.fit(synthetic_smoke.cohort(ids, with_outcomes=True), synthetic_smoke.cohort([], with_outcomes=True))
-    assert m.alpha_ in m.model_.alphas_ and len(m.inner_cindex_) == len(m.model_.alphas_)
-    assert np.nanargmax(m.inner_cindex_) == list(m.model_.alphas_).index(m.alpha_)
+    assert len(m.inner_cindex_) == len(m.model_.alphas_)
+    assert m.alpha_ == m.model_.alphas_[np.nanargmax(m.inner_cindex_)]  # the best inner-CV alpha, not the path's end
+    assert np.nanstd(m.inner_cindex_) > 0
+    with pytest.raises(BenchInputError, match="inner_folds"):
+        LassoCox(RunContext(config=cfg | {"inner_folds": 100}, scale="smoke", progress=False)).fit(
+            synthetic_smoke.cohort(ids, with_outcomes=True), synthetic_smoke.cohort([], with_outcomes=True))
+
+
+def test_default_resampling_keeps_the_volume(synthetic_smoke):
+    """The scales' default: PyRadiomics resamples to 2 mm (B-spline image, nearest mask); volumes survive."""
+    pid, files = _patient_with(synthetic_smoke, nodes=True)
+    native = extract(files, FAST)
+    resampled = extract(files, RadiomicsSettings(classes=("shape", "firstorder"), resample_mm=2.0))
+    for region in ("gtvp", "gtvn", "union"):
+        assert resampled[f"{region}_shape_MeshVolume"] == pytest.approx(native[f"{region}_shape_MeshVolume"], rel=0.15)
+
+
+@pytest.mark.parametrize("name", ["radiomics-cox", "lasso-cox", "rsf", "deepsurv"])
+def test_a_feature_method_refits_identically_with_the_same_seed(name, synthetic_smoke):
+    from bench.config import resolve_config
+    from bench.method import RunContext
+    from bench.registry import get_method
+
+    cls = get_method(name)
+    ids = list(synthetic_smoke.ids)
+    preds = []
+    for _ in range(2):
+        m = cls(RunContext(config=resolve_config(name, cls, "smoke"), scale="smoke", seed=3, progress=False))
+        m.fit(synthetic_smoke.cohort(ids[:26], with_outcomes=True), synthetic_smoke.cohort(ids[26:32], with_outcomes=True))
+        preds.append(m.predict(synthetic_smoke.cohort(ids[32:], with_outcomes=False)))
+    np.testing.assert_allclose(preds[0].risk, preds[1].risk, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(preds[0].survival, preds[1].survival, rtol=1e-12, atol=1e-12)
+    assert len(np.unique(preds[0].risk)) > 1  # it learnt something: not one risk for everyone
+
+
+@pytest.mark.parametrize("n", [23, 65, 129])
+def test_deepsurv_survives_awkward_batches(n):
+    from baselines.deepsurv import _CoxLoss, _batch_size
+    import torch
+
+    b = _batch_size(64, n)
+    assert 2 <= b <= max(n, 2) and n % b != 1
+    log_h = torch.zeros(5, 1, requires_grad=True)
+    loss = _CoxLoss()(log_h, torch.arange(5.0), torch.zeros(5))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and torch.isfinite(log_h.grad).all()
 
 
 @pytest.mark.parametrize("name", ["radiomics-cox", "rsf", "deepsurv"])
 def test_bad_config_values_are_input_errors(name):
     from bench.runner import plan_methods
 
-    key = {"radiomics-cox": "alpha=-1", "rsf": "n_estimators=0", "deepsurv": "dropout=1.5"}[name]
+    key = {"radiomics-cox": "alpha=-1", "rsf": "max_features_fraction=1.5", "deepsurv": "batch_size=1"}[name]
     with pytest.raises(BenchInputError, match=key.split("=")[0]):
         plan_methods([name], "smoke", [key])
     with pytest.raises(BenchInputError, match="classes"):

@@ -36,6 +36,7 @@ FEATURE_CLASSES = ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngt
 REGIONS = {"gtvp": (1,), "gtvn": (2,), "union": (1, 2)}
 MODALITIES = ("ct", "pet")
 _VOLUME_FEATURES = ("shape_MeshVolume", "shape_VoxelVolume")
+_TOO_SMALL = ("ROI is too small", "only contains 1 segmented voxel", "not present in mask", "No labels found")
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,10 @@ class RadiomicsSettings:
         return s
 
     def key(self) -> dict[str, Any]:
-        return asdict(self) | {"version": RADIOMICS_VERSION, "pyradiomics": _pyradiomics_version()}
+        import SimpleITK as sitk
+
+        return asdict(self) | {"version": RADIOMICS_VERSION, "pyradiomics": _pyradiomics_version(),
+                               "simpleitk": sitk.Version.VersionString()}
 
 
 def _pyradiomics_version() -> str:
@@ -157,7 +161,9 @@ def extract(files, settings: RadiomicsSettings) -> dict[str, float]:
             if present:
                 try:
                     result = _extractor(settings, bin_width, classes).execute(images[modality], region_mask, label=1)
-                except ValueError:  # PyRadiomics refuses an ROI that resampling shrank below min_voxels
+                except ValueError as exc:  # an ROI that resampling shrank below min_voxels (or to one voxel)
+                    if not any(t in str(exc) for t in _TOO_SMALL):
+                        raise
                     out[f"{region}_present"] = 0.0
             for k, v in result.items():
                 if k.startswith("diagnostics_"):
