@@ -19,6 +19,7 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.util import Surv
 
 from bench import Cohort, Method, Prediction
+from bench.config import below_minimum
 
 _CONFIG = {"alpha": 0.1, "ties": "breslow", "n_iter": 100, "n_times": 100}
 
@@ -65,11 +66,7 @@ class CoxPH(Method):
             problems.append(f"alpha = {config['alpha']} must be a finite number >= 0")
         if config["ties"] not in ("breslow", "efron"):
             problems.append(f"ties = {config['ties']!r} must be 'breslow' or 'efron'")
-        if config["n_iter"] < 1:
-            problems.append(f"n_iter = {config['n_iter']} must be >= 1")
-        if config["n_times"] < 2:
-            problems.append(f"n_times = {config['n_times']} must be >= 2")
-        return problems
+        return problems + below_minimum(config, {"n_iter": 1, "n_times": 2})
 
     def fit(self, train: Cohort, val: Cohort) -> None:
         data = train.union(val) if len(val) else train  # no early stopping: use every training patient

@@ -16,6 +16,7 @@ import numpy as np
 from baselines.tabular import (RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, event_time_grid,
                                feature_config_problems)
 from bench import Cohort, Method, Prediction
+from bench.config import below_minimum
 
 
 def _batch_size(wanted: int, n: int) -> int:
@@ -72,16 +73,8 @@ class DeepSurv(Method):
         for key in ("lr",):
             if not config[key] > 0:
                 problems.append(f"{key} = {config[key]} must be > 0")
-        if config["weight_decay"] < 0:
-            problems.append(f"weight_decay = {config['weight_decay']} must be >= 0")
-        for key in ("epochs", "patience"):
-            if config[key] < 1:
-                problems.append(f"{key} = {config[key]} must be >= 1")
-        if config["batch_size"] < 2:
-            problems.append(f"batch_size = {config['batch_size']} must be >= 2 (a Cox loss needs pairs)")
-        if config["n_times"] < 2:
-            problems.append(f"n_times = {config['n_times']} must be >= 2")
-        return problems
+        return problems + below_minimum(config, {"weight_decay": 0, "epochs": 1, "patience": 1, "batch_size": 2,
+                                                  "n_times": 2})
 
     def fit(self, train: Cohort, val: Cohort) -> None:
         import torch

@@ -16,6 +16,7 @@ from sksurv.util import Surv
 from baselines.tabular import (RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, event_time_grid,
                                feature_config_problems)
 from bench import BenchInputError, Cohort, Method, Prediction
+from bench.config import below_minimum
 from bench.metrics import cindex_harrell
 
 
@@ -35,9 +36,7 @@ class _CoxnetMethod(Method):
         problems = feature_config_problems(config)
         if not 0 < config["l1_ratio"] <= 1:
             problems.append(f"l1_ratio = {config['l1_ratio']} must be in (0, 1] (1 is the lasso)")
-        if config["n_times"] < 2:
-            problems.append(f"n_times = {config['n_times']} must be >= 2")
-        return problems
+        return problems + below_minimum(config, {"n_times": 2})
 
     def _inputs(self, train: Cohort) -> tuple[np.ndarray, np.ndarray]:
         self.inputs_ = FeatureInputs(self.config, logger=self.ctx.logger, progress=self.ctx.progress).fit(train)
@@ -106,13 +105,9 @@ class LassoCox(_CoxnetMethod):
     @classmethod
     def check_config(cls, config: dict) -> list[str]:
         problems = super().check_config(config)
-        if config["n_alphas"] < 2:
-            problems.append(f"n_alphas = {config['n_alphas']} must be >= 2")
         if not 0 < config["alpha_min_ratio"] < 1:
             problems.append(f"alpha_min_ratio = {config['alpha_min_ratio']} must be in (0, 1)")
-        if config["inner_folds"] < 2:
-            problems.append(f"inner_folds = {config['inner_folds']} must be >= 2")
-        return problems
+        return problems + below_minimum(config, {"n_alphas": 2, "inner_folds": 2})
 
     def _path(self, x, y, alphas=None, baseline=False):
         return CoxnetSurvivalAnalysis(

@@ -12,6 +12,7 @@ from sksurv.util import Surv
 
 from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
 from bench import Cohort, Method, Prediction
+from bench.config import below_minimum
 from bench.parallel import available_cpus
 
 
@@ -38,12 +39,7 @@ class RSF(Method):
     @classmethod
     def check_config(cls, config: dict) -> list[str]:
         problems = feature_config_problems(config)
-        if config["n_estimators"] < 1:
-            problems.append(f"n_estimators = {config['n_estimators']} must be >= 1")
-        if config["min_samples_leaf"] < 1:
-            problems.append(f"min_samples_leaf = {config['min_samples_leaf']} must be >= 1")
-        if config["n_jobs"] < 0:
-            problems.append(f"n_jobs = {config['n_jobs']} must be >= 0 (0 = every available core)")
+        problems += below_minimum(config, {"n_estimators": 1, "min_samples_leaf": 1, "n_jobs": 0})
         if config["max_features"] not in ("sqrt", "log2", "all"):
             problems.append(f"max_features = {config['max_features']!r} must be 'sqrt', 'log2' or 'all'")
         if not 0 <= config["max_features_fraction"] <= 1:

@@ -70,6 +70,11 @@ def resolve_config(name: str, cls: type[Method], scale: str, overrides: list[str
     return config
 
 
+def below_minimum(config: dict[str, Any], minimums: dict[str, float]) -> list[str]:
+    """``check_config`` helper: a complaint for every key whose value is below its minimum."""
+    return [f"{key} = {config[key]} must be >= {low}" for key, low in minimums.items() if not config[key] >= low]
+
+
 def config_hash(name: str, cls: type[Method], config: dict) -> str:
     """Identity of a trained model's recipe: method, its code version and every config value."""
     return content_hash({"method": name, "version": cls.version, "config": config})
