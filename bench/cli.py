@@ -344,6 +344,44 @@ def results_cmd(results: Path, fmt: str, summary: bool, reference: str | None, m
                    if not frame.empty else empty)
 
 
+@cli.command("leaderboard")
+@click.option("--results", type=click.Path(path_type=Path), default=None,
+              help="Export the finished experiments of this results directory as run records first "
+                   "(default: render the records already under --out).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("leaderboards"),
+              show_default=True, help="Leaderboard folder: records/ in, markdown and plots out.")
+@click.option("--reference", default="coxph", show_default=True,
+              help="Method the paired comparisons are made against.")
+@click.option("--check", is_flag=True,
+              help="Write nothing: exit 1 and print the difference when the markdown under --out is not what "
+                   "its records generate (plots: only that each referenced file exists).")
+def leaderboard_cmd(results: Path | None, out: Path, reference: str, check: bool) -> None:
+    """Markdown leaderboards (and plots) generated from stored run records.
+
+    Pages per dataset: cv.md (clean and noisy protocols), robustness.md (C-td against the noise fraction)
+    and generalisation.md (leave-one-centre-out, centre split); README.md indexes them."""
+    from bench import leaderboard as lb
+
+    if results is not None:
+        if check:
+            raise BenchInputError("--check compares the committed pages with their records: leave out --results")
+        written = lb.export_records(results, out)
+        click.echo(f"{len(written)} run record(s) written or updated under {out / 'records'}", err=True)
+    pages = lb.render(out, reference)
+    if check:
+        problems = lb.check(out, pages)
+        if problems:
+            click.echo("\n".join(problems))
+            click.echo(f"leaderboards under {out} are stale: run `bench leaderboard --out {out}` and commit", err=True)
+            sys.exit(1)
+        click.echo(f"{len(pages)} page(s) under {out} match their records", err=True)
+        return
+    done = lb.write(out, pages)
+    click.echo("\n".join(done))
+    index = out / "README.md"
+    click.echo(f"{len(pages)} page(s) written under {out}; start at {index}", err=True)
+
+
 def parse_seeds(spec: str) -> list[int]:
     """``--seed 0,1,2`` → [0, 1, 2]: integers in [0, 2**32), duplicates dropped, at least one."""
     try:

@@ -1,0 +1,467 @@
+"""Leaderboards: small versioned run records exported from the store, and markdown (+ plots) rendered from
+those records alone — so CI regenerates them without rerunning a model, and ``--check`` fails when the
+committed pages are not what the committed records generate.
+
+Layout under the output folder (default ``leaderboards/``)::
+
+    README.md                       index: one line per dataset and page
+    records/<dataset>/<protocol>__<method>__<config>.json   one record per experiment (pooled over folds)
+    <dataset>/cv.md                 clean and noisy protocols: one table each, methods as rows
+    <dataset>/robustness.md         C-td against the noise fraction, relative drop, area under the curve
+    <dataset>/generalisation.md     leave-one-centre-out per held-out centre and pooled; the centre split
+    <dataset>/plots/*.png           robustness curve; Kaplan-Meier curves of the risk groups
+
+A record holds what the pages show: per-fold metrics, the pooled bootstrap CI of every metric, the pooled
+bootstrap replicates of the primary metric (for paired comparisons), the risk groups of the test
+patients (for Kaplan-Meier plots), the method's flags, the protocol's version and hash, the dataset
+fingerprint, the harness version and the newest run's finish time. Pages carry that time, never the
+time of rendering, so rendering twice gives the same bytes.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BenchInputError
+from bench.fsutil import atomic_path
+from bench.metrics import bootstrap_p_value, holm, percentile_interval
+from bench.reported import reported
+from bench.results import results_frame
+from bench.store import Store, unpack_arrays
+
+RECORD_VERSION = 1
+PRIMARY = "cindex_td"
+CI_METRICS = ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn")
+COLUMNS = [  # (metric, header, higher is better)
+    ("cindex_td", "C-td", True), ("cindex_harrell", "Harrell C", True), ("cindex_uno", "Uno C", True),
+    ("td_auc", "td-AUROC (mean)", True), ("td_auc_1y", "AUROC 1y", True), ("td_auc_2y", "AUROC 2y", True),
+    ("td_auc_3y", "AUROC 3y", True), ("td_auc_5y", "AUROC 5y", True), ("ibs", "IBS", False),
+    ("dice_gtvp", "DSC GTVp", True), ("dice_gtvn", "DSC GTVn", True), ("logrank_p", "log-rank p", False),
+]
+NOISE_FRACTION = {"clean": 0.0, **{f"noisy{k}": k / 100 for k in range(10, 101, 10)}}
+DEFAULT_REFERENCE = "coxph"
+
+
+def dataset_slug(name: str) -> str:
+    """``synthetic:quick:0`` → ``synthetic-quick-0``; a real dataset's path becomes its folder name."""
+    kind, _, rest = name.partition(":")
+    if kind == "hecktor2022":
+        return "hecktor2022-" + Path(rest).name
+    return "-".join(p for p in name.split(":") if p).replace("/", "_")
+
+
+# --- export: store → records -----------------------------------------------------------------------------
+
+def _r(x: Any, digits: int = 5) -> Any:
+    if x is None:
+        return None
+    x = float(x)
+    return None if not np.isfinite(x) else round(x, digits)
+
+
+def _km_groups(rows: list[dict]) -> dict[str, list]:
+    """Test patients of every fold (first seed): time, event and whether the risk is above the training
+    fold's median risk (the log-rank split of the metrics)."""
+    times, events, high, folds = [], [], [], []
+    seed = min(r["seed"] for r in rows)
+    for r in sorted(rows, key=lambda r: r["fold"]):
+        if r["seed"] != seed or not r["predictions"]:
+            continue
+        p = unpack_arrays(r["predictions"])
+        threshold = float(np.median(p["train_risk"]))
+        times += [float(t) for t in p["time"]]
+        events += [int(e) for e in p["event"]]
+        high += [int(v > threshold) for v in p["risk"]]
+        folds += [int(r["fold"])] * len(p["risk"])
+    return {"time": times, "event": events, "high": high, "fold": folds}
+
+
+def export_records(results_dir: Path, out: Path) -> list[Path]:
+    """One record per finished experiment (method, config, protocol, dataset, scale) in the store; an
+    experiment with unfinished jobs is left out (and its older record, if any, kept). Returns the paths
+    written."""
+    store = Store(results_dir)
+    frame = results_frame(store, with_bootstrap=True)
+    if frame.empty:
+        raise BenchInputError(f"--results {results_dir}: no stored runs to build a leaderboard from (run `bench run` first)")
+    rows = {(r["method"], r["config_hash"], r["protocol_hash"], r["dataset_fp"], r["fold"], r["seed"]): r
+            for r in store.rows()}
+    written = []
+    group = ["method", "config_hash", "protocol", "protocol_hash", "dataset", "dataset_fp", "scale"]
+    for key, g in frame.groupby(group, sort=True):
+        if not (g.status == "done").all():
+            continue
+        meta = dict(zip(group, key))
+        raw = [rows[(meta["method"], meta["config_hash"], meta["protocol_hash"], meta["dataset_fp"], f, s)]
+               for f, s in zip(g.fold, g.seed)]
+        first = raw[0]
+        env = json.loads(first["env"]) if first.get("env") else {}
+        metrics = [c for c in g.columns if c in dict((m, 1) for m, *_ in COLUMNS) or c.startswith("td_auc")]
+        ci = {}
+        replicates = {}
+        for m in CI_METRICS:
+            if m not in g or not np.isfinite(g[m].to_numpy(float)).any():
+                continue
+            use = g[np.isfinite(g[m].to_numpy(float))]
+            reps = [b.get(m) if isinstance(b, dict) else None for b in use["bootstrap"]]
+            if any(r is None for r in reps):
+                continue
+            pooled = np.vstack([np.asarray(r, float) for r in reps]).mean(axis=0)
+            lo, hi = percentile_interval(pooled)
+            ci[m] = [_r(lo), _r(hi)]
+            if m == PRIMARY:
+                replicates[m] = [_r(v, 4) for v in pooled]
+        record = {
+            "record_version": RECORD_VERSION,
+            "method": meta["method"], "config_hash": meta["config_hash"], "config": json.loads(first["config"]),
+            "method_info": env.get("method", {}),
+            "protocol": meta["protocol"], "protocol_version": first["protocol_version"],
+            "protocol_hash": meta["protocol_hash"], "split": json.loads(first["protocol_content"]).get("split", {}),
+            "dataset": meta["dataset"], "dataset_fp": meta["dataset_fp"], "scale": meta["scale"],
+            "harness_version": (env.get("packages") or {}).get("survbench"),
+            "git_commit": env.get("git_commit"),
+            "newest_run": max(str(r["finished_at"]) for r in raw),
+            "manifest": json.loads(first["manifest"]) if first.get("manifest") else {},
+            "folds": [{"fold": int(r.fold), "fold_name": r.fold_name, "seed": int(r.seed),
+                       "fit_seconds": _r(r.fit_seconds, 2), "metrics": {m: _r(getattr(r, m)) for m in metrics}}
+                      for r in g.sort_values(["seed", "fold"]).itertuples()],
+            "ci": ci, "replicates": replicates, "km": _km_groups(raw),
+        }
+        path = out / "records" / dataset_slug(meta["dataset"]) / \
+            f"{meta['protocol']}__{meta['method']}__{meta['config_hash'][:8]}.json"
+        text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path, ".json") as tmp:
+                tmp.write_text(text)
+            written.append(path)
+    return written
+
+
+def load_records(out: Path) -> list[dict]:
+    records = []
+    for path in sorted((out / "records").glob("*/*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except ValueError as exc:
+            raise BenchInputError(f"{path}: not a readable run record ({exc})") from None
+        if rec.get("record_version") != RECORD_VERSION:
+            raise BenchInputError(f"{path}: record_version {rec.get('record_version')!r}, this harness reads "
+                                  f"{RECORD_VERSION}; re-export it with `bench leaderboard --results DIR`")
+        rec["_path"] = str(path.relative_to(out))
+        records.append(rec)
+    return records
+
+
+# --- rendering: records → markdown ------------------------------------------------------------------------
+
+@dataclass
+class Page:
+    path: str  # relative to the output folder
+    text: str
+    plots: list[tuple[str, Any]]  # (relative path, draw function taking the path)
+
+
+def _summary(rec: dict, metric: str) -> tuple[float, float, int]:
+    v = np.array([f["metrics"].get(metric) for f in rec["folds"]], dtype=float)
+    v = v[np.isfinite(v)]
+    return (float(v.mean()) if len(v) else np.nan, float(v.std(ddof=1)) if len(v) > 1 else np.nan, len(v))
+
+
+def _cell(rec: dict, metric: str, bold: bool) -> str:
+    mean, sd, n = _summary(rec, metric)
+    if n == 0:
+        return "—"
+    text = f"{mean:.3g}" if metric == "logrank_p" else f"{mean:.3f}"
+    if n > 1 and metric != "logrank_p":
+        text += f" ± {sd:.3f}"
+    if bold:
+        text = f"**{text}**"
+    if metric in rec.get("ci", {}):
+        lo, hi = rec["ci"][metric]
+        text += f" ({lo:.3f}–{hi:.3f})"
+    return text
+
+
+def _label(rec: dict) -> str:
+    info = rec.get("method_info", {})
+    marks = "".join(m for key, m in (("ceiling", " ‡"), ("needs_mask_at_test", " †")) if info.get(key))
+    return f"{rec['method']}{marks}"
+
+
+def _table(recs: list[dict], protocol: str) -> str:
+    from tabulate import tabulate
+
+    shown = [(m, h, up) for m, h, up in COLUMNS if any(_summary(r, m)[2] for r in recs)]
+    best = {}
+    for m, _, up in shown:
+        means = [(_summary(r, m)[0], i) for i, r in enumerate(recs) if not r.get("method_info", {}).get("ceiling")]
+        means = [(v, i) for v, i in means if np.isfinite(v)]
+        if means:
+            target = max(v for v, _ in means) if up else min(v for v, _ in means)
+            best[m] = {i for v, i in means if v == target}
+    rows = []
+    for i, r in enumerate(recs):
+        row = [_label(r), f"`{r['config_hash'][:8]}`", f"{len(r['folds'])}"]
+        row += [_cell(r, m, i in best.get(m, set())) for m, _, _ in shown]
+        row.append(reported(r["method"], protocol) or "")
+        rows.append(row)
+    headers = ["method", "config", "jobs"] + [h for _, h, _ in shown] + ["reported (real data)"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _header(title: str, recs: list[dict]) -> list[str]:
+    r0 = recs[0]
+    newest = max(r["newest_run"] for r in recs)
+    versions = sorted({r.get("harness_version") or "unknown" for r in recs})
+    protocols = sorted({(r["protocol"], r["protocol_version"], r["protocol_hash"]) for r in recs})
+    manifest = r0.get("manifest", {})
+    lines = [
+        f"# {title}", "",
+        "<!-- generated by `bench leaderboard` from the run records in records/; do not edit by hand -->", "",
+        f"- Dataset: `{r0['dataset']}` (fingerprint `{r0['dataset_fp']}`), scale `{r0['scale']}`",
+        f"- Harness: survbench {', '.join(versions)}; newest run record {newest}",
+        "- Protocols: " + ", ".join(f"`{n}` v{v} (`{h[:12]}`)" for n, v, h in protocols),
+        f"- Metrics (definitions version {manifest.get('metrics_version', '?')}, stored with every run): "
+        "C-td = Antolini's time-dependent concordance; Harrell and Uno C; td-AUROC = cumulative/dynamic AUROC "
+        "at the protocol's horizons; IBS = IPCW integrated Brier score; log-rank p of the groups split at the "
+        "training-fold median risk. Cells: mean ± sd over folds (95 % CI, fold-stratified patient bootstrap).",
+        "- † reads the reference contours at test time; ‡ a ceiling (reads the synthetic cohort's true risk), "
+        "not a method, left out of the bold best. Reported numbers come from the papers, on real data: not "
+        "comparable with a synthetic cohort.", "",
+    ]
+    return lines
+
+
+def _compare_lines(recs: list[dict], reference: str) -> list[str]:
+    """Paired C-td differences against the reference (same folds and patients), Holm-corrected."""
+    from tabulate import tabulate
+
+    refs = [r for r in recs if r["method"] == reference and PRIMARY in r.get("replicates", {})]
+    if not refs:
+        return []
+    ref = refs[0]
+    rows, ps = [], []
+    for r in recs:
+        if r is ref or PRIMARY not in r.get("replicates", {}):
+            continue
+        if [(f["fold"], f["seed"]) for f in r["folds"]] != [(f["fold"], f["seed"]) for f in ref["folds"]]:
+            continue
+        a = np.asarray(r["replicates"][PRIMARY], float)
+        b = np.asarray(ref["replicates"][PRIMARY], float)
+        diff = _summary(r, PRIMARY)[0] - _summary(ref, PRIMARY)[0]
+        lo, hi = percentile_interval(a - b)
+        p = bootstrap_p_value(a - b)
+        rows.append([_label(r), f"{diff:+.3f}", f"{lo:+.3f} – {hi:+.3f}", f"{p:.3g}"])
+        ps.append(p)
+    if not rows:
+        return []
+    for row, p in zip(rows, holm(np.asarray(ps))):
+        row.append(f"{p:.3g}")
+    return [f"Paired C-td difference against `{reference}` (same folds and patients; bootstrap CI and p, "
+            "Holm-corrected over the rows):", "",
+            tabulate(rows, headers=["method", "Δ C-td", "95 % CI", "p", "p (Holm)"], tablefmt="github",
+                     disable_numparse=True), ""]
+
+
+def _order(recs: list[dict]) -> list[dict]:
+    return sorted(recs, key=lambda r: (-np.nan_to_num(_summary(r, PRIMARY)[0], nan=-1.0), r["method"], r["config_hash"]))
+
+
+def _km_plot(rec: dict):
+    def draw(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from lifelines import KaplanMeierFitter
+
+        from bench.metrics import logrank_p
+
+        km = rec["km"]
+        t, e, h = (np.asarray(km[k], float) for k in ("time", "event", "high"))
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+        for flag, name, colour in ((0, "low risk", "tab:blue"), (1, "high risk", "tab:red")):
+            sel = h == flag
+            if sel.any():
+                KaplanMeierFitter(label=f"{name} (n={int(sel.sum())})").fit(t[sel] / 365.25, e[sel]).plot_survival_function(
+                    ax=ax, color=colour)
+        p = logrank_p(t, e, h, 0.5) if len(set(h)) == 2 else float("nan")
+        ax.set_title(f"{rec['method']} · {rec['protocol']} · log-rank p = {p:.2g}", fontsize=9)
+        ax.set_xlabel("years")
+        ax.set_ylabel("event-free probability")
+        fig.tight_layout()
+        fig.savefig(path, metadata={"Software": None})
+        plt.close(fig)
+    return draw
+
+
+def _cv_page(slug: str, recs: list[dict], reference: str) -> Page:
+    protocols = sorted({r["protocol"] for r in recs}, key=lambda p: (NOISE_FRACTION.get(p, 2.0), p))
+    lines = _header(f"{slug}: cross-validation (clean and noisy test images)", recs)
+    plots = []
+    for protocol in protocols:
+        group = _order([r for r in recs if r["protocol"] == protocol])
+        lines += [f"## `{protocol}`", "", _table(group, protocol), ""]
+        lines += _compare_lines(group, reference)
+        km = []
+        for r in group:
+            if r["km"]["time"]:
+                name = f"plots/km__{protocol}__{r['method']}__{r['config_hash'][:8]}.png"
+                plots.append((f"{slug}/{name}", _km_plot(r)))
+                km.append(f"[{r['method']}]({name})")
+        if km:
+            lines += ["Kaplan–Meier curves of the risk groups: " + " · ".join(km), ""]
+    return Page(f"{slug}/cv.md", "\n".join(lines).rstrip() + "\n", plots)
+
+
+def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
+    """C-td against the fraction of noisy test patients, per method (and config)."""
+    from tabulate import tabulate
+
+    sweep = [r for r in recs if r["protocol"] in NOISE_FRACTION]
+    experiments: dict[tuple[str, str], dict[float, dict]] = {}
+    for r in sweep:
+        experiments.setdefault((r["method"], r["config_hash"]), {})[NOISE_FRACTION[r["protocol"]]] = r
+    experiments = {k: v for k, v in experiments.items() if 0.0 in v and len(v) > 1}
+    if not experiments:
+        return None
+    fractions = sorted({f for v in experiments.values() for f in v})
+    lines = _header(f"{slug}: robustness to noisy test images", [r for v in experiments.values() for r in v.values()])
+    lines += ["A fraction of the test patients gets CT Gaussian and PET Poisson noise (training stays clean; one "
+              "trained model per fold serves every fraction). Cells: C-td mean over folds. Relative drop: "
+              "(clean − noisy100) / clean. Area: the trapezoid area under C-td against the fraction, over the "
+              "fractions run (1.0 = perfect at every level; RobSurv reports a 3.8–4.5 % drop at 50 % noise on "
+              "real data).", ""]
+    rows = []
+    for (method, cfg), by in sorted(experiments.items(), key=lambda kv: -_summary(kv[1][0.0], PRIMARY)[0]):
+        means = {f: _summary(r, PRIMARY)[0] for f, r in by.items()}
+        row = [_label(by[0.0]), f"`{cfg[:8]}`"] + [f"{means[f]:.3f}" if f in means else "—" for f in fractions]
+        last = max(by)
+        row.append(f"{100 * (means[0.0] - means[last]) / means[0.0]:.1f} % (at {last:.0%})")
+        fs = sorted(means)
+        area = np.trapezoid([means[f] for f in fs], fs) / (fs[-1] - fs[0])
+        row.append(f"{area:.3f}")
+        rows.append(row)
+    headers = ["method", "config"] + [f"{f:.0%}" for f in fractions] + ["relative drop", "area (mean C-td)"]
+    lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), "",
+              "![C-td against the noise fraction](plots/robustness.png)", ""]
+
+    def draw(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for (method, cfg), by in sorted(experiments.items()):
+            fs = sorted(by)
+            mean = [_summary(by[f], PRIMARY)[0] for f in fs]
+            line, = ax.plot(fs, mean, marker="o", label=_label(by[fs[0]]))
+            if all(PRIMARY in by[f].get("ci", {}) for f in fs):
+                ax.fill_between(fs, [by[f]["ci"][PRIMARY][0] for f in fs], [by[f]["ci"][PRIMARY][1] for f in fs],
+                                color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("fraction of noisy test patients")
+        ax.set_ylabel("C-td (95 % CI band)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, metadata={"Software": None})
+        plt.close(fig)
+
+    return Page(f"{slug}/robustness.md", "\n".join(lines).rstrip() + "\n", [(f"{slug}/plots/robustness.png", draw)])
+
+
+def _generalisation_page(slug: str, recs: list[dict], reference: str) -> Page | None:
+    from tabulate import tabulate
+
+    loco = [r for r in recs if r.get("split", {}).get("kind") == "loco"]
+    split = [r for r in recs if r.get("split", {}).get("kind") == "center"]
+    if not loco and not split:
+        return None
+    lines = _header(f"{slug}: generalisation across centres", loco + split)
+    if loco:
+        centres = sorted({f["fold_name"] for r in loco for f in r["folds"]})
+        rows = []
+        for r in _order(loco):
+            by = {f["fold_name"]: f["metrics"].get(PRIMARY) for f in r["folds"]}
+            rows.append([_label(r)] + [f"{by[c]:.3f}" if by.get(c) is not None else "—" for c in centres]
+                        + [_cell(r, PRIMARY, False)])
+        lines += ["## Leave one centre out", "", "C-td on each held-out centre, and pooled (mean ± sd over centres, "
+                  "95 % CI).", "", tabulate(rows, headers=["method"] + centres + ["pooled"], tablefmt="github",
+                                            disable_numparse=True), ""]
+        lines += _compare_lines(_order(loco), reference)
+    for protocol in sorted({r["protocol"] for r in split}):
+        group = _order([r for r in split if r["protocol"] == protocol])
+        lines += [f"## `{protocol}`", "", _table(group, protocol), ""]
+    return Page(f"{slug}/generalisation.md", "\n".join(lines).rstrip() + "\n", [])
+
+
+def render(out: Path, reference: str = DEFAULT_REFERENCE) -> list[Page]:
+    """Every page the records under ``out`` generate (no file is written)."""
+    records = load_records(out)
+    if not records:
+        raise BenchInputError(f"{out / 'records'}: no run records; export some with `bench leaderboard --results DIR`")
+    pages = []
+    index = ["# Leaderboards", "",
+             "<!-- generated by `bench leaderboard` from the run records in records/; do not edit by hand -->", "",
+             "Generated from the run records under `records/`. Reproduce them with `make bench` (or the "
+             "`bench run` commands in the repository README), then `bench leaderboard`.", ""]
+    for slug in sorted({dataset_slug(r["dataset"]) for r in records}):
+        recs = [r for r in records if dataset_slug(r["dataset"]) == slug]
+        cv = [r for r in recs if r.get("split", {}).get("kind") == "kfold"]
+        made = []
+        if cv:
+            made.append(_cv_page(slug, cv, reference))
+            robust = _robustness_page(slug, cv)
+            if robust:
+                made.append(robust)
+        gen = _generalisation_page(slug, recs, reference)
+        if gen:
+            made.append(gen)
+        index += [f"## `{recs[0]['dataset']}`", ""] + [f"- [{Path(p.path).stem}]({p.path})" for p in made] + [""]
+        pages += made
+    pages.append(Page("README.md", "\n".join(index).rstrip() + "\n", []))
+    return pages
+
+
+def write(out: Path, pages: list[Page]) -> list[str]:
+    """Write pages and draw their plots; returns the paths written."""
+    done = []
+    for page in pages:
+        target = out / page.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file() or target.read_text() != page.text:
+            with atomic_path(target, ".md") as tmp:
+                tmp.write_text(page.text)
+        done.append(page.path)
+        for rel, draw in page.plots:
+            plot = out / rel
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(plot, ".png") as tmp:
+                draw(tmp)
+            done.append(rel)
+    return done
+
+
+def check(out: Path, pages: list[Page]) -> list[str]:
+    """Differences between the committed pages and what the records generate (plots: existence only)."""
+    problems = []
+    for page in pages:
+        target = out / page.path
+        have = target.read_text() if target.is_file() else ""
+        if have != page.text:
+            diff = difflib.unified_diff(have.splitlines(), page.text.splitlines(), f"committed/{page.path}",
+                                        f"generated/{page.path}", lineterm="", n=1)
+            problems.append("\n".join(list(diff)[:60]) or f"{page.path}: missing")
+        for rel, _ in page.plots:
+            if not (out / rel).is_file():
+                problems.append(f"{rel}: referenced plot missing")
+    return problems
+
+
+__all__ = ["export_records", "load_records", "render", "write", "check", "dataset_slug"]
