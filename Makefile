@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+SWEEP ?= clean,noisy10,noisy20,noisy30,noisy40,noisy50,noisy60,noisy70,noisy80,noisy90,noisy100,loco,center-split
+
 bench: $(STAMP)
-	$(BIN)/bench run --method all --protocol clean,noisy50,loco,center-split --scale quick
+	$(BIN)/bench run --method all --protocol $(SWEEP) --scale quick
+	$(BIN)/bench leaderboard --results results --out leaderboards
+	cat leaderboards/synthetic-quick-0/cv.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -81,6 +81,17 @@ def _km_groups(rows: list[dict]) -> dict[str, list]:
     return {"time": times, "event": events, "high": high, "fold": folds}
 
 
+def _installed_method_info(name: str) -> dict:
+    """Flags of a method whose stored jobs predate recording them: from the installed class, if any."""
+    from bench.registry import get_method
+    from bench.runner import method_info
+
+    try:
+        return method_info(get_method(name))
+    except Exception:  # not installed here: the row shows no flags
+        return {}
+
+
 def export_records(results_dir: Path, out: Path) -> list[Path]:
     """One record per finished experiment (method, config, protocol, dataset, scale) in the store; an
     experiment with unfinished jobs is left out (and its older record, if any, kept). Returns the paths
@@ -119,7 +130,7 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
         record = {
             "record_version": RECORD_VERSION,
             "method": meta["method"], "config_hash": meta["config_hash"], "config": json.loads(first["config"]),
-            "method_info": env.get("method", {}),
+            "method_info": env.get("method") or _installed_method_info(meta["method"]),
             "protocol": meta["protocol"], "protocol_version": first["protocol_version"],
             "protocol_hash": meta["protocol_hash"], "split": json.loads(first["protocol_content"]).get("split", {}),
             "dataset": meta["dataset"], "dataset_fp": meta["dataset_fp"], "scale": meta["scale"],
@@ -380,7 +391,7 @@ def _generalisation_page(slug: str, recs: list[dict], reference: str) -> Page | 
     from tabulate import tabulate
 
     loco = [r for r in recs if r.get("split", {}).get("kind") == "loco"]
-    split = [r for r in recs if r.get("split", {}).get("kind") == "center"]
+    split = [r for r in recs if r.get("split", {}).get("kind") == "center-split"]
     if not loco and not split:
         return None
     lines = _header(f"{slug}: generalisation across centres", loco + split)
