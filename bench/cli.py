@@ -382,6 +382,19 @@ def leaderboard_cmd(results: Path | None, out: Path, reference: str, check: bool
     click.echo(f"{len(pages)} page(s) written under {out}; start at {index}", err=True)
 
 
+@cli.command("report")
+@click.argument("method")
+@click.option("--protocol", "-p", required=True, help="Protocol name (as stored with the runs).")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
+def report_cmd(method: str, protocol: str, results: Path) -> None:
+    """One method under one protocol: config, environment, per-fold metrics, corruption manifest and the
+    training curves its fitted models kept."""
+    from bench.report import method_report
+    from bench.store import Store
+
+    click.echo(method_report(Store(results, create=False), method, protocol))
+
+
 def parse_seeds(spec: str) -> list[int]:
     """``--seed 0,1,2`` → [0, 1, 2]: integers in [0, 2**32), duplicates dropped, at least one."""
     try:

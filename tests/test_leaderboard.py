@@ -69,3 +69,14 @@ def test_leaderboard_input_errors(tmp_path):
     (bad / "r.json").write_text("{broken")
     out = run_bench("leaderboard", "--out", str(tmp_path / "lb"))
     assert out.returncode == 2 and "r.json" in out.stderr
+
+
+def test_bench_report_shows_one_method_under_one_protocol(smoke_results):
+    done = run_bench("report", "radiomics-cox", "--protocol", "noisy50", "--results", str(smoke_results))
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "config:" in text and "select_k = 5" in text and "environment:" in text and "scikit-survival" in text
+    assert "per fold:" in text and "fold0" in text and "cindex_td" in text
+    assert "noise on test, fraction 0.5" in text and "training curves:" in text
+    missing = run_bench("report", "radiomics-cox", "--protocol", "nope", "--results", str(smoke_results))
+    assert missing.returncode == 2 and "no stored runs" in missing.stderr and "Traceback" not in missing.stderr

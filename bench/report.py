@@ -1,0 +1,75 @@
+"""``bench report METHOD --protocol P``: everything stored about one method under one protocol, as text."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bench.errors import BenchInputError
+from bench.results import results_frame
+from bench.store import Store
+
+SHOWN = ["cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn", "logrank_p"]
+
+
+def _curves(model) -> list[str]:
+    """Per-epoch logs a fitted model kept (``history_``: {column: values}), summarised."""
+    history = getattr(model, "history_", None)
+    if not isinstance(history, dict) or not history:
+        return []
+    cols = [c for c in history if c != "epoch"]
+    n = len(next(iter(history.values())))
+    lines = [f"    {n} epoch(s); " + ", ".join(
+        f"{c}: first {history[c][0]:.4f}, last {history[c][-1]:.4f}, best {np.nanmin(history[c]):.4f}"
+        for c in cols if len(history[c]) and isinstance(history[c][0], (int, float)))]
+    return lines
+
+
+def method_report(store: Store, method: str, protocol: str) -> str:
+    from tabulate import tabulate
+
+    rows = [r for r in store.rows() if r["method"] == method and r["protocol"] == protocol]
+    if not rows:
+        stored = sorted({(r["method"], r["protocol"]) for r in store.rows()})
+        hint = ", ".join(f"{m}/{p}" for m, p in stored[:12]) or "none"
+        raise BenchInputError(f"no stored runs of method {method!r} under protocol {protocol!r} in {store.root} "
+                              f"(stored: {hint})")
+    frame = results_frame(store)
+    frame = frame[(frame.method == method) & (frame.protocol == protocol)]
+    out = []
+    for cfg in sorted({r["config_hash"] for r in rows}):
+        mine = [r for r in rows if r["config_hash"] == cfg]
+        first = mine[0]
+        env = json.loads(first["env"]) if first.get("env") else {}
+        out += [f"# {method} under {protocol} (config {cfg}, dataset {first['dataset']}, scale {first['scale']})", "",
+                "config:", *[f"  {k} = {json.dumps(v)}" for k, v in sorted(json.loads(first["config"]).items())], "",
+                "environment:", f"  python {env.get('python')}, {env.get('platform')}, device {env.get('device')}, "
+                f"git {env.get('git_commit')}",
+                "  " + ", ".join(f"{k} {v}" for k, v in sorted((env.get("packages") or {}).items()) if v), ""]
+        f = frame[frame.config_hash == cfg].sort_values(["seed", "fold"])
+        cols = [c for c in SHOWN if c in f and f[c].notna().any()]
+        table = f[["fold_name", "seed", "status"] + cols + ["fit_seconds", "model_reused"]].copy()
+        for c in cols:
+            table[c] = table[c].map(lambda v: "" if v != v else (f"{v:.3g}" if c == "logrank_p" else f"{v:.3f}"))
+        table["fit_seconds"] = table["fit_seconds"].map(lambda v: "" if v != v else f"{v:.1f}")
+        out += ["per fold:", tabulate(table, headers="keys", showindex=False, disable_numparse=True), ""]
+        out.append("corruption:")
+        for r in sorted(mine, key=lambda r: (r["seed"], r["fold"])):
+            c = json.loads(r["corruption"]) if r.get("corruption") else {}
+            if c.get("kind", "none") == "none":
+                out.append(f"  {r['fold_name']}: none")
+            else:
+                out.append(f"  {r['fold_name']}: {c['kind']} on {', '.join(c['apply_to'])}, fraction {c['fraction']}, "
+                           f"{c['n_corrupted']} test patient(s) corrupted, seed {c['seed']}, "
+                           f"inputs {'affected' if c.get('affects_inputs') else 'not read by this method'}")
+        notes = sorted({r["notes"] for r in mine if r.get("notes")})
+        if notes:
+            out += ["", "notes:", *[f"  {n}" for n in notes]]
+        curves = []
+        for r in sorted(mine, key=lambda r: (r["seed"], r["fold"])):
+            loaded = store.load_model(r["train_key"]) if r.get("train_key") else None
+            lines = _curves(loaded[0]) if loaded else []
+            if lines:
+                curves += [f"  {r['fold_name']} seed {r['seed']}:", *lines]
+        out += ["", "training curves:", *(curves or ["  (this method keeps no per-epoch log)"]), ""]
+    return "\n".join(out).rstrip() + "\n"
