@@ -79,7 +79,6 @@ class FeatureInputs:
         self.use_clinical = bool(config.get("clinical", True))
         self.logger = logger or logging.getLogger("bench.features")
         self.progress = progress
-        self.stats = ExtractionStats()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -92,11 +91,10 @@ class FeatureInputs:
         self.progress = False
 
     def radiomics(self, cohort) -> pd.DataFrame:
-        before = ExtractionStats(self.stats.computed, self.stats.cached, self.stats.seconds)
-        frame = cohort_features(cohort, self.settings, cache_dir(), progress=self.progress, stats=self.stats)
+        stats = ExtractionStats()
+        frame = cohort_features(cohort, self.settings, cache_dir(), progress=self.progress, stats=stats)
         self.logger.info("radiomics for %s: %d patient(s) computed, %d from the cache, %.1f s", cohort.name,
-                         self.stats.computed - before.computed, self.stats.cached - before.cached,
-                         self.stats.seconds - before.seconds)
+                         stats.computed, stats.cached, stats.seconds)
         return frame
 
     def fit(self, cohort) -> FeatureInputs:

@@ -31,7 +31,7 @@ from bench.errors import BenchInputError
 from bench.fsutil import atomic_path
 from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.reported import reported
-from bench.results import results_frame
+from bench.results import metric_columns, pooled_replicates, results_frame
 from bench.store import Store, unpack_arrays
 
 RECORD_VERSION = 1
@@ -97,11 +97,13 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
     experiment with unfinished jobs is left out (and its older record, if any, kept). Returns the paths
     written."""
     store = Store(results_dir)
-    frame = results_frame(store, with_bootstrap=True)
+    stored = store.rows()
+    frame = results_frame(store, with_bootstrap=True, rows=stored)
     if frame.empty:
         raise BenchInputError(f"--results {results_dir}: no stored runs to build a leaderboard from (run `bench run` first)")
     rows = {(r["method"], r["config_hash"], r["protocol_hash"], r["dataset_fp"], r["fold"], r["seed"]): r
-            for r in store.rows()}
+            for r in stored}
+    metrics = metric_columns(frame)
     written = []
     group = ["method", "config_hash", "protocol", "protocol_hash", "dataset", "dataset_fp", "scale"]
     for key, g in frame.groupby(group, sort=True):
@@ -112,17 +114,12 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
                for f, s in zip(g.fold, g.seed)]
         first = raw[0]
         env = json.loads(first["env"]) if first.get("env") else {}
-        metrics = [c for c in g.columns if c in dict((m, 1) for m, *_ in COLUMNS) or c.startswith("td_auc")]
         ci = {}
         replicates = {}
         for m in CI_METRICS:
-            if m not in g or not np.isfinite(g[m].to_numpy(float)).any():
+            pooled = pooled_replicates(g, m) if m in metrics else None
+            if pooled is None:
                 continue
-            use = g[np.isfinite(g[m].to_numpy(float))]
-            reps = [b.get(m) if isinstance(b, dict) else None for b in use["bootstrap"]]
-            if any(r is None for r in reps):
-                continue
-            pooled = np.vstack([np.asarray(r, float) for r in reps]).mean(axis=0)
             lo, hi = percentile_interval(pooled)
             ci[m] = [_r(lo), _r(hi)]
             if m == PRIMARY:
@@ -164,7 +161,6 @@ def load_records(out: Path) -> list[dict]:
         if rec.get("record_version") != RECORD_VERSION:
             raise BenchInputError(f"{path}: record_version {rec.get('record_version')!r}, this harness reads "
                                   f"{RECORD_VERSION}; re-export it with `bench leaderboard --results DIR`")
-        rec["_path"] = str(path.relative_to(out))
         records.append(rec)
     return records
 

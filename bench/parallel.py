@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 
 def _ignore_sigint() -> None:
@@ -32,3 +32,26 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def progress_map(fn: Callable[[Any], Any], items: Sequence[Any], on_result: Callable[[Any], None], *, desc: str,
+                 unit: str = "patient", workers: int | None = None, progress: bool = True) -> None:
+    """``on_result(fn(item))`` for every item with a progress bar: in this process for one worker, else in
+    a pool of ``workers`` processes (default: one per available core, at most one per item)."""
+    from tqdm.auto import tqdm
+
+    n = workers or max(1, min(len(items), available_cpus()))
+    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress or not items or None, leave=False)
+
+    def step(result: Any) -> None:
+        on_result(result)
+        bar.update(1)
+
+    try:
+        if n <= 1:
+            for item in items:
+                step(fn(item))
+        elif items:
+            process_map(fn, items, n, step)
+    finally:
+        bar.close()

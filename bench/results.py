@@ -30,8 +30,11 @@ def method_flags(info: dict) -> str:
 HIDDEN = ["bootstrap"]  # per-job replicates {metric: array}, only with with_bootstrap=True
 
 
-def results_frame(store: Store, keys: list[RunKey] | None = None, *, with_bootstrap: bool = False) -> pd.DataFrame:
-    rows = store.rows() if keys is None else [r for r in (store.row(k) for k in keys) if r is not None]
+def results_frame(store: Store, keys: list[RunKey] | None = None, *, with_bootstrap: bool = False,
+                  rows: list[dict] | None = None) -> pd.DataFrame:
+    """One row per job; ``rows``: the store's rows when the caller has already read them."""
+    if rows is None:
+        rows = store.rows() if keys is None else [r for r in (store.row(k) for k in keys) if r is not None]
     records = []
     for r in rows:
         rec = {c: r[c] for c in ID_COLUMNS}
@@ -65,7 +68,7 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in ID_COLUMNS + TAIL_COLUMNS + HIDDEN]
 
 
-def _pooled_replicates(jobs: pd.DataFrame, metric: str) -> np.ndarray | None:
+def pooled_replicates(jobs: pd.DataFrame, metric: str) -> np.ndarray | None:
     """Replicate b = mean over the jobs of their replicate b (a patient bootstrap stratified by fold, as
     every job of a fold shares its resamples). Jobs whose own value is NaN are left out, as they are of the
     mean; a resample where any remaining job is undefined is dropped (NaN), so the pooled replicate always
@@ -99,7 +102,7 @@ def summary_numbers(frame: pd.DataFrame) -> pd.DataFrame:
             rec[f"{m}_mean"] = v.mean() if len(v) else np.nan
             rec[f"{m}_sd"] = v.std(ddof=1) if len(v) > 1 else np.nan
             rec[f"{m}_n"] = len(v)
-            rec[f"{m}_low"], rec[f"{m}_high"] = percentile_interval(_pooled_replicates(done, m))
+            rec[f"{m}_low"], rec[f"{m}_high"] = percentile_interval(pooled_replicates(done, m))
         rec["fit_seconds_mean"] = done.fit_seconds.mean() if len(done) else np.nan
         rec["flags"] = next((f for f in g.get("flags", pd.Series(dtype=object)) if f), "")
         out.append(rec)
@@ -167,8 +170,8 @@ def compare(frame: pd.DataFrame, reference: str, metric: str = "cindex_td") -> p
             if both.empty:
                 continue
             diff = (both[metric] - both[f"{metric}_ref"]).to_numpy(dtype=float)
-            reps_a = _pooled_replicates(both, metric)
-            reps_b = _pooled_replicates(
+            reps_a = pooled_replicates(both, metric)
+            reps_b = pooled_replicates(
                 both[[f"{metric}_ref", "bootstrap_ref"]].rename(columns=lambda c: c.removesuffix("_ref")), metric)
             d = None if reps_a is None or reps_b is None else reps_a - reps_b
             lo, hi = percentile_interval(d)

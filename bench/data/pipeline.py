@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import numpy as np
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path
 from bench.hashing import content_hash
-from bench.parallel import process_map
+from bench.parallel import progress_map
 
 PIPELINE_VERSION = "2"  # 2: output grid in LPS with identity direction
 
@@ -152,17 +151,5 @@ def _load_job(args):
 def preprocess(image_files: dict, cfg: PipelineConfig, cache: Path, *, workers: int | None = None,
                progress: bool = True) -> None:
     """Fill the cache for every patient (in parallel, with a progress bar); cached ones cost a stat."""
-    from tqdm.auto import tqdm
-
-    items = list(image_files.items())
-    workers = workers or max(1, min(len(items), os.cpu_count() or 1))
-    bar = tqdm(total=len(items), desc="image pipeline", unit="patient", disable=not progress or None, leave=False)
-    try:
-        if workers == 1:
-            for _, f in items:
-                load(f, cfg, cache)
-                bar.update(1)
-        else:
-            process_map(_load_job, [(f, cfg, cache) for _, f in items], workers, lambda _: bar.update(1))
-    finally:
-        bar.close()
+    progress_map(_load_job, [(f, cfg, cache) for f in image_files.values()], lambda _: None,
+                 desc="image pipeline", workers=workers, progress=progress)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import pandas as pd
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path
 from bench.hashing import content_hash
-from bench.parallel import process_map
+from bench.parallel import progress_map
 
 RADIOMICS_VERSION = "1"  # bump when the extraction recipe changes: it is part of every cache key
 FEATURE_CLASSES = ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
@@ -178,14 +178,23 @@ def extract(files, settings: RadiomicsSettings) -> dict[str, float]:
     return out
 
 
-def load(files, settings: RadiomicsSettings, cache: Path) -> dict[str, float]:
-    """The patient's features from the cache, computed and stored (atomically) when missing or damaged."""
-    target = cache_path(files, settings, cache)
-    if target.is_file():
+def _cached(path: Path) -> dict[str, float] | None:
+    """The features stored at ``path``; None when missing or damaged (then they are recomputed)."""
+    if path.is_file():
         try:
-            return json.loads(target.read_text())["features"]
+            return json.loads(path.read_text())["features"]
         except (ValueError, KeyError):
             pass
+    return None
+
+
+def load(files, settings: RadiomicsSettings, cache: Path, *, path: Path | None = None) -> dict[str, float]:
+    """The patient's features from the cache, computed and stored (atomically) when missing or damaged.
+    ``path``: its ``cache_path``, when the caller already knows it."""
+    target = path or cache_path(files, settings, cache)
+    features = _cached(target)
+    if features is not None:
+        return features
     features = extract(files, settings)
     with atomic_path(target, ".json") as tmp:
         tmp.write_text(json.dumps({"files": {m: str(getattr(files, m)) for m in ("ct", "pet", "mask")},
@@ -194,9 +203,9 @@ def load(files, settings: RadiomicsSettings, cache: Path) -> dict[str, float]:
 
 
 def _job(args):
-    pid, files, settings, cache = args
+    pid, files, settings, cache, path = args
     try:
-        return pid, load(files, settings, cache), None
+        return pid, load(files, settings, cache, path=path), None
     except Exception as exc:  # report which patient, in the parent
         return pid, None, f"{type(exc).__name__}: {exc}"
 
@@ -206,7 +215,6 @@ class ExtractionStats:
     computed: int = 0
     cached: int = 0
     seconds: float = 0.0
-    patients: list[str] = field(default_factory=list)
 
 
 def feature_table(image_files: dict, settings: RadiomicsSettings, cache: Path, *, workers: int | None = None,
@@ -215,22 +223,16 @@ def feature_table(image_files: dict, settings: RadiomicsSettings, cache: Path, *
     missing ones are computed in parallel (one process per core) with a progress bar."""
     import time
 
-    from tqdm.auto import tqdm
-
-    from bench.parallel import available_cpus
-
     t0 = time.perf_counter()
     rows: dict[str, dict[str, float]] = {}
     todo = []
     for pid, files in image_files.items():
         path = cache_path(files, settings, cache)
-        if path.is_file():
-            try:
-                rows[pid] = json.loads(path.read_text())["features"]
-                continue
-            except (ValueError, KeyError):
-                pass
-        todo.append((pid, files, settings, Path(cache)))
+        features = _cached(path)
+        if features is not None:
+            rows[pid] = features
+        else:
+            todo.append((pid, files, settings, Path(cache), path))
     failures: list[str] = []
 
     def collect(result) -> None:
@@ -239,26 +241,14 @@ def feature_table(image_files: dict, settings: RadiomicsSettings, cache: Path, *
             failures.append(f"{pid}: {err}")
         else:
             rows[pid] = feats
-        bar.update(1)
 
-    bar = tqdm(total=len(todo), desc="radiomics", unit="patient", disable=not progress or not todo or None,
-               leave=False)
-    try:
-        n = workers or max(1, min(len(todo), available_cpus()))
-        if n <= 1:
-            for item in todo:
-                collect(_job(item))
-        elif todo:
-            process_map(_job, todo, n, collect)
-    finally:
-        bar.close()
+    progress_map(_job, todo, collect, desc="radiomics", workers=workers, progress=progress)
     if failures:
         raise BenchInputError(f"radiomics extraction failed for {len(failures)} patient(s): " + "; ".join(failures[:5]))
     if stats is not None:
         stats.computed += len(todo)
         stats.cached += len(image_files) - len(todo)
         stats.seconds += time.perf_counter() - t0
-        stats.patients.extend(t[0] for t in todo)
     frame = pd.DataFrame.from_dict({pid: rows[pid] for pid in image_files}, orient="index")
     return frame.reindex(columns=sorted(frame.columns)).astype(float)
 
