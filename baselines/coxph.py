@@ -38,6 +38,23 @@ def clinical_preprocessor() -> ColumnTransformer:
     )
 
 
+def event_time_grid(time: np.ndarray, event: np.ndarray, n_times: int) -> np.ndarray:
+    """``n_times`` quantiles of the training event times (all times when there is no event).
+
+    A Cox curve changes only at training event times: a grid point before the first event would give
+    every patient S = 1 there, and Antolini's C-td counts such ties as discordant for every early test event.
+    """
+    times = np.asarray(time, float)[np.asarray(event, bool)]
+    times = times if len(times) else np.asarray(time, float)
+    return np.unique(np.quantile(times, np.linspace(0, 1, n_times), method="nearest"))
+
+
+def curves_at(fns, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-survival step functions evaluated on ``grid`` clipped to their domain: (survival, times)."""
+    times = np.unique(np.clip(grid, fns[0].domain[0], fns[0].domain[1]))
+    return np.vstack([fn(times) for fn in fns]), times
+
+
 def _as_object(frame: pd.DataFrame) -> pd.DataFrame:
     """Categoricals as plain objects with NaN for missing, which SimpleImputer/OneHotEncoder accept."""
     out = frame.copy()
@@ -78,19 +95,10 @@ class CoxPH(Method):
         self.model_ = CoxPHSurvivalAnalysis(
             alpha=self.config["alpha"], ties=self.config["ties"], n_iter=self.config["n_iter"]
         ).fit(self.pre_.transform(x[self.columns_]), y)
-        # The curve changes only at training event times, so the grid is (quantiles of) those: a grid point
-        # before the first event would give every patient S = 1 there, and Antolini's C-td counts such ties
-        # as discordant for every early test event.
-        event_times = out.loc[out["event"].astype(bool), "time"].to_numpy(dtype=float)
-        event_times = event_times if len(event_times) else out["time"].to_numpy(dtype=float)
-        grid = np.quantile(event_times, np.linspace(0, 1, self.config["n_times"]), method="nearest")
-        self.times_ = np.unique(grid)
+        self.times_ = event_time_grid(out["time"].to_numpy(), out["event"].to_numpy(), self.config["n_times"])
 
     def predict(self, cohort: Cohort) -> Prediction:
         x = self.pre_.transform(_as_object(cohort.clinical)[self.columns_])
         risk = self.model_.predict(x)
-        fns = self.model_.predict_survival_function(x)
-        times = np.clip(self.times_, fns[0].domain[0], fns[0].domain[1])
-        times = np.unique(times)
-        survival = np.vstack([fn(times) for fn in fns])
+        survival, times = curves_at(self.model_.predict_survival_function(x), self.times_)
         return Prediction(risk=risk, survival=survival, times=times, method="coxph", n_expected=len(cohort))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.tabular import (RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, event_time_grid,
-                               feature_config_problems)
+from baselines.coxph import event_time_grid
+from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
 from bench import Cohort, Method, Prediction
 from bench.config import below_minimum
 

@@ -13,17 +13,11 @@ from sklearn.model_selection import StratifiedKFold
 from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.util import Surv
 
-from baselines.tabular import (RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, event_time_grid,
-                               feature_config_problems)
+from baselines.coxph import curves_at, event_time_grid
+from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
 from bench import BenchInputError, Cohort, Method, Prediction
 from bench.config import below_minimum
 from bench.metrics import cindex_harrell
-
-
-def _survival(model: CoxnetSurvivalAnalysis, x: np.ndarray, grid: np.ndarray, alpha: float | None = None):
-    fns = model.predict_survival_function(x, alpha=alpha)
-    times = np.unique(np.clip(grid, fns[0].domain[0], fns[0].domain[1]))
-    return np.vstack([fn(times) for fn in fns]), times
 
 
 class _CoxnetMethod(Method):
@@ -48,7 +42,7 @@ class _CoxnetMethod(Method):
     def predict(self, cohort: Cohort) -> Prediction:
         x = self.inputs_.transform(cohort)
         risk = self.model_.predict(x, alpha=self.alpha_)
-        survival, times = _survival(self.model_, x, self.times_, self.alpha_)
+        survival, times = curves_at(self.model_.predict_survival_function(x, alpha=self.alpha_), self.times_)
         return Prediction(risk=risk, survival=survival, times=times, method=self.ctx.method_name or type(self).__name__,
                           n_expected=len(cohort))
 

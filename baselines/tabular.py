@@ -145,13 +145,6 @@ class FeatureInputs:
         return np.hstack(parts)
 
 
-def event_time_grid(time: np.ndarray, event: np.ndarray, n_times: int) -> np.ndarray:
-    """Quantiles of the training event times (the curve only changes there; see coxph)."""
-    times = np.asarray(time, float)[np.asarray(event, bool)]
-    times = times if len(times) else np.asarray(time, float)
-    return np.unique(np.quantile(times, np.linspace(0, 1, n_times), method="nearest"))
-
-
 RADIOMICS_QUICK = {"classes": ["shape", "firstorder", "glcm", "glszm"], "regions": ["gtvp", "gtvn", "union"],
                    "modalities": ["ct", "pet"], "ct_bin_width": 25.0, "pet_bin_width": 0.5, "resample_mm": 2.0,
                    "min_voxels": 8}

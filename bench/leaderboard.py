@@ -31,7 +31,7 @@ from bench.errors import BenchInputError
 from bench.fsutil import atomic_path
 from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.reported import reported
-from bench.results import metric_columns, pooled_replicates, results_frame
+from bench.results import FLAGS, metric_columns, pooled_replicates, results_frame
 from bench.store import Store, unpack_arrays
 
 RECORD_VERSION = 1
@@ -197,8 +197,7 @@ def _cell(rec: dict, metric: str, bold: bool) -> str:
 
 def _label(rec: dict) -> str:
     info = rec.get("method_info", {})
-    marks = "".join(m for key, m in (("ceiling", " ‡"), ("needs_mask_at_test", " †")) if info.get(key))
-    return f"{rec['method']}{marks}"
+    return rec["method"] + "".join(f" {mark}" for key, (_, mark) in FLAGS.items() if info.get(key))
 
 
 def _table(recs: list[dict], protocol: str) -> str:

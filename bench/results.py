@@ -19,12 +19,14 @@ from bench.store import RunKey, Store, unpack_arrays
 ID_COLUMNS = ["method", "protocol", "protocol_version", "dataset", "scale", "fold", "fold_name", "seed", "status"]
 TAIL_COLUMNS = ["fit_seconds", "predict_seconds", "model_reused", "config_hash", "protocol_hash", "dataset_fp",
                 "finished_at", "flags", "notes", "error"]
-FLAG_TEXT = {"ceiling": "ceiling (reads the true risk)", "needs_mask_at_test": "reference contours at test time"}
+# method fact stored with each job -> (text in summaries, mark on leaderboard pages)
+FLAGS = {"ceiling": ("ceiling (reads the true risk)", "‡"),
+         "needs_mask_at_test": ("reference contours at test time", "†")}
 
 
 def method_flags(info: dict) -> str:
-    """The leaderboard flags of a row, from the method facts stored with its job."""
-    return "; ".join(text for key, text in FLAG_TEXT.items() if info.get(key))
+    """The flags of a row, from the method facts stored with its job."""
+    return "; ".join(text for key, (text, _) in FLAGS.items() if info.get(key))
 
 
 HIDDEN = ["bootstrap"]  # per-job replicates {metric: array}, only with with_bootstrap=True
@@ -104,7 +106,7 @@ def summary_numbers(frame: pd.DataFrame) -> pd.DataFrame:
             rec[f"{m}_n"] = len(v)
             rec[f"{m}_low"], rec[f"{m}_high"] = percentile_interval(pooled_replicates(done, m))
         rec["fit_seconds_mean"] = done.fit_seconds.mean() if len(done) else np.nan
-        rec["flags"] = next((f for f in g.get("flags", pd.Series(dtype=object)) if f), "")
+        rec["flags"] = next((f for f in g["flags"] if f), "")
         out.append(rec)
     return pd.DataFrame(out)
 

@@ -97,7 +97,7 @@ def method_info(cls: type[Method]) -> dict[str, Any]:
     """What a leaderboard must say about a row, stored with every job (no method import needed later)."""
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "version": cls.version, "consumes": list(cls.consumes),
             "produces": list(cls.produces), "needs_mask_at_test": bool(cls.needs_mask_at_test),
-            "ceiling": bool(getattr(cls, "ceiling", False))}
+            "ceiling": bool(cls.ceiling)}
 
 
 def plan_methods(names: list[str], scale: str, overrides: list[str]) -> list[MethodPlan]:
