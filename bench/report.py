@@ -28,14 +28,14 @@ def _curves(model) -> list[str]:
 def method_report(store: Store, method: str, protocol: str) -> str:
     from tabulate import tabulate
 
-    rows = [r for r in store.rows() if r["method"] == method and r["protocol"] == protocol]
+    every = store.rows()
+    rows = [r for r in every if r["method"] == method and r["protocol"] == protocol]
     if not rows:
-        stored = sorted({(r["method"], r["protocol"]) for r in store.rows()})
+        stored = sorted({(r["method"], r["protocol"]) for r in every})
         hint = ", ".join(f"{m}/{p}" for m, p in stored[:12]) or "none"
         raise BenchInputError(f"no stored runs of method {method!r} under protocol {protocol!r} in {store.root} "
                               f"(stored: {hint})")
-    frame = results_frame(store)
-    frame = frame[(frame.method == method) & (frame.protocol == protocol)]
+    frame = results_frame(store, rows=rows)
     out = []
     for cfg in sorted({r["config_hash"] for r in rows}):
         mine = [r for r in rows if r["config_hash"] == cfg]

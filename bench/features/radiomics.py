@@ -143,38 +143,38 @@ def extract(files, settings: RadiomicsSettings) -> dict[str, float]:
     labels = _on_grid(sitk.ReadImage(str(files.mask), sitk.sitkUInt8), ct, sitk.sitkNearestNeighbor, 0)
     label_arr = sitk.GetArrayFromImage(labels)
     texture = [c for c in settings.classes if c != "shape"]
+    extractors = {}  # modality -> extractor; shape (mask only) rides on the first modality's pass
+    for i, modality in enumerate(settings.modalities):
+        classes = (["shape"] if i == 0 and "shape" in settings.classes else []) + texture
+        if classes:
+            bin_width = settings.ct_bin_width if modality == "ct" else settings.pet_bin_width
+            extractors[modality] = _extractor(settings, bin_width, classes)
     out: dict[str, float] = {}
     for region in settings.regions:
         region_arr = np.isin(label_arr, REGIONS[region]).astype(np.uint8)
-        present = int(region_arr.sum()) >= settings.min_voxels
         region_mask = sitk.GetImageFromArray(region_arr)
         region_mask.CopyInformation(labels)
-        out[f"{region}_present"] = float(present)
-        passes = [(m, texture) for m in settings.modalities]
-        if "shape" in settings.classes:
-            passes[0] = (passes[0][0], ["shape", *texture])
-        for modality, classes in passes:
-            if not classes:
-                continue
-            bin_width = settings.ct_bin_width if modality == "ct" else settings.pet_bin_width
-            result = {}
-            if present:
-                try:
-                    result = _extractor(settings, bin_width, classes).execute(images[modality], region_mask, label=1)
-                except ValueError as exc:  # an ROI that resampling shrank below min_voxels (or to one voxel)
-                    if not any(t in str(exc) for t in _TOO_SMALL):
-                        raise
-                    out[f"{region}_present"] = 0.0
+        present = f"{region}_present"
+        out[present] = float(int(region_arr.sum()) >= settings.min_voxels)
+        for modality, extractor in extractors.items():
+            if not out[present]:
+                break
+            try:
+                result = extractor.execute(images[modality], region_mask, label=1)
+            except ValueError as exc:  # an ROI that resampling shrank below min_voxels (or to one voxel)
+                if not any(t in str(exc) for t in _TOO_SMALL):
+                    raise
+                out[present] = 0.0
+                break
             for k, v in result.items():
                 if k.startswith("diagnostics_"):
                     continue
                 _, cls, feat = k.split("_", 2)
                 name = f"{region}_shape_{feat}" if cls == "shape" else f"{modality}_{region}_{cls}_{feat}"
                 out[name] = float(v)
-        if not out[f"{region}_present"]:
+        if not out[present] and "shape" in settings.classes:
             for feat in _VOLUME_FEATURES:
-                if "shape" in settings.classes:
-                    out[f"{region}_{feat}"] = 0.0
+                out[f"{region}_{feat}"] = 0.0
     return out
 
 
