@@ -106,7 +106,7 @@ def summary_numbers(frame: pd.DataFrame) -> pd.DataFrame:
             rec[f"{m}_n"] = len(v)
             rec[f"{m}_low"], rec[f"{m}_high"] = percentile_interval(pooled_replicates(done, m))
         rec["fit_seconds_mean"] = done.fit_seconds.mean() if len(done) else np.nan
-        rec["flags"] = next((f for f in g["flags"] if f), "")
+        rec["flags"] = next((f for f in g.get("flags", ()) if f), "")  # frames built by hand may lack it
         out.append(rec)
     return pd.DataFrame(out)
 
