@@ -10,32 +10,14 @@ collinear indicators cannot make the fit diverge; its Breslow baseline gives the
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from sklearn.compose import ColumnTransformer, make_column_selector
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.util import Surv
 
 from bench import Cohort, Method, Prediction
+from bench.clinical import as_object, clinical_preprocessor
 from bench.config import below_minimum
 
 _CONFIG = {"alpha": 0.1, "ties": "breslow", "n_iter": 100, "n_times": 100}
-
-
-def clinical_preprocessor() -> ColumnTransformer:
-    numeric = make_pipeline(SimpleImputer(strategy="median", add_indicator=True), StandardScaler())
-    categorical = make_pipeline(
-        SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore", sparse_output=False)
-    )
-    return ColumnTransformer(
-        [
-            ("numeric", numeric, make_column_selector(dtype_include="number")),
-            ("categorical", categorical, make_column_selector(dtype_include=["category", "object", "string"])),
-        ],
-        verbose_feature_names_out=False,
-    )
 
 
 def event_time_grid(time: np.ndarray, event: np.ndarray, n_times: int) -> np.ndarray:
@@ -53,15 +35,6 @@ def curves_at(fns, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """scikit-survival step functions evaluated on ``grid`` clipped to their domain: (survival, times)."""
     times = np.unique(np.clip(grid, fns[0].domain[0], fns[0].domain[1]))
     return np.vstack([fn(times) for fn in fns]), times
-
-
-def _as_object(frame: pd.DataFrame) -> pd.DataFrame:
-    """Categoricals as plain objects with NaN for missing, which SimpleImputer/OneHotEncoder accept."""
-    out = frame.copy()
-    for col in out.columns:
-        if isinstance(out[col].dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(out[col].dtype):
-            out[col] = out[col].astype(object).where(out[col].notna(), np.nan)
-    return out
 
 
 class CoxPH(Method):
@@ -87,7 +60,7 @@ class CoxPH(Method):
 
     def fit(self, train: Cohort, val: Cohort) -> None:
         data = train.union(val) if len(val) else train  # no early stopping: use every training patient
-        x = _as_object(data.clinical)
+        x = as_object(data.clinical)
         self.columns_ = [c for c in x.columns if x[c].notna().any()]
         self.pre_ = clinical_preprocessor().fit(x[self.columns_])
         out = data.outcomes
@@ -98,7 +71,7 @@ class CoxPH(Method):
         self.times_ = event_time_grid(out["time"].to_numpy(), out["event"].to_numpy(), self.config["n_times"])
 
     def predict(self, cohort: Cohort) -> Prediction:
-        x = self.pre_.transform(_as_object(cohort.clinical)[self.columns_])
+        x = self.pre_.transform(as_object(cohort.clinical)[self.columns_])
         risk = self.model_.predict(x)
         survival, times = curves_at(self.model_.predict_survival_function(x), self.times_)
         return Prediction(risk=risk, survival=survival, times=times, method="coxph", n_expected=len(cohort))

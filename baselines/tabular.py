@@ -29,7 +29,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, QuantileTransformer, StandardScaler
 
-from baselines.coxph import _as_object, clinical_preprocessor
+from bench.clinical import as_object, clinical_preprocessor
 from bench.data import cache_dir
 from bench.features.radiomics import ExtractionStats, RadiomicsSettings, cohort_features
 from bench.metrics import cindex_harrell
@@ -123,7 +123,7 @@ class FeatureInputs:
         self.relevance_ = {c: relevance[c] for c in self.radiomics_columns_}
         self.n_radiomics_total_ = len(rad.columns)
         if self.use_clinical:
-            x = _as_object(cohort.clinical)
+            x = as_object(cohort.clinical)
             self.clinical_columns_ = [c for c in x.columns if x[c].notna().any()]
             self.clinical_ = clinical_preprocessor().fit(x[self.clinical_columns_])
             clinical_names = list(self.clinical_.get_feature_names_out())
@@ -140,7 +140,7 @@ class FeatureInputs:
         z = pd.DataFrame(self.numeric_.transform(rad), columns=self.numeric_columns_, index=rad.index)
         parts = [z[self.radiomics_columns_].to_numpy(float)]
         if self.use_clinical:
-            parts.append(np.asarray(self.clinical_.transform(_as_object(cohort.clinical)[self.clinical_columns_]),
+            parts.append(np.asarray(self.clinical_.transform(as_object(cohort.clinical)[self.clinical_columns_]),
                                     dtype=float))
         return np.hstack(parts)
 

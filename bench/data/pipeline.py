@@ -153,3 +153,23 @@ def preprocess(image_files: dict, cfg: PipelineConfig, cache: Path, *, workers: 
     """Fill the cache for every patient (in parallel, with a progress bar); cached ones cost a stat."""
     progress_map(_load_job, [(f, cfg, cache) for f in image_files.values()], lambda _: None,
                  desc="image pipeline", workers=workers, progress=progress)
+
+
+def to_native(labels: np.ndarray, origin, cfg: PipelineConfig, ct_path) -> np.ndarray:
+    """The inverse of ``process`` for a label map: ``labels`` (z, y, x) on the pipeline box with ``origin``
+    (stored in the cache entry) → the patient's native CT grid (nearest neighbour; 0 outside the box), as
+    the (z, y, x) array the reference mask has. Reads only the CT header."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(ct_path))
+    reader.ReadImageInformation()
+    ref = sitk.Image([int(s) for s in reader.GetSize()], sitk.sitkUInt8)
+    ref.SetSpacing(reader.GetSpacing())
+    ref.SetOrigin(reader.GetOrigin())
+    ref.SetDirection(reader.GetDirection())
+    img = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
+    img.SetSpacing([cfg.spacing_mm] * 3)
+    img.SetOrigin([float(v) for v in origin])
+    out = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out)

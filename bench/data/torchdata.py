@@ -24,6 +24,8 @@ class PetCtDataset(Dataset):
         self.files = cohort.image_files
         self.cfg, self.cache, self.transform = cfg, Path(cache), transform
         self.outcomes = cohort.outcomes if cohort.has_outcomes else None
+        # event flags for balanced batches (None on a prediction cohort)
+        self.events = None if self.outcomes is None else self.outcomes.loc[self.ids, "event"].to_numpy().astype(bool)
         self.clinical = None if clinical is None else np.asarray(clinical, dtype=np.float32)
         preprocess({i: self.files[i] for i in self.ids}, cfg, self.cache, progress=progress)
         # resolved once: each epoch then reads one npz per patient, no file hashing
@@ -49,20 +51,48 @@ class PetCtDataset(Dataset):
         return out
 
 
-def augmentation(with_mask: bool = True):
-    """Flips on every axis, intensity scale and shift jitter (MONAI), applied to image and mask alike."""
-    from monai.transforms import Compose, RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+def augmentation(with_mask: bool = True, crop: tuple[int, int, int] | None = None, flips: bool = True):
+    """MONAI training augmentation, applied to image and mask alike: a random crop of ``crop`` voxels
+    (array order z, y, x) inside the pipeline box — the box is centred on the PET hot region, so this is a
+    random crop around the tumour as the images locate it — flips on every axis, intensity scale and shift
+    jitter."""
+    from monai.transforms import Compose, RandFlipd, RandScaleIntensityd, RandShiftIntensityd, RandSpatialCropd
 
     keys = ["image", "mask"] if with_mask else ["image"]
-    return Compose([
-        *(RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in (0, 1, 2)),
+    steps = [] if crop is None else [RandSpatialCropd(keys=keys, roi_size=list(crop), random_size=False)]
+    if flips:
+        steps += [RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in (0, 1, 2)]
+    return Compose(steps + [
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
     ])
 
 
+def centre_slices(box: tuple[int, ...], crop: tuple[int, ...]) -> tuple[slice, ...]:
+    """Slices of the centred ``crop`` inside an array of shape ``box`` (same axis order); the inverse of
+    a prediction's crop is pasting it back at these slices."""
+    if any(c > b for b, c in zip(box, crop)):
+        raise ValueError(f"crop {tuple(crop)} is larger than the box {tuple(box)}")
+    return tuple(slice((b - c) // 2, (b - c) // 2 + c) for b, c in zip(box, crop))
+
+
+class CentreCrop:
+    """The deterministic crop used for validation and prediction: the centre of the pipeline box."""
+
+    def __init__(self, crop: tuple[int, int, int]):
+        self.crop = tuple(crop)
+
+    def __call__(self, sample: dict) -> dict:
+        out = dict(sample)
+        for key in ("image", "mask"):
+            if key in out:
+                arr = out[key]
+                out[key] = arr[(slice(None),) + centre_slices(arr.shape[1:], self.crop)]
+        return out
+
+
 def loader(dataset: PetCtDataset, *, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
-           sampler=None) -> DataLoader:
+           sampler=None, batch_sampler=None) -> DataLoader:
     """A seeded DataLoader: the same seed gives the same order and the same augmentation draws. The
     transform's random state is seeded here; each worker process reseeds its copy from torch's per-worker,
     per-epoch seed, so workers and epochs draw different augmentations."""
@@ -83,6 +113,9 @@ def loader(dataset: PetCtDataset, *, batch_size: int, shuffle: bool, seed: int =
         out["id"] = [b["id"] for b in batch]
         return out
 
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate,
+                          worker_init_fn=worker_init if num_workers else None)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                       generator=g, num_workers=num_workers, collate_fn=collate,
                       worker_init_fn=worker_init if num_workers else None)

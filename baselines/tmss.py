@@ -1,0 +1,149 @@
+"""TMSS (Saeed et al., 2022): an end-to-end transformer for multimodal segmentation and survival — a UNETR
+whose ViT encoder reads 2-channel PET/CT patches plus one clinical token, with an MTLR survival head.
+
+Architecture (``bench.nn.ImageSurvivalMethod`` does data, training and outputs):
+- encoder: MONAI ``PatchEmbeddingBlock`` (conv patches of ``patch`` voxels, learnable position embedding) →
+  the clinical token, ``Linear(n_clinical → hidden)``, appended to the patch tokens → ``depth`` MONAI
+  ``TransformerBlock``s (``heads`` heads, MLP 4 × hidden) → LayerNorm;
+- decoder: UNETR's, built from MONAI's UNETR blocks for any power-of-two patch: the hidden states of evenly
+  spaced layers (3, 6, 9 of 12 at patch 16) are reshaped to feature maps and upsampled (``UnetrPrUpBlock``) as
+  skips, the last layer is the bottleneck, ``UnetrUpBlock``s decode to the input size, ``feature_size``
+  channels at full resolution; two sigmoid outputs (GTVp, GTVn);
+- survival: the mean of the final tokens (patches and the clinical token) → Linear → ``n_bins`` MTLR outputs
+  on intervals at quantiles of the training event times (pycox's MTLR likelihood);
+- loss 0.7 · MTLR + 0.3 · (Dice + Focal), MONAI ``DiceFocalLoss`` on sigmoid outputs; AdamW.
+Known flaws of the public code that are not copied: its evaluation dropped the last incomplete batch (here
+every patient is predicted), and its Dice was computed on logits without a sigmoid (here on sigmoid
+probabilities, MONAI ``sigmoid=True``).
+
+``width`` scales the hidden size (768 × width, rounded to a multiple of ``heads``) and ``feature_size``
+(16 × width). ``clinical = false`` is the image-only ablation (registered as ``tmss-image``).
+
+Scales (every deviation from the paper is here):
+- ``paper``: 80 × 80 × 48 input (x, y, z; a crop of a 96 × 96 × 64 box at 1 mm), patch 16, 12 layers, hidden
+  768, 12 heads, feature size 16, 14 bins, AdamW 4e-3, weight decay 0.01, 50 epochs, batch 16.
+- ``quick`` (CPU): 32³ crop of a 40³ box at 3 mm, patch 8 (64 tokens, since 32³ at patch 16 would be 8), 6
+  layers, hidden 96, 4 heads, feature size 8 (width 0.125 with floors), AdamW 1e-3 (the paper's 4e-3 diverged
+  with the smaller batch), batch 8 balanced, 14 epochs × 24 steps, patience 6.
+- ``smoke``: 32³ at 6 mm, patch 16, 2 layers, hidden 32, 2 epochs × 2 steps.
+Deviation at every scale: the crop is centred on the PET hot region found from the images, never on a mask.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bench.nn import ImageSurvivalMethod
+
+_TRAIN = {"epochs": 14, "batch_size": 8, "steps_per_epoch": 24, "lr": 1e-3, "weight_decay": 0.01,
+          "optimizer": "adamw", "schedule": "constant", "warmup_epochs": 0, "step_every": 10, "grad_clip": 5.0,
+          "ema": 0.0, "patience": 6, "balanced": True, "amp": "auto", "workers": 0}
+_BASE = {"head": "mtlr", "n_bins": 14, "clinical": True, "seg_loss": "dicefocal", "seg_weight": 0.3,
+         "surv_weight": 0.7, "augment": True, "flips": True, "patch": 16, "depth": 12, "heads": 12,
+         "hidden": 768, "feature_size": 16, "dropout": 0.0}
+
+
+class TMSSNet(nn.Module):
+    def __init__(self, img_size: tuple[int, int, int], n_clinical: int, n_out: int, *, patch: int, depth: int,
+                 heads: int, hidden: int, feature_size: int, dropout: float):
+        super().__init__()
+        from monai.networks.blocks import (PatchEmbeddingBlock, TransformerBlock, UnetrBasicBlock, UnetrPrUpBlock,
+                                           UnetrUpBlock)
+        from monai.networks.blocks.dynunet_block import UnetOutBlock
+
+        self.levels = int(round(math.log2(patch)))
+        self.feat = tuple(s // patch for s in img_size)
+        self.hidden = hidden
+        self.embed = PatchEmbeddingBlock(in_channels=2, img_size=img_size, patch_size=patch, hidden_size=hidden,
+                                         num_heads=heads, proj_type="conv", dropout_rate=dropout)
+        self.clinical = nn.Linear(n_clinical, hidden) if n_clinical else None
+        self.blocks = nn.ModuleList(TransformerBlock(hidden, 4 * hidden, heads, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(hidden)
+        # skip i (i = 1 … levels-1) sits at resolution 1/2^i, from layer depth·i/levels, with fs·2^i channels
+        self.skip_layers = [max(1, round(depth * i / self.levels)) - 1 for i in range(1, self.levels)]
+        fs = feature_size
+        self.enc0 = UnetrBasicBlock(3, 2, fs, kernel_size=3, stride=1, norm_name="instance", res_block=True)
+        self.skips = nn.ModuleList(
+            UnetrPrUpBlock(3, hidden, fs * 2 ** i, num_layer=self.levels - i - 1, kernel_size=3, stride=1,
+                           upsample_kernel_size=2, norm_name="instance", conv_block=True, res_block=True)
+            for i in range(1, self.levels))
+        self.ups = nn.ModuleList(
+            UnetrUpBlock(3, hidden if i == self.levels - 1 else fs * 2 ** (i + 1), fs * 2 ** i if i else fs,
+                         kernel_size=3, upsample_kernel_size=2, norm_name="instance", res_block=True)
+            for i in range(self.levels - 1, -1, -1))
+        self.out = UnetOutBlock(3, fs, 2)
+        self.surv = nn.Linear(hidden, n_out)
+
+    def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        b = tokens.shape[0]
+        return tokens[:, : math.prod(self.feat)].reshape(b, *self.feat, self.hidden).permute(0, 4, 1, 2, 3).contiguous()
+
+    def forward(self, image: torch.Tensor, clinical: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        x = self.embed(image)
+        if self.clinical is not None:
+            x = torch.cat([x, self.clinical(clinical.to(x.dtype))[:, None]], dim=1)
+        hidden = []
+        for blk in self.blocks:
+            x = blk(x)
+            hidden.append(x)
+        x = self.norm(x)
+        surv = self.surv(x.mean(1))
+        skips = [self.enc0(image)] + [up(self._grid(hidden[k])) for up, k in zip(self.skips, self.skip_layers)]
+        d = self._grid(x)
+        for up, skip in zip(self.ups, reversed(skips)):
+            d = up(d, skip)
+        return {"surv": surv, "seg": self.out(d)}
+
+
+class TMSS(ImageSurvivalMethod):
+    consumes = ("ct", "pet", "mask", "clinical")
+    produces = ("risk", "survival", "segmentation")
+    version = "1"
+    configs = {
+        "smoke": _BASE | {"spacing_mm": 6.0, "box": [36, 36, 36], "crop": [32, 32, 32], "width": 1.0, "depth": 2,
+                          "heads": 2, "hidden": 32, "feature_size": 4, "n_bins": 6,
+                          "train": _TRAIN | {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "patience": 0}},
+        "quick": _BASE | {"spacing_mm": 3.0, "box": [40, 40, 40], "crop": [32, 32, 32], "width": 0.125, "patch": 8,
+                          "depth": 6, "heads": 4, "train": dict(_TRAIN)},
+        "paper": _BASE | {"spacing_mm": 1.0, "box": [96, 96, 64], "crop": [80, 80, 48], "width": 1.0,
+                          "train": _TRAIN | {"epochs": 50, "steps_per_epoch": 0, "batch_size": 16, "lr": 4e-3,
+                                             "patience": 0}},
+    }
+
+    @classmethod
+    def dims(cls, config: dict) -> tuple[int, int]:
+        """(hidden, feature_size) after the width multiplier."""
+        heads = int(config["heads"])
+        hidden = max(heads, int(round(config["hidden"] * config["width"] / heads)) * heads)
+        return hidden, max(4, int(math.ceil(config["feature_size"] * config["width"])))
+
+    @classmethod
+    def check_network(cls, config: dict) -> list[str]:
+        p = int(config["patch"])
+        out = []
+        if p < 2 or p & (p - 1):
+            out.append(f"patch = {p} must be a power of two >= 2")
+        elif any(int(c) % p for c in config["crop"]):
+            out.append(f"crop {config['crop']} must be a multiple of patch = {p} on every axis")
+        if config["depth"] < 1 or config["heads"] < 1:
+            out.append("depth and heads must be >= 1")
+        if config["n_bins"] < 2:
+            out.append(f"n_bins = {config['n_bins']} must be >= 2")
+        return out
+
+    def build_network(self, n_clinical: int) -> nn.Module:
+        c = self.config
+        hidden, fs = self.dims(c)
+        crop_zyx = tuple(int(v) for v in reversed(c["crop"]))
+        return TMSSNet(crop_zyx, n_clinical if c["clinical"] else 0, self.head_.n_outputs, patch=int(c["patch"]),
+                       depth=int(c["depth"]), heads=int(c["heads"]), hidden=hidden, feature_size=fs,
+                       dropout=float(c["dropout"]))
+
+
+class TMSSImage(TMSS):
+    """TMSS without the clinical token: the image-only ablation, so the image path is shown to learn."""
+
+    consumes = ("ct", "pet", "mask")
+    configs = {scale: cfg | {"clinical": False} for scale, cfg in TMSS.configs.items()}

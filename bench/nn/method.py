@@ -1,0 +1,234 @@
+"""``ImageSurvivalMethod``: what every deep PET/CT method shares, so a new one writes only its network.
+
+A subclass sets ``configs`` and implements ``build_network(n_clinical) -> nn.Module`` whose
+``forward(image, clinical)`` returns ``{"surv": (B, head.n_outputs), "seg": (B, 2, Z, Y, X) logits}`` (``seg``
+only for segmenting methods). This class does the rest:
+
+- inputs: the image pipeline (``spacing_mm``, ``box`` in voxels x, y, z, centred on the PET hot region, never
+  on a reference mask) through the shared cache; training crops ``crop`` voxels at random inside the box with
+  MONAI flips and intensity jitter (``augment``); validation and prediction use the centred crop; the clinical
+  table, when ``clinical`` is on, through the train-fitted ``bench.clinical.ClinicalEncoder``;
+- the loss: ``surv_weight`` × the survival head's loss (``bench.nn.losses``) + ``seg_weight`` × the
+  segmentation loss (MONAI Dice or Dice + Focal on GTVp/GTVn) for batches that carry a mask;
+- training: ``bench.nn.Trainer`` with the ``train`` table (epochs, lr, schedule, EMA, clipping, early
+  stopping on the validation split's Harrell C, balanced batches, AMP on CUDA, checkpoint/resume);
+- outputs: risk and survival curve from the head on its own grid (a Cox head's Breslow baseline is fitted on
+  the training patients' outputs after training); a segmenting method's label map is pasted back into the box
+  and resampled (nearest neighbour) onto the patient's native CT grid, where the harness scores Dice.
+"""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+
+from bench.method import Method, Prediction
+
+TRAIN_KEYS = ("epochs", "batch_size", "steps_per_epoch", "lr", "weight_decay", "optimizer", "schedule",
+              "warmup_epochs", "step_every", "grad_clip", "ema", "patience", "balanced", "amp", "workers")
+
+
+def _zyx(xyz) -> tuple[int, int, int]:
+    return tuple(int(v) for v in reversed(list(xyz)))
+
+
+class ImageSurvivalMethod(Method):
+    consumes: ClassVar[tuple[str, ...]] = ("ct", "pet", "mask")
+    produces: ClassVar[tuple[str, ...]] = ("risk", "survival", "segmentation")
+
+    # -- config --------------------------------------------------------------------------------------------
+    @classmethod
+    def check_config(cls, config: dict) -> list[str]:
+        from bench.nn.losses import HEADS
+        from bench.nn.trainer import TrainConfig
+
+        problems = []
+        try:
+            problems += TrainConfig.from_dict(config["train"]).problems()
+        except Exception as exc:  # unknown keys
+            problems.append(str(exc))
+        box, crop = config["box"], config["crop"]
+        if len(box) != 3 or len(crop) != 3 or any(int(c) < 1 or int(c) > int(b) for b, c in zip(box, crop)):
+            problems.append(f"crop {crop} must be 3 positive sizes no larger than box {box} (voxels x, y, z)")
+        if not config["spacing_mm"] > 0:
+            problems.append(f"spacing_mm = {config['spacing_mm']} must be > 0")
+        if not config["width"] > 0:
+            problems.append(f"width = {config['width']} must be > 0")
+        if config["head"] not in HEADS:
+            problems.append(f"head = {config['head']!r}: choose one of {', '.join(HEADS)}")
+        for key in ("surv_weight", "seg_weight"):
+            if key in config and not config[key] >= 0:
+                problems.append(f"{key} = {config[key]} must be >= 0")
+        if config.get("seg_loss", "dice") not in ("dice", "dicefocal"):
+            problems.append(f"seg_loss = {config['seg_loss']!r}: choose dice or dicefocal")
+        return problems + cls.check_network(config)
+
+    @classmethod
+    def check_network(cls, config: dict) -> list[str]:
+        """Complaints about the network part of the config (sizes a network cannot take)."""
+        return []
+
+    @property
+    def segments(self) -> bool:
+        return "segmentation" in self.produces
+
+    def pipeline_config(self):
+        from bench.data.pipeline import PipelineConfig
+
+        c = self.config
+        return PipelineConfig(spacing_mm=float(c["spacing_mm"]), size=tuple(int(v) for v in c["box"]))
+
+    def make_head(self):
+        from bench.nn.losses import make_head
+
+        c = self.config
+        return make_head(c["head"], n_bins=c.get("n_bins", 10), edges=c.get("edges"), alpha=c.get("alpha", 0.5),
+                         sigma=c.get("sigma", 0.1))
+
+    def build_network(self, n_clinical: int):
+        raise NotImplementedError(f"{type(self).__name__}.build_network")
+
+    # -- data ----------------------------------------------------------------------------------------------
+    def _dataset(self, cohort, *, train: bool):
+        from bench.data import cache_dir
+        from bench.data.torchdata import CentreCrop, PetCtDataset, augmentation
+
+        crop = _zyx(self.config["crop"])
+        with_mask = cohort.has_outcomes  # training/validation cohorts carry the reference mask
+        transform = (augmentation(with_mask=with_mask, crop=crop, flips=self.config.get("flips", True))
+                     if train and self.config.get("augment", True) else CentreCrop(crop))
+        if train and not self.config.get("augment", True):
+            from monai.transforms import RandSpatialCropd
+
+            transform = RandSpatialCropd(keys=["image", "mask"] if with_mask else ["image"], roi_size=list(crop),
+                                         random_size=False)
+        clinical = self.clinical_.transform(cohort.clinical) if self.clinical_ is not None else None
+        return PetCtDataset(cohort, self.pipeline_config(), cache_dir(), transform=transform, clinical=clinical,
+                            progress=self.ctx.progress)
+
+    def _forward(self, net, batch):
+        return net(batch["image"], batch.get("clinical"))
+
+    def _outputs(self, net, dataset) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """Network outputs over a dataset in order: survival outputs (n, k) and, for segmenting methods,
+        label maps on the crop grid."""
+        import torch
+
+        from bench.data.torchdata import loader
+        from bench.nn.losses import labels_from_logits
+        from bench.nn.trainer import amp_dtype, to_device
+
+        device = self.ctx.device
+        dtype = amp_dtype(self.config["train"]["amp"], device)
+        net.eval()
+        surv, segs = [], [] if self.segments else None
+        with torch.no_grad(), torch.autocast("cuda" if device == "cuda" else "cpu", dtype=dtype,
+                                             enabled=dtype is not None):
+            for batch in loader(dataset, batch_size=self.config["train"]["batch_size"], shuffle=False):
+                out = self._forward(net, to_device(batch, device))
+                surv.append(out["surv"].float().cpu().numpy())
+                if segs is not None:
+                    segs.extend(labels_from_logits(out["seg"]).cpu().numpy())
+        return np.concatenate(surv), segs
+
+    # -- fit / predict ---------------------------------------------------------------------------------------
+    def _checkpoint_path(self, train, val):
+        from bench.hashing import content_hash
+
+        key = content_hash({"method": self.ctx.method_name or type(self).__name__, "version": self.version,
+                            "config": self.config, "seed": self.ctx.seed, "train": [str(i) for i in train.ids],
+                            "val": [str(i) for i in val.ids],
+                            "images": sorted(str(f.ct) + str(f.pet) for f in train.image_files.values())}, 24)
+        return self.ctx.cache_dir / "checkpoints" / f"{key}.pt"
+
+    def fit(self, train, val) -> None:
+        import torch
+
+        from bench.clinical import ClinicalEncoder
+        from bench.nn.losses import segmentation_loss
+        from bench.nn.trainer import Trainer, TrainConfig
+
+        c = self.config
+        self.clinical_ = ClinicalEncoder().fit(train.clinical) if c.get("clinical") else None
+        n_clinical = self.clinical_.n_features_ if self.clinical_ is not None else 0
+        out = train.outcomes
+        self.head_ = self.make_head()
+        self.head_.setup(out["time"].to_numpy(), out["event"].to_numpy())
+        torch.manual_seed(self.ctx.seed)
+        net = self.build_network(n_clinical)
+        seg_loss = segmentation_loss(c.get("seg_loss", "dice")) if self.segments else None
+        surv_w, seg_w = float(c.get("surv_weight", 1.0)), float(c.get("seg_weight", 1.0))
+        head = self.head_
+
+        def step(model, batch):
+            o = self._forward(model, batch)
+            parts = {"surv_loss": head.loss(o["surv"], batch["time"], batch["event"])}
+            loss = surv_w * parts["surv_loss"]
+            if seg_loss is not None and "mask" in batch:
+                parts["seg_loss"] = seg_loss(o["seg"], batch["mask"])
+                loss = loss + seg_w * parts["seg_loss"]
+            return {"loss": loss, **parts}
+
+        train_data = self._dataset(train, train=True)
+        val_data = self._dataset(val, train=False) if len(val) else None
+        vt = val.outcomes.loc[list(val.ids)] if len(val) else None
+
+        def validate(model):
+            """Early-stopping score: Harrell's C of the validation split (NaN without an event there)."""
+            from bench.metrics import cindex_harrell
+
+            surv_out, _ = self._outputs(model, val_data)
+            if not vt["event"].any():
+                return {"score": float("nan")}
+            return {"score": cindex_harrell(vt["time"].to_numpy(), vt["event"].to_numpy(), self._risk(surv_out))}
+
+        trainer = Trainer(TrainConfig.from_dict(c["train"]), device=self.ctx.device, seed=self.ctx.seed,
+                          checkpoint=self._checkpoint_path(train, val), logger=self.ctx.logger,
+                          progress=self.ctx.progress, desc=self.ctx.method_name or type(self).__name__)
+        net, self.history_ = trainer.fit(net, train_data, step, validate if val_data is not None else None)
+        if hasattr(self.head_, "fit_baseline"):  # Cox: Breslow baseline on every training patient
+            every = train.union(val) if len(val) else train
+            surv_out, _ = self._outputs(net, self._dataset(every, train=False))
+            o = every.outcomes.loc[list(every.ids)]
+            self.head_.fit_baseline(surv_out, o["time"].to_numpy(), o["event"].to_numpy())
+        self.net_ = net.cpu()
+
+    def _risk(self, surv_out: np.ndarray) -> np.ndarray:
+        """Risk from outputs; a Cox head's risk is its output itself (no baseline needed yet)."""
+        if self.head_.name == "cox":
+            return np.asarray(surv_out, float)[:, 0]
+        return self.head_.predict(surv_out)[0]
+
+    def predict(self, cohort) -> Prediction:
+        net = self.net_.to(self.ctx.device)
+        data = self._dataset(cohort, train=False)
+        surv_out, segs = self._outputs(net, data)
+        risk, surv, times = self.head_.predict(surv_out)
+        segmentation = None
+        if segs is not None:
+            segmentation = self._to_native(cohort, data, segs)
+        self.net_ = net.cpu()
+        return Prediction(risk=risk, survival=surv, times=times, segmentation=segmentation,
+                          method=self.ctx.method_name or type(self).__name__, n_expected=len(cohort))
+
+    def _to_native(self, cohort, data, segs) -> dict[str, np.ndarray]:
+        from bench.data.pipeline import load, to_native
+        from bench.data.torchdata import centre_slices
+
+        cfg = self.pipeline_config()
+        box = _zyx(cfg.size)
+        sl = centre_slices(box, _zyx(self.config["crop"]))
+        files = cohort.image_files
+        out = {}
+        for pid, seg in zip(data.ids, segs):
+            full = np.zeros(box, np.uint8)
+            full[sl] = seg
+            origin = load(files[pid], cfg, data.cache, path=data.paths[pid])["origin"]
+            out[pid] = to_native(full, origin, cfg, files[pid].ct)
+        return out
+
+
+def width(channels, factor: float, minimum: int = 4) -> list[int]:
+    """Channel counts scaled by a width multiplier (paper width = 1), never below ``minimum``."""
+    return [max(minimum, int(math.ceil(c * factor))) for c in channels]
