@@ -12,6 +12,8 @@ time over its grid (AdaMSS predicts the expected survival time and ranks by it),
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -23,14 +25,18 @@ def _f(x) -> torch.Tensor:
 
 
 def cox_loss(log_hz: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
-    """Negative Cox partial log-likelihood (Breslow ties) per event, torchsurv's. A batch without an event
-    has no likelihood term: 0, with a gradient, instead of NaN."""
+    """Negative Cox partial log-likelihood (Breslow ties), torchsurv's, divided by the number of events. A
+    batch without an event has no likelihood term: 0, with a gradient, instead of NaN."""
     from torchsurv.loss.cox import neg_partial_log_likelihood
 
     log_hz, time, event = _f(log_hz), _f(time), _f(event).bool()
     if not bool(event.any()):
         return (log_hz * 0).sum()
-    return neg_partial_log_likelihood(log_hz, event, time, ties_method="breslow", reduction="mean")
+    # torchsurv's "mean" divides by the number of distinct event times; per event is the usual scale
+    with warnings.catch_warnings():  # torchsurv warns on every batch with tied times
+        warnings.filterwarnings("ignore", message="Ties in `time` detected")
+        nll = neg_partial_log_likelihood(log_hz, event, time, ties_method="breslow", reduction="sum")
+    return nll / event.sum()
 
 
 def quantile_cuts(time: np.ndarray, event: np.ndarray, n_bins: int) -> np.ndarray:

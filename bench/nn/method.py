@@ -19,6 +19,7 @@ only for segmenting methods). This class does the rest:
 from __future__ import annotations
 
 import math
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -110,9 +111,9 @@ class ImageSurvivalMethod(Method):
     def _forward(self, net, batch):
         return net(batch["image"], batch.get("clinical"))
 
-    def _outputs(self, net, dataset) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    def _outputs(self, net, dataset, masks: list | None = None) -> tuple[np.ndarray, list[np.ndarray] | None]:
         """Network outputs over a dataset in order: survival outputs (n, k) and, for segmenting methods,
-        label maps on the crop grid."""
+        label maps on the crop grid; the reference masks (crop grid) are appended to ``masks`` when given."""
         import torch
 
         from bench.data.torchdata import loader
@@ -130,6 +131,8 @@ class ImageSurvivalMethod(Method):
                 surv.append(out["surv"].float().cpu().numpy())
                 if segs is not None:
                     segs.extend(labels_from_logits(out["seg"]).cpu().numpy())
+                if masks is not None and "mask" in batch:
+                    masks.extend(batch["mask"][:, 0].numpy())
         return np.concatenate(surv), segs
 
     # -- fit / predict ---------------------------------------------------------------------------------------
@@ -173,15 +176,26 @@ class ImageSurvivalMethod(Method):
         train_data = self._dataset(train, train=True)
         val_data = self._dataset(val, train=False) if len(val) else None
         vt = val.outcomes.loc[list(val.ids)] if len(val) else None
+        from bench.metrics import cindex_harrell
 
         def validate(model):
-            """Early-stopping score: Harrell's C of the validation split (NaN without an event there)."""
-            from bench.metrics import cindex_harrell
+            """Early-stopping score: Harrell's C of the validation split (NaN without an event there); the
+            validation Dice per label (on the crop) is logged beside it."""
+            from bench.metrics import dice_aggregate
 
-            surv_out, _ = self._outputs(model, val_data)
-            if not vt["event"].any():
-                return {"score": float("nan")}
-            return {"score": cindex_harrell(vt["time"].to_numpy(), vt["event"].to_numpy(), self._risk(surv_out))}
+            masks: list = []
+            surv_out, segs = self._outputs(model, val_data, masks)
+            out = {"score": float("nan")}
+            if vt["event"].any():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out["score"] = cindex_harrell(vt["time"].to_numpy(), vt["event"].to_numpy(), self._risk(surv_out))
+            if segs is not None and len(masks) == len(segs):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    d = dice_aggregate(segs, masks)
+                out |= {"dice_gtvp": d[1], "dice_gtvn": d[2]}
+            return out
 
         trainer = Trainer(TrainConfig.from_dict(c["train"]), device=self.ctx.device, seed=self.ctx.seed,
                           checkpoint=self._checkpoint_path(train, val), logger=self.ctx.logger,

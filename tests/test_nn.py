@@ -1,0 +1,285 @@
+"""The deep-learning engine: survival heads on hand-computed cases, the segmentation loss, balanced batches,
+the trainer (resume, early stopping, EMA, AMP), the inverse of the image pipeline, and config errors."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench.nn.losses import CoxHead, DiscreteHead, cox_loss, labels_from_logits, make_head, segmentation_loss
+from bench.nn.trainer import BalancedBatchSampler, Trainer, TrainConfig
+
+
+# -- Cox -------------------------------------------------------------------------------------------------------
+def test_cox_loss_by_hand():
+    lp = torch.tensor([0.0, math.log(2.0), 0.0], requires_grad=True)
+    time, event = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 0.0])
+    # event at 1: 0 − log(1 + 2 + 1); event at 2: log 2 − log(2 + 1); mean over the two events
+    want = -((0 - math.log(4)) + (math.log(2) - math.log(3))) / 2
+    got = cox_loss(lp, time, event)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    got.backward()
+    assert torch.isfinite(lp.grad).all()
+
+
+def test_cox_loss_breslow_ties_match_the_numpy_likelihood():
+    from bench.survival import _neg_partial_loglik
+
+    rng = np.random.default_rng(0)
+    t = rng.integers(1, 6, 30).astype(float)  # many ties
+    e = rng.random(30) < 0.6
+    z = rng.normal(size=30)
+    want = _neg_partial_loglik(1.0, z, t, e) / e.sum()
+    got = cox_loss(torch.tensor(z), torch.tensor(t), torch.tensor(e.astype(float)))
+    assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_cox_loss_without_events_is_zero_with_a_gradient():
+    lp = torch.tensor([0.3, -0.2], requires_grad=True)
+    loss = cox_loss(lp, torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]))
+    loss.backward()
+    assert loss.item() == 0 and lp.grad is not None
+
+
+def test_cox_head_curves_ignore_a_constant_shift_of_the_log_hazard():
+    rng = np.random.default_rng(1)
+    t, e, lp = rng.exponential(100, 50), rng.random(50) < 0.5, rng.normal(size=(50, 1))
+    a, b = CoxHead(20), CoxHead(20)
+    a.fit_baseline(lp, t, e)
+    b.fit_baseline(lp + 7.0, t, e)
+    ra, sa, ta = a.predict(lp[:5])
+    rb, sb, tb = b.predict(lp[:5] + 7.0)
+    np.testing.assert_allclose(sa, sb, atol=1e-10)
+    np.testing.assert_array_equal(ta, tb)
+    assert np.all(np.diff(sa, axis=1) <= 1e-12)
+    # a higher log-hazard never survives longer
+    order = np.argsort(ra)
+    assert np.all(np.diff(sa[order, -1]) <= 1e-12)
+
+
+# -- discrete time ----------------------------------------------------------------------------------------------
+def test_nnet_survival_likelihood_by_hand():
+    head = DiscreteHead("hazard", edges=[0, 10, 20, 30])
+    out = torch.tensor([[0.5, -0.3, 1.2]] * 3, requires_grad=True)
+    # event at 15: survived interval 0, failed in 1; censored at 26 (past the midpoint 25 of the last
+    # interval): survived all three; censored at 24: survived the first two
+    time, event = torch.tensor([15.0, 26.0, 24.0]), torch.tensor([1.0, 0.0, 0.0])
+    p = torch.sigmoid(torch.tensor([0.5, -0.3, 1.2]))
+    want = -(torch.log(p[0]) + torch.log(1 - p[1]) + torch.log(p).sum() + torch.log(p[:2]).sum()) / 3
+    got = head.loss(out, time, event)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    got.backward()
+    risk, surv, times = head.predict(out.detach().numpy()[:1])
+    np.testing.assert_allclose(surv[0], torch.cumprod(p, 0).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(times, [10, 20, 30])
+    s = surv[0]
+    assert risk[0] == pytest.approx(-(10 * 1 + 10 * s[0] + 10 * s[1]))  # minus the restricted mean
+
+
+def test_pmf_likelihood_by_hand_and_beyond_the_grid():
+    head = DiscreteHead("pmf", edges=[0, 10, 20])
+    phi = torch.tensor([[0.2, -0.4]] * 4)
+    pmf = torch.softmax(torch.tensor([0.2, -0.4, 0.0]), 0)
+    # event at 5 → interval 0; censored at 15 → outlived interval 0; censored at 5 → no term;
+    # event at 25 (after the last edge) → censored at the end of interval 1
+    time, event = torch.tensor([5.0, 15.0, 5.0, 25.0]), torch.tensor([1.0, 0.0, 0.0, 1.0])
+    want = -(torch.log(pmf[0]) + torch.log(1 - pmf[0]) + 0 + torch.log(pmf[2])) / 4
+    assert head.loss(phi, time, event).item() == pytest.approx(want.item(), rel=1e-5)
+    _, surv, _ = head.predict(phi.numpy()[:1])
+    np.testing.assert_allclose(surv[0], [1 - pmf[0], pmf[2]], rtol=1e-5)
+
+
+def test_mtlr_is_the_pmf_of_the_reverse_cumulative_sum():
+    mtlr, pmf = DiscreteHead("mtlr", edges=[0, 10, 20, 30]), DiscreteHead("pmf", edges=[0, 10, 20, 30])
+    phi = torch.tensor([[0.3, -0.1, 0.7], [1.0, 0.0, -1.0]])
+    rev = torch.flip(torch.cumsum(torch.flip(phi, [1]), 1), [1])
+    t, e = torch.tensor([12.0, 28.0]), torch.tensor([1.0, 0.0])
+    assert mtlr.loss(phi, t, e).item() == pytest.approx(pmf.loss(rev, t, e).item(), rel=1e-6)
+    np.testing.assert_allclose(mtlr.survival(phi.numpy()), pmf.survival(rev.numpy()), rtol=1e-6)
+
+
+def test_deephit_mixes_likelihood_and_pycox_ranking():
+    from pycox.models.data import pair_rank_mat
+    from pycox.models.loss import DeepHitSingleLoss
+
+    rng = np.random.default_rng(2)
+    head = DiscreteHead("pmf", edges=[0, 10, 20, 30, 40], alpha=0.3, sigma=0.2)
+    t = torch.tensor(rng.uniform(10.5, 39, 12))  # no censoring before the first edge: every row is kept
+    e = torch.tensor((rng.random(12) < 0.5).astype(float))
+    phi = torch.tensor(rng.normal(size=(12, 4)), dtype=torch.float32)
+    idx, ev = head._index_targets(t.numpy(), e.numpy())
+    assert (idx >= 0).all()
+    ref = DeepHitSingleLoss(alpha=0.3, sigma=0.2)(phi, torch.tensor(idx), torch.tensor(ev),
+                                                   torch.tensor(pair_rank_mat(idx, ev), dtype=torch.float32))
+    assert head.loss(phi, t, e).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_quantile_edges_and_make_head():
+    head = make_head("mtlr", n_bins=4)
+    t = np.arange(1, 101, dtype=float)
+    head.setup(t, np.ones(100))
+    assert head.n_outputs == 4 and head.edges_[0] == 0 and head.edges_[-1] == 100
+    with pytest.raises(ValueError, match="choose one of"):
+        make_head("weibull")
+
+
+# -- segmentation ------------------------------------------------------------------------------------------------
+def test_segmentation_loss_and_labels():
+    mask = torch.zeros(2, 1, 8, 8, 8, dtype=torch.uint8)
+    mask[0, 0, 2:5, 2:5, 2:5] = 1
+    mask[1, 0, 4:7, 4:7, 4:7] = 2
+    perfect = torch.cat([(mask == 1), (mask == 2)], 1).float() * 40 - 20
+    for kind in ("dice", "dicefocal"):
+        fn = segmentation_loss(kind)
+        assert fn(perfect, mask).item() < 1e-3
+        assert fn(-perfect, mask).item() > 0.9
+    assert torch.equal(labels_from_logits(perfect), mask[:, 0])
+
+
+# -- balanced batches ---------------------------------------------------------------------------------------------
+def test_balanced_batches_are_half_events_seeded_and_change_per_epoch():
+    events = np.array([True] * 5 + [False] * 45)
+    s = BalancedBatchSampler(events, 8, 10, seed=3)
+    first = list(s)
+    assert all(sum(events[b]) == 4 and len(b) == 8 for b in first)
+    assert first == list(BalancedBatchSampler(events, 8, 10, seed=3))
+    s.set_epoch(1)
+    assert list(s) != first
+    only = BalancedBatchSampler(np.zeros(10, bool), 4, 3, seed=0)
+    assert all(len(b) == 4 for b in only)
+
+
+# -- trainer ----------------------------------------------------------------------------------------------------
+class _Toy(torch.utils.data.Dataset):
+    """Cox data with one informative feature."""
+
+    def __init__(self, n=64, seed=0):
+        rng = np.random.default_rng(seed)
+        self.x = rng.normal(size=(n, 3)).astype(np.float32)
+        self.time = rng.exponential(np.exp(-self.x[:, 0]) * 100).astype(np.float32)
+        self.events = rng.random(n) < 0.6
+        self.transform = None
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"id": str(i), "x": torch.from_numpy(self.x[i]), "time": torch.tensor(self.time[i]),
+                "event": torch.tensor(float(self.events[i]))}
+
+
+def _toy_step(model, batch):
+    return {"loss": cox_loss(model(batch["x"])[:, 0], batch["time"], batch["event"])}
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.2), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+
+
+def test_a_killed_training_resumes_exactly(tmp_path):
+    cfg = TrainConfig(epochs=5, batch_size=8, lr=1e-2, schedule="cosine", warmup_epochs=1, grad_clip=1.0)
+    data = _Toy()
+    whole, hist = Trainer(cfg, seed=4).fit(_model(), data, _toy_step)
+
+    calls = {"n": 0}
+
+    def dying(model, batch):
+        calls["n"] += 1
+        if calls["n"] > 2 * 8 + 3:  # dies in the third epoch (8 batches per epoch)
+            raise KeyboardInterrupt
+        return _toy_step(model, batch)
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, seed=4, checkpoint=ckpt).fit(_model(), data, dying)
+    assert ckpt.is_file()
+    trainer = Trainer(cfg, seed=4, checkpoint=ckpt)
+    resumed, hist2 = trainer.fit(_model(), data, _toy_step)
+    assert trainer.resumed_from == 2 and not ckpt.exists()
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    np.testing.assert_allclose(hist["loss"], hist2["loss"])
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    scores = iter([0.6, 0.7, 0.65, 0.64, 0.63, 0.62, 0.61])
+    seen = {}
+
+    def validate(model):
+        s = next(scores)
+        seen[s] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"score": s}
+
+    cfg = TrainConfig(epochs=7, batch_size=8, lr=1e-2, patience=2)
+    model, hist = Trainer(cfg, seed=0).fit(_model(), _Toy(), _toy_step, validate)
+    assert hist["epoch"] == [1, 2, 3, 4] and hist["best_epoch"] == 2
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, seen[0.7][k])
+
+
+def test_ema_and_cpu_bf16_autocast_train():
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, ema=0.9, amp="bf16")
+    model, hist = Trainer(cfg, seed=0).fit(_model(), _Toy(), _toy_step)
+    assert len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
+    assert TrainConfig(amp="auto").amp == "auto"
+    assert "train.lr" in " ".join(TrainConfig(lr=-1).problems())
+
+
+def test_a_diverging_loss_is_reported():
+    def bad(model, batch):
+        return {"loss": model(batch["x"]).sum() * float("nan")}
+
+    with pytest.raises(FloatingPointError, match="train.lr"):
+        Trainer(TrainConfig(epochs=1), seed=0).fit(_model(), _Toy(), bad)
+
+
+# -- pipeline inverse -------------------------------------------------------------------------------------------
+def test_a_segmentation_goes_back_onto_the_native_grid(synthetic_smoke, tmp_path):
+    import SimpleITK as sitk
+
+    from bench.data.pipeline import PipelineConfig, load, to_native
+    from bench.metrics import dice
+
+    cfg = PipelineConfig(spacing_mm=2.0, size=(64, 64, 64))
+    pid = synthetic_smoke.ids[0]
+    files = synthetic_smoke.images[pid]
+    boxed = load(files, cfg, tmp_path)
+    native = to_native(boxed["mask"], boxed["origin"], cfg, files.ct)
+    ref = sitk.GetArrayFromImage(sitk.ReadImage(str(files.mask)))
+    assert native.shape == ref.shape
+    assert dice(native, ref)[1] > 0.8  # 2 mm round trip of the primary
+
+
+# -- config ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("item, match", [
+    ("train.lr=-1", "train.lr"), ("crop=[30,30,30]", "multiple of 16"), ("crop=[64,64,64]", "no larger than box"),
+    ('train.optimizer="lion"', "choose one of"), ('head="weibull"', "head"),
+])
+def test_bad_deep_configs_are_input_errors(item, match):
+    from baselines.deepmts import DeepMTS
+    from bench.config import resolve_config
+    from bench.errors import BenchInputError
+
+    with pytest.raises(BenchInputError, match=match):
+        resolve_config("deepmts", DeepMTS, "smoke", [item])
+
+
+def test_tmss_reads_the_clinical_token_and_the_ablation_does_not():
+    from baselines.tmss import TMSS, TMSSImage, TMSSNet
+
+    c = TMSS.configs["smoke"]
+    hidden, fs = TMSS.dims(c)
+    kw = dict(patch=c["patch"], depth=c["depth"], heads=c["heads"], hidden=hidden, feature_size=fs, dropout=0.0)
+    x = torch.rand(2, 2, 32, 32, 32)
+    torch.manual_seed(0)
+    with_token = TMSSNet((32, 32, 32), 5, 6, **kw).eval()
+    a, b = with_token(x, torch.zeros(2, 5))["surv"], with_token(x, torch.ones(2, 5))["surv"]
+    assert not torch.allclose(a, b)
+    image_only = TMSSNet((32, 32, 32), 0, 6, **kw).eval()
+    assert image_only.clinical is None
+    assert TMSSImage.configs["quick"]["clinical"] is False and "clinical" not in TMSSImage.consumes
+    assert TMSS.check_network(c | {"crop": [24, 24, 24]})
