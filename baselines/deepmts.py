@@ -13,10 +13,13 @@ Architecture (``bench.nn.ImageSurvivalMethod`` does data, training and outputs):
 
 Scales (every deviation from the paper is here):
 - ``paper``: the published sizes — 128³ input (crop of a 144³ box at 1 mm), width 1, batch 8 balanced, Adam
-  1e-4. The spec gives no epoch count: 100 epochs with patience 20 are our choice.
+  1e-4 constant. The spec gives no epoch count: 100 epochs, keeping the best validation epoch, patience 20,
+  are our choice.
 - ``quick`` (CPU): 32³ crop of a 40³ box at 3 mm (a 96 mm field around the PET hot region), width ½, batch
-  8, Adam 1e-3 (a higher rate: far fewer steps), 14 epochs × 24 steps, patience 6. Measured on 2 CPU
-  cores: see the closing note of issue 8 and ``bench report deepmts``.
+  8 balanced, Adam 3e-3 with one warm-up epoch and a cosine decay, 20 epochs × 24 steps, the last epoch's
+  weights kept. The higher rate is needed with so few steps: on training patients only (200 train / 60
+  validation, folds untouched) the U-Net reached a validation GTVp Dice of 0.49 after 150 steps at 3e-3
+  against 0.23 at 1e-3. Train step ≈ 0.08 s per sample on 2 CPU cores (U-Net 0.058 + DenseNet 0.020).
 - ``smoke``: 32³ crop at 6 mm (MONAI BasicUNet needs 32 to keep 2³ at its bottom), width ¼, 2 epochs × 2 steps (seconds; tests only).
 Deviations at every scale: the crop is centred on the PET hot region found from the images (the harness
 never uses reference masks at test time); the paper's DenseNet also received U-Net decoder features — here
@@ -29,9 +32,9 @@ from torch import nn
 
 from bench.nn import ImageSurvivalMethod, width
 
-_TRAIN = {"epochs": 14, "batch_size": 8, "steps_per_epoch": 24, "lr": 1e-3, "weight_decay": 0.0,
-          "optimizer": "adam", "schedule": "constant", "warmup_epochs": 0, "step_every": 10, "grad_clip": 5.0,
-          "ema": 0.0, "patience": 6, "balanced": True, "amp": "auto", "workers": 0}
+_TRAIN = {"epochs": 20, "batch_size": 8, "steps_per_epoch": 24, "lr": 3e-3, "weight_decay": 0.0,
+          "optimizer": "adam", "schedule": "cosine", "warmup_epochs": 1, "step_every": 10, "grad_clip": 5.0,
+          "ema": 0.0, "patience": 0, "keep": "last", "balanced": True, "amp": "auto", "workers": 0}
 _BASE = {"head": "cox", "clinical": False, "seg_loss": "dice", "seg_weight": 1.0, "surv_weight": 1.0,
          "augment": True, "flips": True, "growth": 16, "blocks": [4, 8, 16], "unet": [8, 16, 32, 64, 128]}
 
@@ -63,7 +66,8 @@ class DeepMTS(ImageSurvivalMethod):
         "quick": _BASE | {"spacing_mm": 3.0, "box": [40, 40, 40], "crop": [32, 32, 32], "width": 0.5,
                           "train": dict(_TRAIN)},
         "paper": _BASE | {"spacing_mm": 1.0, "box": [144, 144, 144], "crop": [128, 128, 128], "width": 1.0,
-                          "train": _TRAIN | {"epochs": 100, "steps_per_epoch": 0, "lr": 1e-4, "patience": 20}},
+                          "train": _TRAIN | {"epochs": 100, "steps_per_epoch": 0, "lr": 1e-4, "schedule": "constant",
+                                             "warmup_epochs": 0, "patience": 20, "keep": "best"}},
     }
 
     @classmethod

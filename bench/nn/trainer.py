@@ -10,8 +10,8 @@
 - balanced batches: each batch holds events and censored patients in equal numbers (drawn without
   replacement within an epoch, cycling), seeded by (seed, epoch);
 - early stopping on the validation split: ``validate(model)`` returns a dict with ``score`` (higher is
-  better); the best epoch's weights are kept, and training stops after ``patience`` epochs without a better
-  score (0: never stops early);
+  better); the best epoch's weights are kept (``keep = "best"``; ``"last"`` keeps the final weights, e.g.
+  after a cosine decay), and training stops after ``patience`` epochs without a better score (0: never);
 - determinism: torch's RNG, the sampler and the augmentation state are seeded from (seed, epoch) at the start
   of every epoch, so a resumed training continues exactly as an uninterrupted one (on the CPU);
 - checkpoints: after each epoch the whole state (weights, optimiser, schedule, EMA, scaler, history, best
@@ -38,6 +38,7 @@ from bench.errors import BenchInputError
 OPTIMISERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 AMP = ("auto", "bf16", "fp16", "off")
+KEEP = ("best", "last")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
     patience: int = 0  # epochs without a better validation score before stopping; 0 = run every epoch
+    keep: str = "best"  # weights returned: "best" validation epoch, or "last" epoch (e.g. after a cosine decay)
     balanced: bool = True  # equal numbers of events and censored patients in each batch
     amp: str = "auto"
     workers: int = 0  # DataLoader worker processes
@@ -80,7 +82,7 @@ class TrainConfig:
             out.append(f"train.ema = {self.ema} must be in [0, 1)")
         if self.step_every < 1:
             out.append(f"train.step_every = {self.step_every} must be >= 1")
-        for key, allowed in (("optimizer", OPTIMISERS), ("schedule", SCHEDULES), ("amp", AMP)):
+        for key, allowed in (("optimizer", OPTIMISERS), ("schedule", SCHEDULES), ("amp", AMP), ("keep", KEEP)):
             if getattr(self, key) not in allowed:
                 out.append(f"train.{key} = {getattr(self, key)!r}: choose one of {', '.join(allowed)}")
         return out
@@ -285,8 +287,10 @@ class Trainer:
         finally:
             bar.close()
         final = ema.module if ema is not None else model
-        final.load_state_dict(state["best_weights"])
+        if cfg.keep == "best":
+            final.load_state_dict(state["best_weights"])
         history["best_epoch"] = state["best_epoch"]
+        history["kept_epoch"] = state["best_epoch"] if cfg.keep == "best" else state["epoch"]
         if self.checkpoint is not None:
             self.checkpoint.unlink(missing_ok=True)
         return final, history
