@@ -17,11 +17,18 @@ def _curves(model) -> list[str]:
     history = getattr(model, "history_", None)
     if not isinstance(history, dict) or not history:
         return []
-    cols = [c for c in history if c != "epoch"]
-    n = len(next(iter(history.values())))
-    lines = [f"    {n} epoch(s); " + ", ".join(
-        f"{c}: first {history[c][0]:.4f}, last {history[c][-1]:.4f}, best {np.nanmin(history[c]):.4f}"
-        for c in cols if len(history[c]) and isinstance(history[c][0], (int, float)))]
+    series = {c: v for c, v in history.items() if isinstance(v, list) and v and c != "epoch"}
+    n = len(history.get("epoch") or next(iter(series.values()), []))
+    kept = "" if "kept_epoch" not in history else (
+        f"; weights of epoch {history['kept_epoch']} kept (best validation epoch {history.get('best_epoch')})")
+    lines = [f"    {n} epoch(s){kept}"]
+    for c, v in series.items():
+        if isinstance(v[0], (int, float)):
+            line = f"      {c}: first {v[0]:.4g}, last {v[-1]:.4g}"
+            if c not in ("lr", "seconds"):
+                higher = "loss" not in c  # losses: lower is better; scores (C-index, Dice): higher
+                line += f", best {(np.nanmax(v) if higher else np.nanmin(v)):.4g}"
+            lines.append(line)
     return lines
 
 

@@ -283,3 +283,17 @@ def test_tmss_reads_the_clinical_token_and_the_ablation_does_not():
     assert image_only.clinical is None
     assert TMSSImage.configs["quick"]["clinical"] is False and "clinical" not in TMSSImage.consumes
     assert TMSS.check_network(c | {"crop": [24, 24, 24]})
+
+
+def test_the_deep_methods_run_from_the_command_line_and_report_their_training(tmp_path):
+    """The issue's command at smoke scale, then `bench report` shows the stored per-epoch logs."""
+    from helpers import run_bench
+
+    res = tmp_path / "results"
+    done = run_bench("run", "--method", "deepmts,tmss", "--protocol", "clean", "--scale", "smoke",
+                     "--results", str(res))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "10 job(s) run" in done.stdout and "dice_gtvp" in done.stdout
+    report = run_bench("report", "deepmts", "--protocol", "clean", "--results", str(res))
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "2 epoch(s); weights of epoch 2 kept" in report.stdout and "seg_loss: first" in report.stdout
