@@ -59,7 +59,7 @@ class DeepMTSNet(nn.Module):
 class DeepMTS(ImageSurvivalMethod):
     consumes = ("ct", "pet", "mask")
     produces = ("risk", "survival", "segmentation")
-    version = "1"
+    version = "2"  # 2: Cox loss keeps a censoring tied with an event in the risk set
     configs = {
         "smoke": _BASE | {"spacing_mm": 6.0, "box": [36, 36, 36], "crop": [32, 32, 32], "width": 0.25,
                           "train": _TRAIN | {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "patience": 0}},

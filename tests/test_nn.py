@@ -36,6 +36,33 @@ def test_cox_loss_breslow_ties_match_the_numpy_likelihood():
     assert got.item() == pytest.approx(want, rel=1e-6)
 
 
+def test_cox_loss_keeps_a_censoring_tied_with_an_event_in_the_risk_set():
+    from bench.survival import _neg_partial_loglik
+
+    # the censored patient (lp 1) is at risk at the event's time: −(0 − log(e + 1))
+    got = cox_loss(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.0, 1.0]))
+    assert got.item() == pytest.approx(math.log(math.e + 1), rel=1e-6)
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        t = rng.integers(1, 4, 8).astype(float)
+        e = rng.random(8) < 0.5
+        e[0] = True
+        z = rng.normal(size=8)
+        want = _neg_partial_loglik(1.0, z, t, e) / e.sum()
+        assert cox_loss(torch.tensor(z), torch.tensor(t), torch.tensor(e.astype(float))).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_cox_loss_agrees_with_torchsurv_without_ties():
+    from torchsurv.loss.cox import neg_partial_log_likelihood
+
+    rng = np.random.default_rng(6)
+    t = torch.tensor(rng.permutation(40) + 1.0)
+    e = torch.tensor(rng.random(40) < 0.5)
+    lp = torch.tensor(rng.normal(size=40))
+    ref = neg_partial_log_likelihood(lp, e, t, ties_method="breslow", reduction="sum") / e.sum()
+    assert cox_loss(lp, t, e.double()).item() == pytest.approx(ref.item(), rel=1e-6)
+
+
 def test_cox_loss_without_events_is_zero_with_a_gradient():
     lp = torch.tensor([0.3, -0.2], requires_grad=True)
     loss = cox_loss(lp, torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]))
@@ -62,12 +89,14 @@ def test_cox_head_curves_ignore_a_constant_shift_of_the_log_hazard():
 # -- discrete time ----------------------------------------------------------------------------------------------
 def test_nnet_survival_likelihood_by_hand():
     head = DiscreteHead("hazard", edges=[0, 10, 20, 30])
-    out = torch.tensor([[0.5, -0.3, 1.2]] * 3, requires_grad=True)
     # event at 15: survived interval 0, failed in 1; censored at 26 (past the midpoint 25 of the last
-    # interval): survived all three; censored at 24: survived the first two
-    time, event = torch.tensor([15.0, 26.0, 24.0]), torch.tensor([1.0, 0.0, 0.0])
+    # interval): survived all three; censored at 24: survived the first two; an event exactly on the last
+    # edge fails in the last interval; an event after it survived all three
+    out = torch.tensor([[0.5, -0.3, 1.2]] * 5, requires_grad=True)
+    time, event = torch.tensor([15.0, 26.0, 24.0, 30.0, 31.0]), torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])
     p = torch.sigmoid(torch.tensor([0.5, -0.3, 1.2]))
-    want = -(torch.log(p[0]) + torch.log(1 - p[1]) + torch.log(p).sum() + torch.log(p[:2]).sum()) / 3
+    want = -(torch.log(p[0]) + torch.log(1 - p[1]) + torch.log(p).sum() + torch.log(p[:2]).sum()
+             + torch.log(p[:2]).sum() + torch.log(1 - p[2]) + torch.log(p).sum()) / 5
     got = head.loss(out, time, event)
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
     got.backward()
@@ -149,6 +178,12 @@ def test_balanced_batches_are_half_events_seeded_and_change_per_epoch():
     assert list(s) != first
     only = BalancedBatchSampler(np.zeros(10, bool), 4, 3, seed=0)
     assert all(len(b) == 4 for b in only)
+    # an odd size gives the extra place to an event; a batch of one is an event
+    assert all(sum(events[b]) == 2 for b in BalancedBatchSampler(events, 3, 5, seed=0))
+    assert all(events[b].all() for b in BalancedBatchSampler(events, 1, 5, seed=0))
+    # without replacement within a pass: the first 45 // 4 batches use distinct censored patients
+    censored = [i for b in BalancedBatchSampler(events, 8, 11, seed=1) for i in b if not events[i]]
+    assert len(set(censored)) == len(censored) == 44
 
 
 # -- trainer ----------------------------------------------------------------------------------------------------
@@ -221,12 +256,50 @@ def test_early_stopping_keeps_the_best_epoch():
         torch.testing.assert_close(v, seen[0.7][k])
 
 
-def test_ema_and_cpu_bf16_autocast_train():
-    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, ema=0.9, amp="bf16")
-    model, hist = Trainer(cfg, seed=0).fit(_model(), _Toy(), _toy_step)
+def test_ema_weights_are_returned_and_cpu_bf16_autocast_trains():
+    dtypes = []
+
+    def step(model, batch):
+        out = model(batch["x"])
+        dtypes.append(out.dtype)
+        return {"loss": cox_loss(out[:, 0], batch["time"], batch["event"])}
+
+    raw = _model()
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=1e-2, ema=0.5, amp="bf16", keep="last")
+    model, hist = Trainer(cfg, seed=0).fit(raw, _Toy(), step)
     assert len(hist["loss"]) == 2 and all(np.isfinite(hist["loss"]))
-    assert TrainConfig(amp="auto").amp == "auto"
+    assert set(dtypes) == {torch.bfloat16}  # autocast was on
+    assert model is not raw  # the EMA copy, whose weights differ from the raw ones
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), raw.state_dict().values()))
     assert "train.lr" in " ".join(TrainConfig(lr=-1).problems())
+    assert "train.keep" in " ".join(TrainConfig(keep="first").problems())
+
+
+def test_a_validation_split_without_events_falls_back_to_the_latest_epoch():
+    cfg = TrainConfig(epochs=5, batch_size=8, lr=1e-2, patience=2)
+    model, hist = Trainer(cfg, seed=0).fit(_model(), _Toy(), _toy_step, lambda m: {"score": float("nan")})
+    assert hist["epoch"] == [1, 2, 3, 4, 5] and hist["best_epoch"] == 5
+
+
+def test_a_run_killed_after_early_stopping_does_not_train_on(tmp_path):
+    scores = [0.7, 0.6, 0.5, 0.4, 0.3, 0.2]
+    cfg = TrainConfig(epochs=6, batch_size=8, lr=1e-2, patience=2)
+    ckpt = tmp_path / "c.pt"
+
+    class Killed(Exception):
+        pass
+
+    class KeepCheckpoint(Trainer):  # dies after the checkpoint of the stopping epoch, before cleanup
+        def _save(self, *a):
+            super()._save(*a)
+            if a[-1]["stopped"]:
+                raise Killed
+
+    it = iter(scores)
+    with pytest.raises(Killed):
+        KeepCheckpoint(cfg, seed=0, checkpoint=ckpt).fit(_model(), _Toy(), _toy_step, lambda m: {"score": next(it)})
+    _, hist = Trainer(cfg, seed=0, checkpoint=ckpt).fit(_model(), _Toy(), _toy_step, lambda m: {"score": 0.99})
+    assert hist["epoch"] == [1, 2, 3] and hist["best_epoch"] == 1
 
 
 def test_a_diverging_loss_is_reported():

@@ -3,16 +3,14 @@
 A head is a small object: ``n_outputs`` (network outputs per patient), ``setup(time, event)`` on the training
 outcomes (time grid, interval edges), ``loss(out, time, event)`` for a batch, and ``predict(out)`` →
 (risk, survival (n, T), times (T,)) as numpy on the head's own grid. The likelihoods come from the libraries
-made for them where they exist: torchsurv (Cox partial likelihood, Breslow ties), pycox (PMF, MTLR, DeepHit
-ranking); the AdaMSS/DeepMTS discrete-time likelihood (Gensheimer & Narasimhan's nnet-survival form on fixed
-interval edges) is written here. Every head is checked on tiny hand-computed cases in tests/test_nn.py.
+made for them where they exist: pycox (PMF, MTLR, DeepHit ranking); the Cox partial likelihood (Breslow ties;
+checked against torchsurv and numpy) and the AdaMSS/DeepMTS discrete-time likelihood (Gensheimer &
+Narasimhan's nnet-survival form on fixed interval edges) are written here. Every head is checked on tiny hand-computed cases in tests/test_nn.py.
 
 Risk: the Cox head's risk is its log-hazard; a discrete head's risk is minus the restricted mean survival
 time over its grid (AdaMSS predicts the expected survival time and ranks by it), so higher = earlier event.
 """
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
@@ -25,18 +23,18 @@ def _f(x) -> torch.Tensor:
 
 
 def cox_loss(log_hz: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
-    """Negative Cox partial log-likelihood (Breslow ties), torchsurv's, divided by the number of events. A
-    batch without an event has no likelihood term: 0, with a gradient, instead of NaN."""
-    from torchsurv.loss.cox import neg_partial_log_likelihood
-
+    """Negative Cox partial log-likelihood with Breslow ties, divided by the number of events:
+    −Σ_{i: event} [lp_i − log Σ_{j: T_j ≥ T_i} exp(lp_j)] / #events. Every patient with T_j ≥ T_i is in the
+    risk set, tied events and tied censorings included. Written out (an n × n mask, fine for a batch) because
+    torchsurv's path for event-tie-free batches drops a censoring tied with an event from the risk set; the
+    tests check it against torchsurv where they agree and against the numpy likelihood everywhere. A batch
+    without an event has no likelihood term: 0, with a gradient, instead of NaN."""
     log_hz, time, event = _f(log_hz), _f(time), _f(event).bool()
     if not bool(event.any()):
         return (log_hz * 0).sum()
-    # torchsurv's "mean" divides by the number of distinct event times; per event is the usual scale
-    with warnings.catch_warnings():  # torchsurv warns on every batch with tied times
-        warnings.filterwarnings("ignore", message="Ties in `time` detected")
-        nll = neg_partial_log_likelihood(log_hz, event, time, ties_method="breslow", reduction="sum")
-    return nll / event.sum()
+    at_risk = time[None, :] >= time[:, None]  # row i: who is at risk at T_i
+    log_den = log_hz[None, :].masked_fill(~at_risk, float("-inf")).logsumexp(1)
+    return -(log_hz - log_den)[event].sum() / event.sum()
 
 
 def quantile_cuts(time: np.ndarray, event: np.ndarray, n_bins: int) -> np.ndarray:
@@ -97,9 +95,11 @@ class DiscreteHead:
 
     ``param``:
     - ``"hazard"`` (AdaMSS, DeepMTS's nnet-survival form): output k → conditional probability of surviving
-      interval k, sigmoid; likelihood of Gensheimer & Narasimhan (2019): an event in interval k counts
-      survival of the intervals before it and failure in k; a censored patient counts every interval whose
-      midpoint they outlived. S(e_k) = Π_{j ≤ k} p_j.
+      interval (e_k, e_{k+1}], sigmoid; likelihood of Gensheimer & Narasimhan (2019): an event in interval k
+      counts survival of the intervals before it and failure in k; a censored patient counts every interval
+      whose midpoint they outlived; an event after e_K counts survival of every interval. S(e_{k+1}) =
+      Π_{j ≤ k} p_j. One deviation from nnet-survival: an event exactly on an edge fails in the interval that
+      edge closes (nnet-survival moves it to the next one, so an event on the last edge had no failure term).
     - ``"pmf"`` (DeepHit): pycox's PMF parametrisation (softmax over K + 1, the last cell "beyond e_K");
       ``alpha`` < 1 adds pycox's DeepHit ranking loss with ``sigma``: loss = α·NLL + (1 − α)·rank.
     - ``"mtlr"``: pycox's MTLR (PMF after a reverse cumulative sum).
@@ -149,8 +149,8 @@ class DiscreteHead:
         t = np.asarray(time, float)[:, None]
         e = np.asarray(event, bool)[:, None]
         upper, mid = edges[1:][None, :], (edges[:-1] + 0.5 * np.diff(edges))[None, :]
-        survived = np.where(e, t >= upper, t >= mid).astype(np.float32)
-        first_after = (t < upper) & e
+        survived = np.where(e, t > upper, t >= mid).astype(np.float32)
+        first_after = (t <= upper) & e
         failed = np.zeros_like(survived)
         rows = np.where(first_after.any(1))[0]
         failed[rows, first_after[rows].argmax(1)] = 1.0
@@ -177,15 +177,15 @@ class DiscreteHead:
         share = float(keep.mean())  # mean over the whole batch, as if dropped rows were there with 0
         if self.param == "mtlr":
             return L.nll_mtlr(o, idx, ev) * share
-        nll = L.nll_pmf(o, idx, ev) * share
+        nll = L.nll_pmf(o, idx, ev)
         if self.alpha >= 1:
-            return nll
+            return nll * share
         from pycox.models.data import pair_rank_mat
 
         rank_mat = torch.as_tensor(pair_rank_mat(idx.cpu().numpy(), ev.cpu().numpy()), device=out.device,
                                    dtype=o.dtype)
         rank = L.rank_loss_deephit_single(o, idx, ev, rank_mat, self.sigma)
-        return self.alpha * nll + (1 - self.alpha) * rank
+        return (self.alpha * nll + (1 - self.alpha) * rank) * share
 
     def survival(self, out: np.ndarray) -> np.ndarray:
         from pycox.models import utils

@@ -136,13 +136,18 @@ class ImageSurvivalMethod(Method):
         return np.concatenate(surv), segs
 
     # -- fit / predict ---------------------------------------------------------------------------------------
-    def _checkpoint_path(self, train, val):
+    def _checkpoint_path(self, train_data, val_data):
+        """Keyed by everything that shapes the training: method, code version, config, seed, device and
+        precision, and the patients' pipeline cache entries (content-hashed images, so regenerated or
+        corrupted images give a new key)."""
         from bench.hashing import content_hash
+        from bench.nn.trainer import amp_dtype
 
         key = content_hash({"method": self.ctx.method_name or type(self).__name__, "version": self.version,
-                            "config": self.config, "seed": self.ctx.seed, "train": [str(i) for i in train.ids],
-                            "val": [str(i) for i in val.ids],
-                            "images": sorted(str(f.ct) + str(f.pet) for f in train.image_files.values())}, 24)
+                            "config": self.config, "seed": self.ctx.seed, "device": self.ctx.device,
+                            "amp": str(amp_dtype(self.config["train"]["amp"], self.ctx.device)),
+                            "train": [p.name for p in train_data.paths.values()],
+                            "val": [] if val_data is None else [p.name for p in val_data.paths.values()]}, 24)
         return self.ctx.cache_dir / "checkpoints" / f"{key}.pt"
 
     def fit(self, train, val) -> None:
@@ -198,7 +203,7 @@ class ImageSurvivalMethod(Method):
             return out
 
         trainer = Trainer(TrainConfig.from_dict(c["train"]), device=self.ctx.device, seed=self.ctx.seed,
-                          checkpoint=self._checkpoint_path(train, val), logger=self.ctx.logger,
+                          checkpoint=self._checkpoint_path(train_data, val_data), logger=self.ctx.logger,
                           progress=self.ctx.progress, desc=self.ctx.method_name or type(self).__name__)
         net, self.history_ = trainer.fit(net, train_data, step, validate if val_data is not None else None)
         if hasattr(self.head_, "fit_baseline"):  # Cox: Breslow baseline on every training patient
@@ -215,14 +220,16 @@ class ImageSurvivalMethod(Method):
         return self.head_.predict(surv_out)[0]
 
     def predict(self, cohort) -> Prediction:
-        net = self.net_.to(self.ctx.device)
-        data = self._dataset(cohort, train=False)
-        surv_out, segs = self._outputs(net, data)
+        try:
+            net = self.net_.to(self.ctx.device)
+            data = self._dataset(cohort, train=False)
+            surv_out, segs = self._outputs(net, data)
+        finally:  # the fitted model is pickled by the store: keep it on the CPU whatever happens
+            self.net_ = self.net_.cpu()
         risk, surv, times = self.head_.predict(surv_out)
         segmentation = None
         if segs is not None:
             segmentation = self._to_native(cohort, data, segs)
-        self.net_ = net.cpu()
         return Prediction(risk=risk, survival=surv, times=times, segmentation=segmentation,
                           method=self.ctx.method_name or type(self).__name__, n_expected=len(cohort))
 

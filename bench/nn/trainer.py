@@ -100,9 +100,10 @@ def amp_dtype(amp: str, device: str) -> torch.dtype | None:
 
 
 class BalancedBatchSampler(torch.utils.data.Sampler):
-    """Batches of ``batch_size`` indices, half events and half censored (the rarer group cycles through a
-    fresh permutation whenever it runs out), ``n_batches`` per epoch; seeded by (seed, epoch). With only one
-    group present, plain shuffled batches."""
+    """Batches of ``batch_size`` indices, half events and half censored (an odd size gives the extra place
+    to an event, so a batch of one is an event), each group drawn without replacement and starting a fresh
+    permutation when it runs out, ``n_batches`` per epoch; seeded by (seed, epoch). With only one group
+    present, plain shuffled batches."""
 
     def __init__(self, events, batch_size: int, n_batches: int, seed: int = 0):
         self.events = np.asarray(events, bool)
@@ -118,7 +119,7 @@ class BalancedBatchSampler(torch.utils.data.Sampler):
         rng = np.random.default_rng([self.seed, self.epoch])
         groups = [np.flatnonzero(self.events), np.flatnonzero(~self.events)]
         groups = [g for g in groups if len(g)]
-        n_event = self.batch_size // 2 if len(groups) == 2 else self.batch_size
+        n_event = (self.batch_size + 1) // 2 if len(groups) == 2 else self.batch_size
         takes = [n_event, self.batch_size - n_event] if len(groups) == 2 else [self.batch_size]
         queues = [list(rng.permutation(g)) for g in groups]
         for _ in range(self.n_batches):
@@ -199,7 +200,8 @@ class Trainer:
         dl = (loader_fn or make_loader)(train_data, batch_size=cfg.batch_size, shuffle=False, seed=self.seed,
                                         num_workers=cfg.workers, batch_sampler=sampler)
         history: dict[str, list] = {"epoch": [], "loss": [], "lr": [], "seconds": []}
-        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "best_weights": None, "bad": 0}
+        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "best_weights": None, "bad": 0,
+                 "stopped": False}
         if self.checkpoint is not None and self.checkpoint.is_file():
             saved = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
             model.load_state_dict(saved["model"])
@@ -215,7 +217,7 @@ class Trainer:
         bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=self.desc, unit="epoch", leave=False,
                    disable=not self.progress or None)
         try:
-            for epoch in range(state["epoch"], cfg.epochs):
+            for epoch in range(state["epoch"], cfg.epochs if not state.get("stopped") else state["epoch"]):
                 t0 = time.perf_counter()
                 es = self._epoch_seed(epoch)
                 torch.manual_seed(es)
@@ -262,16 +264,24 @@ class Trainer:
                 else:
                     score = -history["loss"][-1]
                 improved = np.isfinite(score) and score > state["best_score"]
-                if improved or state["best_weights"] is None:
+                unscored = not np.isfinite(score) and not np.isfinite(state["best_score"])
+                if improved or unscored:
+                    # without any finite score yet (a validation split without events), the latest weights
+                    # stand in for the best and the epoch does not count towards early stopping
                     state["best_weights"] = copy.deepcopy({k: v.detach().cpu() for k, v in evaluated.state_dict().items()})
                     state["best_epoch"] = epoch + 1
                     state["best_score"] = score if improved else state["best_score"]
                     state["bad"] = 0
-                else:
+                    if unscored and epoch == 0:
+                        self.log.warning("%s: the validation score is not defined (no event in the validation "
+                                         "split?); early stopping and best-epoch selection fall back to the "
+                                         "latest epoch", self.desc)
+                elif np.isfinite(score):
                     state["bad"] += 1
                 history["seconds"].append(time.perf_counter() - t0)
                 state["epoch"] = epoch + 1
                 stop = cfg.patience > 0 and state["bad"] >= cfg.patience
+                state["stopped"] = stop  # a run killed after this save must not train on when resumed
                 self._save(model, opt, sched, scaler, ema, history, state)
                 shown = {"loss": f"{history['loss'][-1]:.4f}"}
                 if validate is not None:
