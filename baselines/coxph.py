@@ -16,19 +16,9 @@ from sksurv.util import Surv
 from bench import Cohort, Method, Prediction
 from bench.clinical import as_object, clinical_preprocessor
 from bench.config import below_minimum
+from bench.survival import event_time_grid
 
 _CONFIG = {"alpha": 0.1, "ties": "breslow", "n_iter": 100, "n_times": 100}
-
-
-def event_time_grid(time: np.ndarray, event: np.ndarray, n_times: int) -> np.ndarray:
-    """``n_times`` quantiles of the training event times (all times when there is no event).
-
-    A Cox curve changes only at training event times: a grid point before the first event would give
-    every patient S = 1 there, and Antolini's C-td counts such ties as discordant for every early test event.
-    """
-    times = np.asarray(time, float)[np.asarray(event, bool)]
-    times = times if len(times) else np.asarray(time, float)
-    return np.unique(np.quantile(times, np.linspace(0, 1, n_times), method="nearest"))
 
 
 def curves_at(fns, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.coxph import event_time_grid
 from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
 from bench import Cohort, Method, Prediction
 from bench.config import below_minimum
+from bench.survival import event_time_grid
 
 
 def _batch_size(wanted: int, n: int) -> int:

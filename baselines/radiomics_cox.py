@@ -13,11 +13,12 @@ from sklearn.model_selection import StratifiedKFold
 from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.util import Surv
 
-from baselines.coxph import curves_at, event_time_grid
+from baselines.coxph import curves_at
 from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
 from bench import BenchInputError, Cohort, Method, Prediction
 from bench.config import below_minimum
 from bench.metrics import cindex_harrell
+from bench.survival import event_time_grid
 
 
 class _CoxnetMethod(Method):

@@ -90,3 +90,14 @@ def breslow_curves(train_time: np.ndarray, train_event: np.ndarray, train_risk: 
                       f"[{MIN_SLOPE:g}, {MAX_SLOPE:g}]",
             "beta": beta, "fitted_beta": fitted}
     return np.clip(surv, 0.0, 1.0), event_times, info
+
+
+def event_time_grid(time: np.ndarray, event: np.ndarray, n_times: int) -> np.ndarray:
+    """``n_times`` quantiles of the training event times (all times when there is no event).
+
+    A Cox curve changes only at training event times: a grid point before the first event would give
+    every patient S = 1 there, and Antolini's C-td counts such ties as discordant for every early test event.
+    """
+    times = np.asarray(time, float)[np.asarray(event, bool)]
+    times = times if len(times) else np.asarray(time, float)
+    return np.unique(np.quantile(times, np.linspace(0, 1, n_times), method="nearest"))

@@ -152,6 +152,18 @@ def test_quantile_edges_and_make_head():
     assert head.n_outputs == 4 and head.edges_[0] == 0 and head.edges_[-1] == 100
     with pytest.raises(ValueError, match="choose one of"):
         make_head("weibull")
+    out = np.random.default_rng(0).normal(size=(6, 4))
+    np.testing.assert_allclose(head.risk(out), head.predict(out)[0])
+
+
+def test_a_method_config_without_ranking_settings_gets_the_plain_pmf_head():
+    from baselines.deepmts import DeepMTS
+    from bench.config import resolve_config
+    from bench.method import RunContext
+
+    for name, want in (("pmf", "pmf"), ("deephit", "deephit"), ("cox", "cox")):
+        cfg = resolve_config("deepmts", DeepMTS, "smoke", [f'head="{name}"'])
+        assert DeepMTS(RunContext(config=cfg)).make_head().name == want
 
 
 # -- segmentation ------------------------------------------------------------------------------------------------

@@ -51,21 +51,22 @@ class PetCtDataset(Dataset):
         return out
 
 
-def augmentation(with_mask: bool = True, crop: tuple[int, int, int] | None = None, flips: bool = True):
+def augmentation(with_mask: bool = True, crop: tuple[int, int, int] | None = None, flips: bool = True,
+                 jitter: bool = True):
     """MONAI training augmentation, applied to image and mask alike: a random crop of ``crop`` voxels
     (array order z, y, x) inside the pipeline box — the box is centred on the PET hot region, so this is a
-    random crop around the tumour as the images locate it — flips on every axis, intensity scale and shift
-    jitter."""
+    random crop around the tumour as the images locate it — flips on every axis (``flips``), intensity scale
+    and shift jitter (``jitter``)."""
     from monai.transforms import Compose, RandFlipd, RandScaleIntensityd, RandShiftIntensityd, RandSpatialCropd
 
     keys = ["image", "mask"] if with_mask else ["image"]
     steps = [] if crop is None else [RandSpatialCropd(keys=keys, roi_size=list(crop), random_size=False)]
     if flips:
         steps += [RandFlipd(keys=keys, prob=0.5, spatial_axis=a) for a in (0, 1, 2)]
-    return Compose(steps + [
-        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-        RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
-    ])
+    if jitter:
+        steps += [RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+                  RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5)]
+    return Compose(steps)
 
 
 def centre_slices(box: tuple[int, ...], crop: tuple[int, ...]) -> tuple[slice, ...]:

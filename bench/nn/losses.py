@@ -1,8 +1,8 @@
 """Survival heads and losses, and the segmentation loss (torch).
 
 A head is a small object: ``n_outputs`` (network outputs per patient), ``setup(time, event)`` on the training
-outcomes (time grid, interval edges), ``loss(out, time, event)`` for a batch, and ``predict(out)`` →
-(risk, survival (n, T), times (T,)) as numpy on the head's own grid. The likelihoods come from the libraries
+outcomes (time grid, interval edges), ``loss(out, time, event)`` for a batch, ``risk(out)`` and ``predict(out)``
+→ (risk, survival (n, T), times (T,)) as numpy on the head's own grid. The likelihoods come from the libraries
 made for them where they exist: pycox (PMF, MTLR, DeepHit ranking); the Cox partial likelihood (Breslow ties;
 checked against torchsurv and numpy) and the AdaMSS/DeepMTS discrete-time likelihood (Gensheimer &
 Narasimhan's nnet-survival form on fixed interval edges) are written here. Every head is checked on tiny hand-computed cases in tests/test_nn.py.
@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-HEADS = ("cox", "discrete", "deephit", "mtlr")
+from bench.survival import event_time_grid
+
+HEADS = ("cox", "discrete", "deephit", "mtlr", "pmf")
 
 
 def _f(x) -> torch.Tensor:
@@ -76,13 +78,15 @@ class CoxHead:
 
         lp = np.asarray(train_out, float).reshape(len(train_out), -1)[:, 0]
         self.shift_ = float(np.median(lp))  # exp() of a centred lp cannot overflow
-        event = np.asarray(event, bool)
-        self.breslow_ = BreslowEstimator().fit(lp - self.shift_, event, np.asarray(time, float))
-        t = np.asarray(time, float)[event] if event.any() else np.asarray(time, float)
-        self.times_ = np.unique(np.quantile(t, np.linspace(0, 1, self.n_times), method="nearest"))
+        self.breslow_ = BreslowEstimator().fit(lp - self.shift_, np.asarray(event, bool), np.asarray(time, float))
+        self.times_ = event_time_grid(time, event, self.n_times)
+
+    def risk(self, out: np.ndarray) -> np.ndarray:
+        """The log-hazard itself (needs no baseline)."""
+        return np.asarray(out, float).reshape(len(out), -1)[:, 0]
 
     def predict(self, out: np.ndarray):
-        lp = np.asarray(out, float).reshape(len(out), -1)[:, 0]
+        lp = self.risk(out)
         if not hasattr(self, "breslow_"):
             raise RuntimeError("CoxHead.predict before fit_baseline")
         s0 = self.breslow_.baseline_survival_(self.times_)
@@ -104,8 +108,8 @@ class DiscreteHead:
       ``alpha`` < 1 adds pycox's DeepHit ranking loss with ``sigma``: loss = α·NLL + (1 − α)·rank.
     - ``"mtlr"``: pycox's MTLR (PMF after a reverse cumulative sum).
     For pmf/mtlr, output k is the interval (e_k, e_{k+1}]: an event goes to the interval holding it, a
-    censoring to the last interval it outlived whole. ``edges``: fixed edges, or None to take ``n_bins`` quantiles of the training event
-    times (``setup``). Survival is reported at e_1 … e_K.
+    censoring to the last interval it outlived whole. ``edges``: fixed edges, or None to take ``n_bins``
+    quantiles of the training event times (``setup``). Survival is reported at e_1 … e_K.
     """
 
     def __init__(self, param: str = "hazard", *, edges=None, n_bins: int = 10, alpha: float = 1.0,
@@ -198,6 +202,10 @@ class DiscreteHead:
         pmf = utils.pad_col(o).softmax(1)[:, :-1]
         return (1 - pmf.cumsum(1)).clamp(0, 1).numpy()
 
+    def risk(self, out: np.ndarray) -> np.ndarray:
+        """Minus the restricted mean survival time over the grid."""
+        return -_rmst(self.survival(out).astype(float), self.edges_[1:])
+
     def predict(self, out: np.ndarray):
         surv = self.survival(out).astype(float)
         times = self.edges_[1:]
@@ -205,7 +213,8 @@ class DiscreteHead:
 
 
 def make_head(name: str, **kw):
-    """``cox`` | ``discrete`` (nnet-survival hazard, AdaMSS) | ``deephit`` | ``mtlr`` | ``pmf``."""
+    """``cox`` | ``discrete`` (nnet-survival hazard, AdaMSS) | ``deephit`` | ``mtlr`` | ``pmf``; ``kw``: the
+    head's settings that the method's config has (n_times, edges, n_bins, alpha, sigma), defaults otherwise."""
     if name == "cox":
         return CoxHead(kw.get("n_times", 100))
     param = {"discrete": "hazard", "deephit": "pmf", "mtlr": "mtlr", "pmf": "pmf"}.get(name)

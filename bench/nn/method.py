@@ -26,10 +26,6 @@ import numpy as np
 
 from bench.method import Method, Prediction
 
-TRAIN_KEYS = ("epochs", "batch_size", "steps_per_epoch", "lr", "weight_decay", "optimizer", "schedule",
-              "warmup_epochs", "step_every", "grad_clip", "ema", "patience", "balanced", "amp", "workers")
-
-
 def _zyx(xyz) -> tuple[int, int, int]:
     return tuple(int(v) for v in reversed(list(xyz)))
 
@@ -84,8 +80,7 @@ class ImageSurvivalMethod(Method):
         from bench.nn.losses import make_head
 
         c = self.config
-        return make_head(c["head"], n_bins=c.get("n_bins", 10), edges=c.get("edges"), alpha=c.get("alpha", 0.5),
-                         sigma=c.get("sigma", 0.1))
+        return make_head(c["head"], **{k: c[k] for k in ("n_times", "edges", "n_bins", "alpha", "sigma") if k in c})
 
     def build_network(self, n_clinical: int):
         raise NotImplementedError(f"{type(self).__name__}.build_network")
@@ -96,14 +91,11 @@ class ImageSurvivalMethod(Method):
         from bench.data.torchdata import CentreCrop, PetCtDataset, augmentation
 
         crop = _zyx(self.config["crop"])
-        with_mask = cohort.has_outcomes  # training/validation cohorts carry the reference mask
-        transform = (augmentation(with_mask=with_mask, crop=crop, flips=self.config.get("flips", True))
-                     if train and self.config.get("augment", True) else CentreCrop(crop))
-        if train and not self.config.get("augment", True):
-            from monai.transforms import RandSpatialCropd
-
-            transform = RandSpatialCropd(keys=["image", "mask"] if with_mask else ["image"], roi_size=list(crop),
-                                         random_size=False)
+        augment = self.config.get("augment", True)
+        # training: a random crop (+ flips and intensity jitter unless ``augment`` is off); otherwise the centre
+        flips = augment and self.config.get("flips", True)
+        transform = (augmentation(with_mask=cohort.has_outcomes, crop=crop, flips=flips, jitter=augment)
+                     if train else CentreCrop(crop))
         clinical = self.clinical_.transform(cohort.clinical) if self.clinical_ is not None else None
         return PetCtDataset(cohort, self.pipeline_config(), cache_dir(), transform=transform, clinical=clinical,
                             progress=self.ctx.progress)
@@ -118,14 +110,12 @@ class ImageSurvivalMethod(Method):
 
         from bench.data.torchdata import loader
         from bench.nn.losses import labels_from_logits
-        from bench.nn.trainer import amp_dtype, to_device
+        from bench.nn.trainer import amp_dtype, autocast, to_device
 
         device = self.ctx.device
-        dtype = amp_dtype(self.config["train"]["amp"], device)
         net.eval()
         surv, segs = [], [] if self.segments else None
-        with torch.no_grad(), torch.autocast("cuda" if device == "cuda" else "cpu", dtype=dtype,
-                                             enabled=dtype is not None):
+        with torch.no_grad(), autocast(device, amp_dtype(self.config["train"]["amp"], device)):
             for batch in loader(dataset, batch_size=self.config["train"]["batch_size"], shuffle=False):
                 out = self._forward(net, to_device(batch, device))
                 surv.append(out["surv"].float().cpu().numpy())
@@ -181,12 +171,11 @@ class ImageSurvivalMethod(Method):
         train_data = self._dataset(train, train=True)
         val_data = self._dataset(val, train=False) if len(val) else None
         vt = val.outcomes.loc[list(val.ids)] if len(val) else None
-        from bench.metrics import cindex_harrell
 
         def validate(model):
             """Early-stopping score: Harrell's C of the validation split (NaN without an event there); the
             validation Dice per label (on the crop) is logged beside it."""
-            from bench.metrics import dice_aggregate
+            from bench.metrics import cindex_harrell, dice_aggregate
 
             masks: list = []
             surv_out, segs = self._outputs(model, val_data, masks)
@@ -194,7 +183,7 @@ class ImageSurvivalMethod(Method):
             if vt["event"].any():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    out["score"] = cindex_harrell(vt["time"].to_numpy(), vt["event"].to_numpy(), self._risk(surv_out))
+                    out["score"] = cindex_harrell(vt["time"].to_numpy(), vt["event"].to_numpy(), head.risk(surv_out))
             if segs is not None and len(masks) == len(segs):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -212,12 +201,6 @@ class ImageSurvivalMethod(Method):
             o = every.outcomes.loc[list(every.ids)]
             self.head_.fit_baseline(surv_out, o["time"].to_numpy(), o["event"].to_numpy())
         self.net_ = net.cpu()
-
-    def _risk(self, surv_out: np.ndarray) -> np.ndarray:
-        """Risk from outputs; a Cox head's risk is its output itself (no baseline needed yet)."""
-        if self.head_.name == "cox":
-            return np.asarray(surv_out, float)[:, 0]
-        return self.head_.predict(surv_out)[0]
 
     def predict(self, cohort) -> Prediction:
         try:

@@ -154,6 +154,11 @@ def _optimiser(cfg: TrainConfig, params):
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def autocast(device: str, dtype: torch.dtype | None):
+    """torch.autocast for this device, on only when there is a dtype (see ``amp_dtype``)."""
+    return torch.autocast("cuda" if device == "cuda" else "cpu", dtype=dtype, enabled=dtype is not None)
+
+
 def to_device(batch: dict, device: str) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
@@ -194,9 +199,8 @@ class Trainer:
         n = len(train_data)
         n_batches = cfg.steps_per_epoch or max(1, math.ceil(n / cfg.batch_size))
         events = getattr(train_data, "events", None)
-        sampler = (BalancedBatchSampler(events, cfg.batch_size, n_batches, self.seed)
-                   if cfg.balanced and events is not None else
-                   BalancedBatchSampler(np.zeros(n, bool), cfg.batch_size, n_batches, self.seed))
+        groups = events if cfg.balanced and events is not None else np.zeros(n, bool)  # one group: plain shuffle
+        sampler = BalancedBatchSampler(groups, cfg.batch_size, n_batches, self.seed)
         dl = (loader_fn or make_loader)(train_data, batch_size=cfg.batch_size, shuffle=False, seed=self.seed,
                                         num_workers=cfg.workers, batch_sampler=sampler)
         history: dict[str, list] = {"epoch": [], "loss": [], "lr": [], "seconds": []}
@@ -217,7 +221,8 @@ class Trainer:
         bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=self.desc, unit="epoch", leave=False,
                    disable=not self.progress or None)
         try:
-            for epoch in range(state["epoch"], cfg.epochs if not state.get("stopped") else state["epoch"]):
+            last = state["epoch"] if state["stopped"] else cfg.epochs  # an early-stopped run stays stopped
+            for epoch in range(state["epoch"], last):
                 t0 = time.perf_counter()
                 es = self._epoch_seed(epoch)
                 torch.manual_seed(es)
@@ -230,8 +235,7 @@ class Trainer:
                 for batch in dl:
                     batch = to_device(batch, self.device)
                     opt.zero_grad(set_to_none=True)
-                    with torch.autocast(self.device if self.device == "cuda" else "cpu", dtype=self.dtype,
-                                        enabled=self.dtype is not None):
+                    with autocast(self.device, self.dtype):
                         parts = step(model, batch)
                     loss = parts["loss"]
                     if not torch.isfinite(loss):
@@ -255,8 +259,7 @@ class Trainer:
                 evaluated = ema.module if ema is not None else model
                 if validate is not None:
                     evaluated.eval()
-                    with torch.no_grad(), torch.autocast(self.device if self.device == "cuda" else "cpu",
-                                                         dtype=self.dtype, enabled=self.dtype is not None):
+                    with torch.no_grad(), autocast(self.device, self.dtype):
                         val = validate(evaluated)
                     for k, v in val.items():
                         history.setdefault(f"val_{k}", [np.nan] * epoch).append(float(v))
