@@ -357,8 +357,9 @@ def test_tmss_reads_the_clinical_token_and_the_ablation_does_not():
     from baselines.tmss import TMSS, TMSSImage, TMSSNet
 
     c = TMSS.configs["smoke"]
-    hidden, fs = TMSS.dims(c)
-    kw = dict(patch=c["patch"], depth=c["depth"], heads=c["heads"], hidden=hidden, feature_size=fs, dropout=0.0)
+    hidden, fs, dense = TMSS.dims(c)
+    kw = dict(patch=c["patch"], depth=c["depth"], heads=c["heads"], hidden=hidden, feature_size=fs, dropout=0.0,
+              surv_dense=dense, surv_dropout=0.2)
     x = torch.rand(2, 2, 32, 32, 32)
     torch.manual_seed(0)
     with_token = TMSSNet((32, 32, 32), 5, 6, **kw).eval()
@@ -368,6 +369,33 @@ def test_tmss_reads_the_clinical_token_and_the_ablation_does_not():
     assert image_only.clinical is None
     assert TMSSImage.configs["quick"]["clinical"] is False and "clinical" not in TMSSImage.consumes
     assert TMSS.check_network(c | {"crop": [24, 24, 24]})
+    assert TMSS.check_network(c | {"train": c["train"] | {"batch_size": 1}})  # BatchNorm in the survival layers
+    assert dense == [32, 16] and TMSS.dims(TMSS.configs["paper"])[2] == [512, 128]
+    assert isinstance(with_token.survival_layer, torch.nn.Linear) and with_token.surv[-1] is with_token.survival_layer
+
+
+def test_surv_l2_shrinks_the_last_survival_layer(synthetic_smoke, tmp_path):
+    """``surv_l2`` (TMSS's MTLR regulariser C1) enters the loss: the same smoke training with a large C1 ends with
+    a smaller last survival layer than without it; a network without ``survival_layer`` is refused."""
+    from baselines.deepmts import DeepMTS
+    from baselines.tmss import TMSS
+    from bench.method import RunContext
+
+    ids = list(synthetic_smoke.ids)
+    train = synthetic_smoke.cohort(ids[:24], with_outcomes=True, name="train")
+    val = synthetic_smoke.cohort(ids[24:32], with_outcomes=True, name="val")
+    norms = {}
+    for l2 in (0.0, 1000.0):
+        cfg = TMSS.configs["smoke"] | {"surv_l2": l2, "seg_weight": 0.0}
+        cfg["train"] = cfg["train"] | {"epochs": 2, "steps_per_epoch": 3, "lr": 0.05, "warmup_epochs": 0,
+                                       "schedule": "constant", "weight_decay": 0.0}
+        m = TMSS(RunContext(config=cfg, scale="smoke", cache_dir=tmp_path / str(l2), progress=False))
+        m.fit(train, val)
+        norms[l2] = float(m.net_.survival_layer.weight.norm())
+    assert norms[1000.0] < 0.5 * norms[0.0], norms
+    cfg = DeepMTS.configs["smoke"] | {"surv_l2": 1.0}
+    with pytest.raises(TypeError, match="survival_layer"):
+        DeepMTS(RunContext(config=cfg, scale="smoke", cache_dir=tmp_path / "d", progress=False)).fit(train, val)
 
 
 def test_the_deep_methods_run_from_the_command_line_and_report_their_training(tmp_path):

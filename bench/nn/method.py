@@ -2,14 +2,19 @@
 
 A subclass sets ``configs`` and implements ``build_network(n_clinical) -> nn.Module`` whose
 ``forward(image, clinical)`` returns ``{"surv": (B, head.n_outputs), "seg": (B, 2, Z, Y, X) logits}`` (``seg``
-only for segmenting methods). This class does the rest:
+only for segmenting methods), optionally ``"losses"`` (name → weighted scalar, added to the training loss
+and logged per epoch; a network computes them in training mode only) and ``"logs"`` (name → scalar, logged
+only). A network may also define ``epoch_logs() -> dict`` (statistics it gathered over a training epoch,
+e.g. codebook use), stored per epoch with the run. This class does the rest:
 
 - inputs: the image pipeline (``spacing_mm``, ``box`` in voxels x, y, z, centred on the PET hot region, never
   on a reference mask) through the shared cache; training crops ``crop`` voxels at random inside the box with
   MONAI flips and intensity jitter (``augment``); validation and prediction use the centred crop; the clinical
   table, when ``clinical`` is on, through the train-fitted ``bench.clinical.ClinicalEncoder``;
 - the loss: ``surv_weight`` × the survival head's loss (``bench.nn.losses``) + ``seg_weight`` × the
-  segmentation loss (MONAI Dice or Dice + Focal on GTVp/GTVn) for batches that carry a mask;
+  segmentation loss (MONAI Dice or Dice + Focal on GTVp/GTVn) for batches that carry a mask, + ``surv_l2``/2 ×
+  the squared weights of the network's ``survival_layer`` (the last layer before the head; torchmtlr's ``C1``
+  regulariser, which TMSS uses) when ``surv_l2`` > 0;
 - training: ``bench.nn.Trainer`` with the ``train`` table (epochs, lr, schedule, EMA, clipping, early
   stopping on the validation split's Harrell C, balanced batches, AMP on CUDA, checkpoint/resume);
 - outputs: risk and survival curve from the head on its own grid (a Cox head's Breslow baseline is fitted on
@@ -54,7 +59,7 @@ class ImageSurvivalMethod(Method):
             problems.append(f"width = {config['width']} must be > 0")
         if config["head"] not in HEADS:
             problems.append(f"head = {config['head']!r}: choose one of {', '.join(HEADS)}")
-        for key in ("surv_weight", "seg_weight"):
+        for key in ("surv_weight", "seg_weight", "surv_l2"):
             if key in config and not config[key] >= 0:
                 problems.append(f"{key} = {config[key]} must be >= 0")
         if config.get("seg_loss", "dice") not in ("dice", "dicefocal"):
@@ -157,15 +162,26 @@ class ImageSurvivalMethod(Method):
         net = self.build_network(n_clinical)
         seg_loss = segmentation_loss(c.get("seg_loss", "dice")) if self.segments else None
         surv_w, seg_w = float(c.get("surv_weight", 1.0)), float(c.get("seg_weight", 1.0))
+        surv_l2 = float(c.get("surv_l2", 0.0))
+        if surv_l2 > 0 and not isinstance(getattr(net, "survival_layer", None), torch.nn.Linear):
+            raise TypeError(f"{type(self).__name__}: surv_l2 needs the network to expose its last survival layer "
+                            f"as `survival_layer` (an nn.Linear)")
         head = self.head_
 
         def step(model, batch):
             o = self._forward(model, batch)
             parts = {"surv_loss": head.loss(o["surv"], batch["time"], batch["event"])}
             loss = surv_w * parts["surv_loss"]
+            if surv_l2 > 0:
+                loss = loss + 0.5 * surv_l2 * model.survival_layer.weight.float().pow(2).sum()
             if seg_loss is not None and "mask" in batch:
                 parts["seg_loss"] = seg_loss(o["seg"], batch["mask"])
                 loss = loss + seg_w * parts["seg_loss"]
+            for name, value in o.get("losses", {}).items():
+                parts[name] = value
+                loss = loss + value
+            for name, value in o.get("logs", {}).items():
+                parts[name] = value.detach()
             return {"loss": loss, **parts}
 
         train_data = self._dataset(train, train=True)

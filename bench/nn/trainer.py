@@ -255,6 +255,9 @@ class Trainer:
                 history["lr"].append(opt.param_groups[0]["lr"])
                 for k, v in sums.items():
                     history.setdefault(k, [np.nan] * epoch).append(v / n_batches)
+                # a model may keep its own per-epoch statistics (e.g. codebook use) and hand them over here
+                for k, v in (model.epoch_logs() if hasattr(model, "epoch_logs") else {}).items():
+                    history.setdefault(k, [np.nan] * epoch).append(float(v))
                 sched.step()
                 evaluated = ema.module if ema is not None else model
                 if validate is not None:
