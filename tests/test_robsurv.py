@@ -113,3 +113,15 @@ def test_the_design_card_command_runs_and_stores_codebook_health(tmp_path):
     assert rep.returncode == 0, rep.stderr[-3000:]
     for key in ("codes_used_ct", "perplexity_pet", "vq_loss", "fusion_loss", "beta1"):
         assert key in rep.stdout, key
+
+
+def test_a_survival_only_method_reads_no_masks(synthetic_smoke, tmp_path):
+    """RobSurv neither segments nor consumes masks: its samples carry none, so data without masks trains too."""
+    from bench.method import RunContext
+
+    m = RobSurv(RunContext(config=RobSurv.configs["smoke"], scale="smoke", cache_dir=tmp_path, progress=False))
+    m.clinical_ = None
+    cohort = synthetic_smoke.cohort(list(synthetic_smoke.ids)[:4], with_outcomes=True, name="t")
+    for train in (True, False):
+        sample = m._dataset(cohort, train=train)[0]
+        assert "mask" not in sample and tuple(sample["image"].shape) == (2, 16, 16, 16)

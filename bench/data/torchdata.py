@@ -19,8 +19,9 @@ from bench.data.pipeline import PipelineConfig, cache_path, load, preprocess
 
 class PetCtDataset(Dataset):
     def __init__(self, cohort, cfg: PipelineConfig, cache: Path, *, transform: Callable | None = None,
-                 clinical: np.ndarray | None = None, progress: bool = False):
+                 clinical: np.ndarray | None = None, progress: bool = False, masks: bool = True):
         self.ids = list(cohort.ids)
+        self.masks = masks  # False: samples carry no mask even when the data has one
         self.files = cohort.image_files
         self.cfg, self.cache, self.transform = cfg, Path(cache), transform
         self.outcomes = cohort.outcomes if cohort.has_outcomes else None
@@ -38,7 +39,7 @@ class PetCtDataset(Dataset):
         pid = self.ids[i]
         d = load(self.files[pid], self.cfg, self.cache, path=self.paths[pid])
         sample: dict[str, Any] = {"image": np.stack([d["ct"], d["pet"]]).astype(np.float32), "id": pid}
-        if "mask" in d:
+        if self.masks and "mask" in d:
             sample["mask"] = d["mask"][None].astype(np.uint8)
         if self.transform is not None:
             sample = self.transform(sample)

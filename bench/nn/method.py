@@ -99,11 +99,13 @@ class ImageSurvivalMethod(Method):
         augment = self.config.get("augment", True)
         # training: a random crop (+ flips and intensity jitter unless ``augment`` is off); otherwise the centre
         flips = augment and self.config.get("flips", True)
-        transform = (augmentation(with_mask=cohort.has_outcomes, crop=crop, flips=flips, jitter=augment)
+        # masks ride along only for a segmenting method (a survival-only one needs none, and data may lack them)
+        with_mask = cohort.has_outcomes and self.segments
+        transform = (augmentation(with_mask=with_mask, crop=crop, flips=flips, jitter=augment)
                      if train else CentreCrop(crop))
         clinical = self.clinical_.transform(cohort.clinical) if self.clinical_ is not None else None
         return PetCtDataset(cohort, self.pipeline_config(), cache_dir(), transform=transform, clinical=clinical,
-                            progress=self.ctx.progress)
+                            progress=self.ctx.progress, masks=self.segments)
 
     def _forward(self, net, batch):
         return net(batch["image"], batch.get("clinical"))
