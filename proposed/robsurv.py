@@ -5,17 +5,21 @@ DeepHit-style hybrid survival loss.
 Architecture (``bench.nn.ImageSurvivalMethod`` does data, training and outputs):
 - **DualVQ**, per modality (CT, PET), its own encoder, codebook and decoder. The encoder has five 3D conv layers
   and five residual blocks (MONAI ``Convolution`` / ``ResidualUnit``, instance norm): a stem conv, then four
-  transitions (residual block + conv, ``vq_channels``), then a last residual block. ``downsample`` of the four
+  transitions (residual block + conv, ``vq_channels``), then a last residual block, and a linear 1×1×1 conv
+  before the codebook (VQ-GAN's quant_conv; the decoder starts with its mirror). ``downsample`` of the four
   transition convs have stride 2: paper 4 (128³ → 8³ × 512), quick 2 (32³ → 8³). Each latent vector snaps
   to the nearest of ``codebook_size`` (1024) entries by Euclidean distance, with the straight-through
-  estimator. ``codebook = "loss"`` learns the entries by the paper's codebook loss ‖sg[z_e] − e‖² plus
-  α1 = ``commitment`` (0.25) × ‖z_e − sg[e]‖². ``"ema"`` uses MONAI's ``EMAQuantizer`` (EMA updates) instead.
+  estimator. ``codebook = "loss"`` learns the entries (initialised uniform in ±1/entries, as in VQ-VAE) by
+  the paper's codebook loss ‖sg[z_e] − e‖² plus α1 = ``commitment`` (0.25) × ‖z_e − sg[e]‖². ``"ema"`` uses
+  MONAI's ``EMAQuantizer`` (EMA updates, decay ``ema_decay``) instead, its cluster sizes started at 1.
   ``dead_code_restart = N`` (0 = off) re-seeds an entry unused for N training steps with a random encoder
-  output of the current batch: the remedy for a collapsing codebook. The decoder mirrors the encoder
+  output of the current batch: the remedy for a collapsing codebook. Codebook health per epoch and modality:
+  ``codes_used`` (entries chosen at least once), ``perplexity`` and ``codes_effective`` (perplexity / entries,
+  the measure the 5 % line applies to). The decoder mirrors the encoder
   (transposed convs) and reconstructs the modality. L_q = Σ_m codebook + α1 commitment + α2 = ``recon`` (1)
   × MSE(reconstruction, input).
 - **Continuous path**: per modality a ResNet-18-style 3D network (MONAI ``ResNet``, basic blocks [2, 2, 2, 2],
-  ``resnet_channels``); the two last feature maps are concatenated and pass CBAM (Woo et al. 2018: channel
+  ``resnet_channels``, ``resnet_norm`` batch as in ResNet); the two last feature maps are concatenated and pass CBAM (Woo et al. 2018: channel
   attention from average- and max-pooled descriptors through a shared MLP, reduction ``cbam_reduction``, then
   spatial attention, a 7³ conv on the channel-wise average and max). Global average pooling then gives F_cont.
 - **DualPatchFuse** on the quantised latents: 2³ patches (``fuse_patch``) → 64 tokens per modality, a linear
@@ -47,7 +51,13 @@ Every choice the seed leaves open is a config field:
 - the reductions of the losses: means;
 - n_bins (10), alpha (0.2) and sigma (0.1): pycox's DeepHit defaults;
 - the fused width (256) and dropout (0.1);
-- epochs, schedule and early stopping.
+- epochs, schedule and early stopping;
+- at every scale (the paper states none of these): gradient clipping at norm 5, balanced event/censored
+  batches, random flips and intensity jitter, bf16/fp16 autocast on CUDA (``train.amp``).
+
+In the run history ``surv_loss`` is the unweighted DeepHit loss; ``vq_loss`` and ``fusion_loss`` are the weighted
+terms added to it (γ1 L_q, γ2 L_fusion); ``quant_loss``, ``recon_loss``, ``align_loss`` and ``preserve_loss``
+are their unweighted parts.
 
 The crop is centred on the PET hot region found from the images, never on a mask. RobSurv does not segment.
 
@@ -88,6 +98,10 @@ class Quantizer(nn.Module):
 
             self.ema = EMAQuantizer(spatial_dims=3, num_embeddings=n_codes, embedding_dim=dim,
                                     commitment_cost=commitment, decay=decay, ddp_sync=False)
+            # MONAI starts the cluster sizes at 0 without a bias correction, so the first update divides every
+            # entry by ~(1 − decay) × its count and the codebook collapses; start each entry as one member
+            self.ema.ema_cluster_size.fill_(1.0)
+            self.ema.ema_w.copy_(self.ema.embedding.weight.data)
         elif mode == "loss":
             self.codebook = nn.Embedding(n_codes, dim)
             nn.init.uniform_(self.codebook.weight, -1.0 / n_codes, 1.0 / n_codes)
@@ -140,13 +154,17 @@ class Quantizer(nn.Module):
         self.idle[dead] = 0
 
     def epoch_stats(self) -> dict[str, float]:
-        """Fraction of entries used and the perplexity of their use over the epoch; resets the counts."""
+        """Codebook health over the epoch, then the counts reset: ``codes_used`` (fraction of entries chosen at
+        least once), ``perplexity`` of their use and ``codes_effective`` = perplexity / entries, the fraction
+        of the codebook in effective use (a collapse shows here even when stray entries are still touched
+        now and then: the 5 % health line is drawn on it)."""
         total = float(self.counts.sum())
         if total == 0:
             return {}
         p = self.counts / total
         perplexity = float(torch.exp(-(p[p > 0] * p[p > 0].log()).sum()))
-        out = {"codes_used": float((self.counts > 0).float().mean()), "perplexity": perplexity}
+        out = {"codes_used": float((self.counts > 0).float().mean()), "perplexity": perplexity,
+               "codes_effective": perplexity / self.n_codes}
         self.counts.zero_()
         return out
 
@@ -173,6 +191,8 @@ class VQEncoder(nn.Module):
         for i in range(4):
             layers += [_res(channels[i]), _conv(channels[i], channels[i + 1], 2 if i < downsample else 1)]
         layers.append(_res(channels[4]))
+        # a linear 1×1×1 conv before the codebook (VQ-GAN's quant_conv): latents are not clipped by the activation
+        layers.append(nn.Conv3d(channels[4], channels[4], 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -186,7 +206,7 @@ class VQDecoder(nn.Module):
         super().__init__()
         from monai.networks.blocks import Convolution
 
-        layers = [_res(channels[4])]
+        layers = [nn.Conv3d(channels[4], channels[4], 1), _res(channels[4])]  # post_quant_conv, then the mirror
         for i in range(3, -1, -1):
             up = 2 if i < downsample else 1
             layers += [_conv(channels[i + 1], channels[i], up, transposed=up > 1), _res(channels[i])]
@@ -217,12 +237,12 @@ class CBAM(nn.Module):
 class ResNetFeatures(nn.Module):
     """MONAI's 3D ResNet-18 layout (basic blocks [2, 2, 2, 2]) up to its last feature map."""
 
-    def __init__(self, channels: list[int], stem_stride: int, max_pool: bool):
+    def __init__(self, channels: list[int], stem_stride: int, max_pool: bool, norm: str = "batch"):
         super().__init__()
         from monai.networks.nets import ResNet
 
         self.net = ResNet("basic", [2, 2, 2, 2], channels, spatial_dims=3, n_input_channels=1, conv1_t_size=7,
-                          conv1_t_stride=stem_stride, no_max_pool=not max_pool, feed_forward=False)
+                          conv1_t_stride=stem_stride, no_max_pool=not max_pool, feed_forward=False, norm=norm)
 
     def forward(self, x):
         n = self.net
@@ -305,7 +325,8 @@ class RobSurvNet(nn.Module):
         feat = d_model
         if self.continuous:
             res_ch = width(c["resnet_channels"], w, 4)
-            self.resnets = nn.ModuleDict({m: ResNetFeatures(res_ch, int(c["resnet_stem_stride"]), bool(c["max_pool"]))
+            self.resnets = nn.ModuleDict({m: ResNetFeatures(res_ch, int(c["resnet_stem_stride"]), bool(c["max_pool"]),
+                                                            c["resnet_norm"])
                                           for m in ("ct", "pet")})
             self.cbam = CBAM(2 * res_ch[-1], int(c["cbam_reduction"]))
             feat += 2 * res_ch[-1]
@@ -317,14 +338,14 @@ class RobSurvNet(nn.Module):
 
     def forward(self, image: torch.Tensor, clinical=None) -> dict:
         mods = {"ct": image[:, :1], "pet": image[:, 1:2]}  # the pipeline's channel order: CT, PET
-        tokens, vq_loss, logs = {}, 0.0, {}
+        tokens, quant, recon_loss, logs = {}, 0.0, 0.0, {}
         for m, x in mods.items():
             z = self.encoders[m](x)
             if self.dualvq:
-                q, commit, _ = self.quantizers[m](z)
+                q, q_loss, _ = self.quantizers[m](z)
                 if self.training:
-                    recon = self.decoders[m](q)
-                    vq_loss = vq_loss + commit + self.recon_w * F.mse_loss(recon.float(), x.float())
+                    quant = quant + q_loss
+                    recon_loss = recon_loss + F.mse_loss(self.decoders[m](q).float(), x.float())
                 z = q
             tokens[m] = _patches(z, self.patch)
         f_disc, fusion = self.fuse(tokens["ct"], tokens["pet"])
@@ -336,7 +357,8 @@ class RobSurvNet(nn.Module):
         if self.training:
             losses = {}
             if self.dualvq:
-                losses["vq_loss"] = self.vq_w * vq_loss
+                losses["vq_loss"] = self.vq_w * (quant + self.recon_w * recon_loss)
+                logs["quant_loss"], logs["recon_loss"] = quant, recon_loss  # codebook + α1·commitment; MSE
             if fusion:
                 losses["fusion_loss"] = self.fusion_w * (fusion["align"] + fusion["preserve"])
                 logs["align_loss"], logs["preserve_loss"] = fusion["align"], fusion["preserve"]
@@ -363,7 +385,7 @@ _BASE = {"head": "deephit", "n_bins": 10, "alpha": 0.2, "sigma": 0.1, "clinical"
          "recon": 1.0, "beta3": 0.5, "codebook_size": 1024, "codebook": "loss", "ema_decay": 0.99,
          "dead_code_restart": 0, "vq_channels": [32, 64, 128, 256, 512], "downsample": 4, "fuse_patch": 2,
          "d_model": 256, "d_k": 64, "fuse_depth": 2, "fuse_heads": 8, "resnet_channels": [64, 128, 256, 512],
-         "resnet_stem_stride": 2, "max_pool": True, "cbam_reduction": 16, "fused_dim": 256, "dropout": 0.1,
+         "resnet_stem_stride": 2, "max_pool": True, "resnet_norm": "batch", "cbam_reduction": 16, "fused_dim": 256, "dropout": 0.1,
          "dualvq": True, "patch_fuse": True, "continuous": True}
 
 
@@ -398,6 +420,8 @@ class RobSurv(ImageSurvivalMethod):
             out.append(f"vq_channels {config['vq_channels']} must list 5 widths (stem and four transitions)")
         if len(config["resnet_channels"]) != 4:
             out.append(f"resnet_channels {config['resnet_channels']} must list 4 widths (ResNet-18 stages)")
+        if config["resnet_norm"] not in ("batch", "instance"):
+            out.append(f"resnet_norm = {config['resnet_norm']!r}: choose batch or instance")
         if config["codebook"] not in ("loss", "ema"):
             out.append(f"codebook = {config['codebook']!r}: choose loss or ema")
         if int(config["codebook_size"]) < 2:
