@@ -391,7 +391,7 @@ def test_surv_l2_shrinks_the_last_survival_layer(synthetic_smoke, tmp_path):
                                        "schedule": "constant", "weight_decay": 0.0}
         m = TMSS(RunContext(config=cfg, scale="smoke", cache_dir=tmp_path / str(l2), progress=False))
         m.fit(train, val)
-        norms[l2] = float(m.net_.survival_layer.weight.norm())
+        norms[l2] = float(m.net_.survival_layer.weight.detach().norm())
     assert norms[1000.0] < 0.5 * norms[0.0], norms
     cfg = DeepMTS.configs["smoke"] | {"surv_l2": 1.0}
     with pytest.raises(TypeError, match="survival_layer"):
