@@ -122,8 +122,9 @@ class ImageSurvivalMethod(Method):
         device = self.ctx.device
         net.eval()
         surv, segs = [], [] if self.segments else None
-        with torch.no_grad(), autocast(device, amp_dtype(self.config["train"]["amp"], device)):
-            for batch in loader(dataset, batch_size=self.config["train"]["batch_size"], shuffle=False):
+        table = self.stages()[-1]["train"]
+        with torch.no_grad(), autocast(device, amp_dtype(table["amp"], device)):
+            for batch in loader(dataset, batch_size=table["batch_size"], shuffle=False):
                 out = self._forward(net, to_device(batch, device))
                 surv.append(out["surv"].float().cpu().numpy())
                 if segs is not None:
@@ -142,12 +143,27 @@ class ImageSurvivalMethod(Method):
 
         key = content_hash({"method": self.ctx.method_name or type(self).__name__, "version": self.version,
                             "config": self.config, "seed": self.ctx.seed, "device": self.ctx.device,
-                            "amp": str(amp_dtype(self.config["train"]["amp"], self.ctx.device)),
+                            "amp": str(amp_dtype(self.stages()[-1]["train"]["amp"], self.ctx.device)),
                             "train": [p.name for p in train_data.paths.values()],
                             "val": [] if val_data is None else [p.name for p in val_data.paths.values()]}, 24)
         return self.ctx.cache_dir / "checkpoints" / f"{key}.pt"
 
+    def stages(self) -> list[dict]:
+        """The training stages, run in order, each starting from the previous one's kept weights: dicts with
+        ``name``, ``train`` (the TrainConfig table), ``surv_weight``, ``seg_weight`` and ``score`` (what the
+        validation split scores for early stopping and the best epoch: ``cindex`` — Harrell's C — or ``dice``
+        — the mean validation Dice of GTVp and GTVn). One joint stage by default; AdaMSS trains segmentation,
+        then survival."""
+        c = self.config
+        return [{"name": "", "train": c["train"], "surv_weight": float(c.get("surv_weight", 1.0)),
+                 "seg_weight": float(c.get("seg_weight", 1.0)), "score": "cindex"}]
+
+    def after_stage(self, name: str, net) -> None:
+        """Called with the kept network after each stage (e.g. to keep a copy of it)."""
+
     def fit(self, train, val) -> None:
+        import copy
+
         import torch
 
         from bench.clinical import ClinicalEncoder
@@ -163,56 +179,93 @@ class ImageSurvivalMethod(Method):
         torch.manual_seed(self.ctx.seed)
         net = self.build_network(n_clinical)
         seg_loss = segmentation_loss(c.get("seg_loss", "dice")) if self.segments else None
-        surv_w, seg_w = float(c.get("surv_weight", 1.0)), float(c.get("seg_weight", 1.0))
         surv_l2 = float(c.get("surv_l2", 0.0))
         if surv_l2 > 0 and not isinstance(getattr(net, "survival_layer", None), torch.nn.Linear):
             raise TypeError(f"{type(self).__name__}: surv_l2 needs the network to expose its last survival layer "
                             f"as `survival_layer` (an nn.Linear)")
         head = self.head_
 
-        def step(model, batch):
-            o = self._forward(model, batch)
-            parts = {"surv_loss": head.loss(o["surv"], batch["time"], batch["event"])}
-            loss = surv_w * parts["surv_loss"]
-            if surv_l2 > 0:
-                loss = loss + 0.5 * surv_l2 * model.survival_layer.weight.float().pow(2).sum()
-            if seg_loss is not None and "mask" in batch:
-                parts["seg_loss"] = seg_loss(o["seg"], batch["mask"])
-                loss = loss + seg_w * parts["seg_loss"]
-            for name, value in o.get("losses", {}).items():
-                parts[name] = value
-                loss = loss + value
-            for name, value in o.get("logs", {}).items():
-                parts[name] = value.detach()
-            return {"loss": loss, **parts}
-
         train_data = self._dataset(train, train=True)
         val_data = self._dataset(val, train=False) if len(val) else None
         vt = val.outcomes.loc[list(val.ids)] if len(val) else None
 
-        def validate(model):
-            """Early-stopping score: Harrell's C of the validation split (NaN without an event there); the
-            validation Dice per label (on the crop) is logged beside it."""
-            from bench.metrics import cindex_harrell, dice_aggregate
+        def make_step(surv_w: float, seg_w: float):
+            def step(model, batch):
+                o = self._forward(model, batch)
+                parts, loss = {}, 0.0
+                if surv_w > 0:
+                    parts["surv_loss"] = head.loss(o["surv"], batch["time"], batch["event"])
+                    loss = surv_w * parts["surv_loss"]
+                    if surv_l2 > 0:
+                        loss = loss + 0.5 * surv_l2 * model.survival_layer.weight.float().pow(2).sum()
+                if seg_loss is not None and seg_w > 0 and "mask" in batch:
+                    parts["seg_loss"] = seg_loss(o["seg"], batch["mask"])
+                    loss = loss + seg_w * parts["seg_loss"]
+                for name, value in o.get("losses", {}).items():
+                    parts[name] = value
+                    loss = loss + value
+                for name, value in o.get("logs", {}).items():
+                    parts[name] = value.detach()
+                return {"loss": loss, **parts}
+            return step
 
-            masks: list = []
-            surv_out, segs = self._outputs(model, val_data, masks)
-            out = {"score": float("nan")}
-            if vt["event"].any():
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    out["score"] = cindex_harrell(vt["time"].to_numpy(), vt["event"].to_numpy(), head.risk(surv_out))
-            if segs is not None and len(masks) == len(segs):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    d = dice_aggregate(segs, masks)
-                out |= {"dice_gtvp": d[1], "dice_gtvn": d[2]}
-            return out
+        def make_validate(score: str):
+            def validate(model):
+                """Early-stopping score of the validation split: Harrell's C (NaN without an event there) or
+                the mean Dice of GTVp and GTVn (on the crop); the other is logged beside it."""
+                from bench.metrics import cindex_harrell, dice_aggregate
 
-        trainer = Trainer(TrainConfig.from_dict(c["train"]), device=self.ctx.device, seed=self.ctx.seed,
-                          checkpoint=self._checkpoint_path(train_data, val_data), logger=self.ctx.logger,
-                          progress=self.ctx.progress, desc=self.ctx.method_name or type(self).__name__)
-        net, self.history_ = trainer.fit(net, train_data, step, validate if val_data is not None else None)
+                masks: list = []
+                surv_out, segs = self._outputs(model, val_data, masks)
+                res = {"score": float("nan")}
+                if vt["event"].any():
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        res["cindex"] = cindex_harrell(vt["time"].to_numpy(), vt["event"].to_numpy(),
+                                                       head.risk(surv_out))
+                if segs is not None and len(masks) == len(segs):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        d = dice_aggregate(segs, masks)
+                    res |= {"dice_gtvp": d[1], "dice_gtvn": d[2]}
+                    if score == "dice":
+                        res["score"] = float(np.nanmean([d[1], d[2]]))
+                if score == "cindex":
+                    res["score"] = res.pop("cindex", float("nan"))
+                return res
+            return validate
+
+        stages = self.stages()
+        histories = {}
+        base = self._checkpoint_path(train_data, val_data)
+        for i, st in enumerate(stages):
+            name = st["name"] or "train"
+            done = base.with_name(f"{base.stem}.{name}.done.pt")  # a finished stage survives a kill of the next
+            if i < len(stages) - 1 and done.is_file():
+                saved = torch.load(done, map_location="cpu", weights_only=False)
+                net.load_state_dict(saved["model"])
+                histories[name] = saved["history"]
+            else:
+                ckpt = base if len(stages) == 1 else base.with_name(f"{base.stem}.{name}.pt")
+                trainer = Trainer(TrainConfig.from_dict(st["train"]), device=self.ctx.device, seed=self.ctx.seed + i,
+                                  checkpoint=ckpt, logger=self.ctx.logger, progress=self.ctx.progress,
+                                  desc=" ".join(filter(None, [self.ctx.method_name or type(self).__name__,
+                                                               st["name"]])))
+                net, histories[name] = trainer.fit(net, train_data, make_step(st["surv_weight"], st["seg_weight"]),
+                                                   make_validate(st["score"]) if val_data is not None else None)
+                if i < len(stages) - 1:
+                    from bench.fsutil import atomic_path
+
+                    with atomic_path(done, ".pt") as tmp:
+                        torch.save({"model": net.state_dict(), "history": histories[name]}, tmp)
+            self.after_stage(st["name"], copy.deepcopy(net).cpu())
+        for st in stages[:-1]:
+            base.with_name(f"{base.stem}.{st['name'] or 'train'}.done.pt").unlink(missing_ok=True)
+        last = stages[-1]["name"] or "train"
+        self.history_ = dict(histories[last])
+        for st in stages[:-1]:  # earlier stages' series under their name
+            for k, v in histories[st["name"] or "train"].items():
+                self.history_[f"{st['name']}_{k}"] = v
         if hasattr(self.head_, "fit_baseline"):  # Cox: Breslow baseline on every training patient
             every = train.union(val) if len(val) else train
             surv_out, _ = self._outputs(net, self._dataset(every, train=False))
@@ -221,12 +274,17 @@ class ImageSurvivalMethod(Method):
         self.net_ = net.cpu()
 
     def predict(self, cohort) -> Prediction:
+        seg_net = getattr(self, "seg_net_", None)  # a network kept for segmentation (AdaMSS: after stage I)
         try:
             net = self.net_.to(self.ctx.device)
             data = self._dataset(cohort, train=False)
             surv_out, segs = self._outputs(net, data)
+            if seg_net is not None:
+                _, segs = self._outputs(seg_net.to(self.ctx.device), data)
         finally:  # the fitted model is pickled by the store: keep it on the CPU whatever happens
             self.net_ = self.net_.cpu()
+            if seg_net is not None:
+                self.seg_net_ = seg_net.cpu()
         risk, surv, times = self.head_.predict(surv_out)
         segmentation = None
         if segs is not None:

@@ -4,7 +4,7 @@
 
 - device: "cpu" or "cuda" (the harness resolves ``--device auto``); mixed precision on CUDA (``amp``: auto =
   bf16 where the GPU supports it, else fp16 with a gradient scaler; off on the CPU unless asked for);
-- optimiser Adam / AdamW / SGD, learning-rate schedule (constant, cosine or step, after linear warm-up),
+- optimiser Adam / AdamW / SGD, learning-rate schedule (constant, cosine, step or multistep, after linear warm-up),
   gradient clipping by norm, an exponential moving average of the weights (``torch.optim.swa_utils``),
   validated and kept instead of the raw weights when on;
 - balanced batches: each batch holds events and censored patients in equal numbers (drawn without
@@ -36,7 +36,7 @@ import torch
 from bench.errors import BenchInputError
 
 OPTIMISERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "step", "multistep")
 AMP = ("auto", "bf16", "fp16", "off")
 KEEP = ("best", "last")
 
@@ -52,6 +52,8 @@ class TrainConfig:
     schedule: str = "constant"
     warmup_epochs: int = 0
     step_every: int = 10  # "step" schedule: lr × 0.1 every this many epochs
+    milestones: tuple = ()  # "multistep" schedule: from epoch milestones[i] on (0-based), lr × factors[i]
+    factors: tuple = ()
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     ema: float = 0.0  # EMA decay of the weights (e.g. 0.999); 0 = off
     patience: int = 0  # epochs without a better validation score before stopping; 0 = run every epoch
@@ -82,6 +84,11 @@ class TrainConfig:
             out.append(f"train.ema = {self.ema} must be in [0, 1)")
         if self.step_every < 1:
             out.append(f"train.step_every = {self.step_every} must be >= 1")
+        if self.schedule == "multistep":
+            ms, fs = list(self.milestones), list(self.factors)
+            if not ms or len(ms) != len(fs) or ms != sorted(ms) or any(m < 1 for m in ms) or any(f <= 0 for f in fs):
+                out.append(f"train.milestones = {ms} and train.factors = {fs}: a multistep schedule needs "
+                           f"increasing epochs >= 1 and as many positive factors")
         for key, allowed in (("optimizer", OPTIMISERS), ("schedule", SCHEDULES), ("amp", AMP), ("keep", KEEP)):
             if getattr(self, key) not in allowed:
                 out.append(f"train.{key} = {getattr(self, key)!r}: choose one of {', '.join(allowed)}")
@@ -142,6 +149,9 @@ def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
             return 0.5 * (1 + math.cos(math.pi * min(e / span, 1.0)))
         if cfg.schedule == "step":
             return 0.1 ** (e // cfg.step_every)
+        if cfg.schedule == "multistep":
+            passed = [f for m, f in zip(cfg.milestones, cfg.factors) if epoch >= m]
+            return passed[-1] if passed else 1.0
         return 1.0
     return factor
 
