@@ -42,9 +42,11 @@ Deviation at every scale: the crop is centred on the PET hot region found from t
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
+from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE
 from bench.nn import ImageSurvivalMethod, width
 
 EDGES = [0, 300, 600, 900, 1100, 1300, 1500, 2100, 2700, 3500, 6000]
@@ -115,7 +117,7 @@ class AdaMSSNet(nn.Module):
         self.survival_layer = nn.Linear(hidden, n_out)
         self.surv = nn.Sequential(nn.Dropout(float(c["surv_dropout"])), nn.Linear(n_feat, hidden), nn.ReLU(inplace=True),
                                   nn.Dropout(float(c["surv_dropout"])), self.survival_layer)
-        self.use_clinical = n_clinical > 0
+        self.n_clinical = n_clinical
 
     def forward(self, image: torch.Tensor, clinical: torch.Tensor | None = None) -> dict:
         ct, pet = image[:, :1], image[:, 1:2]  # the pipeline's channel order: CT, PET
@@ -131,7 +133,9 @@ class AdaMSSNet(nn.Module):
             d = up(d)
             d = dec(torch.cat([d, attn(d, skip)], 1))
             pooled.append(d.mean((2, 3, 4)))
-        feats = torch.cat(pooled + ([clinical.to(d.dtype)] if self.use_clinical else []), 1)
+        if self.n_clinical and clinical is None:  # segmentation alone (AdaMSS's contours) reads no tabular input
+            clinical = d.new_zeros(d.shape[0], self.n_clinical)
+        feats = torch.cat(pooled + ([clinical.to(d.dtype)] if self.n_clinical else []), 1)
         return {"surv": self.surv(feats), "seg": self.seg(d)}
 
     def epoch_logs(self) -> dict[str, float]:
@@ -151,7 +155,8 @@ _PAPER1 = _STAGE1 | {"epochs": 50, "batch_size": 2, "steps_per_epoch": 200, "lr"
                      "milestones": [20, 40], "factors": [0.5, 0.1], "warmup_epochs": 0, "grad_clip": 0.0,
                      "keep": "best"}
 _PAPER2 = _PAPER1 | {"lr": 5e-5, "factors": [0.2, 0.02]}
-_BASE = {"head": "discrete", "edges": EDGES, "clinical": False, "seg_loss": "dicefocal", "surv_l2": 0.1,
+_BASE = {"head": "discrete", "edges": EDGES, "clinical": False, "radiomics": False, "radiomics_k": 10,
+         "radiomics_corr_max": 0.7, "radiomics_features": RADIOMICS_QUICK, "seg_loss": "dicefocal", "surv_l2": 0.1,
          "augment": True, "flips": True, "block_convs": 2, "enc_channels": [8, 16, 32, 64, 128],
          "fuse_channels": [16, 32, 64, 128, 256], "surv_hidden": 128, "surv_dropout": 0.5}
 
@@ -162,12 +167,13 @@ class AdaMSS(ImageSurvivalMethod):
     version = "1"
     configs = {
         "smoke": _BASE | {"spacing_mm": 6.0, "box": [20, 20, 20], "crop": [16, 16, 16], "width": 0.125,
-                          "surv_hidden": 16,
+                          "surv_hidden": 16, "radiomics_features": RADIOMICS_SMOKE, "radiomics_k": 4,
                           "stage1": _STAGE1 | {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4},
                           "stage2": _STAGE2 | {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4}},
         "quick": _BASE | {"spacing_mm": 3.0, "box": [40, 40, 40], "crop": [32, 32, 32], "width": 0.5,
                           "stage1": dict(_STAGE1), "stage2": dict(_STAGE2)},
         "paper": _BASE | {"spacing_mm": 1.0, "box": [160, 160, 160], "crop": [112, 112, 112], "width": 1.0,
+                          "radiomics_features": RADIOMICS_PAPER,
                           "stage1": dict(_PAPER1), "stage2": dict(_PAPER2)},
     }
 
@@ -190,6 +196,14 @@ class AdaMSS(ImageSurvivalMethod):
             out.append("enc_channels and fuse_channels must list 5 widths (one per scale)")
         if config["head"] != "discrete":
             out.append(f"head = {config['head']!r}: AdaMSS's survival loss is the discrete-time NLL (head = discrete)")
+        if config["radiomics"]:
+            from baselines.tabular import feature_config_problems
+
+            out += [f"radiomics: {p}" for p in feature_config_problems(
+                {"radiomics": config["radiomics_features"], "corr_max": config["radiomics_corr_max"],
+                 "select_k": config["radiomics_k"]})]
+            if int(config["radiomics_k"]) < 1:
+                out.append(f"radiomics_k = {config['radiomics_k']} must be >= 1 when radiomics is on")
         if int(config["stage1"]["batch_size"]) < 2 or int(config["stage2"]["batch_size"]) < 2:
             out.append("batch_size must be >= 2 in both stages (BatchNorm)")
         return out
@@ -200,9 +214,62 @@ class AdaMSS(ImageSurvivalMethod):
                  "score": "dice"},
                 {"name": "survival", "train": c["stage2"], "surv_weight": 1.0, "seg_weight": 0.0, "score": "cindex"}]
 
-    def after_stage(self, name: str, net) -> None:
+    def after_stage(self, name: str, net, train) -> None:
         if name == "segmentation":
             self.seg_net_ = net
+            if self.config["radiomics"]:
+                self._fit_radiomics(train)
 
     def build_network(self, n_clinical: int) -> nn.Module:
-        return AdaMSSNet(n_clinical if self.config["clinical"] else 0, self.head_.n_outputs, self.config)
+        return AdaMSSNet(n_clinical, self.head_.n_outputs, self.config)
+
+    # -- radiomics of the stage-I contours ------------------------------------------------------------------
+    def n_extra_inputs(self) -> int:
+        return int(self.config["radiomics_k"]) if self.config["radiomics"] else 0
+
+    def _fit_radiomics(self, train) -> None:
+        from baselines.tabular import FeatureInputs
+
+        c = self.config
+        self.radiomics_ = FeatureInputs({"radiomics": c["radiomics_features"], "corr_max": c["radiomics_corr_max"],
+                                         "select_k": int(c["radiomics_k"]), "clinical": False},
+                                        logger=self.ctx.logger, progress=self.ctx.progress)
+        self.radiomics_.fit(self._predicted_contours(train))
+        self.ctx.logger.info("adamss: radiomics of the stage-I contours, %d feature(s) kept: %s",
+                             len(self.radiomics_.radiomics_columns_), ", ".join(self.radiomics_.radiomics_columns_))
+
+    def extra_inputs(self, cohort):
+        if getattr(self, "radiomics_", None) is None:
+            return None  # stage I: the survival head is not trained yet, zeros stand in
+        x = self.radiomics_.transform(self._predicted_contours(cohort))
+        k = self.n_extra_inputs()
+        return np.hstack([x, np.zeros((len(x), k - x.shape[1]))]) if x.shape[1] < k else x
+
+    def _predicted_contours(self, cohort):
+        """``cohort`` with the stage-I network's GTVp/GTVn contours as its masks, written as NIfTI on each
+        patient's CT grid under ``<cache>/adamss-contours/<network hash>/`` (keyed by the pipeline entry, so
+        a corrupted image gets its own contour)."""
+        import hashlib
+
+        from bench.data.pipeline import save_label
+
+        state = self.seg_net_.state_dict()
+        h = hashlib.sha256()
+        for k in sorted(state):
+            h.update(k.encode())
+            h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+        folder = self.ctx.cache_dir / "adamss-contours" / h.hexdigest()[:20]
+        data = self._dataset(cohort, train=False, tabular=False)
+        paths = {pid: folder / f"{data.paths[pid].stem}.nii.gz" for pid in data.ids}
+        todo = [pid for pid in data.ids if not paths[pid].is_file()]
+        if todo:
+            sub = cohort.subset(todo)
+            sub_data = self._dataset(sub, train=False, tabular=False)
+            try:
+                _, segs = self._outputs(self.seg_net_.to(self.ctx.device), sub_data)
+            finally:
+                self.seg_net_ = self.seg_net_.cpu()
+            files = sub.image_files
+            for pid, seg in self._to_native(sub, sub_data, segs).items():
+                save_label(seg, files[pid].ct, paths[pid])
+        return cohort.with_masks(paths)

@@ -2,6 +2,7 @@
 after a kill between the stages, the stage-I network segments, the paper's piecewise learning rate."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,42 @@ def test_two_stages_resume_after_a_kill_between_them(synthetic_smoke, tmp_path, 
     assert any(not torch.equal(a, b) for a, b in zip(m.seg_net_.state_dict().values(), m.net_.state_dict().values()))
     pred = m.predict(synthetic_smoke.cohort(ids[32:36], with_outcomes=False, name="test"))
     assert len(pred.risk) == 4 and pred.segmentation is not None and len(pred.segmentation) == 4
+
+
+def test_radiomics_of_the_stage_one_contours_feed_stage_two(synthetic_smoke, tmp_path):
+    import SimpleITK as sitk
+
+    from bench.method import RunContext
+
+    ids = list(synthetic_smoke.ids)
+    train = synthetic_smoke.cohort(ids[:24], with_outcomes=True, name="train")
+    val = synthetic_smoke.cohort(ids[24:32], with_outcomes=True, name="val")
+    test = synthetic_smoke.cohort(ids[32:36], with_outcomes=False, name="test")
+    config = AdaMSS.configs["smoke"] | {"radiomics": True, "clinical": True}
+    m = AdaMSS(RunContext(config=config, scale="smoke", cache_dir=tmp_path, progress=False))
+    m.fit(train, val)
+    k = config["radiomics_k"]
+    n_clinical = m.clinical_.n_features_
+    assert m.net_.surv[1].in_features == sum(m.net_.dec[i].out_channels for i in range(4)) + n_clinical + k
+    # the stage-I contours of the training and validation patients, on each patient's CT grid
+    contours = sorted((tmp_path / "adamss-contours").rglob("*.nii.gz"))
+    assert len(contours) == 32
+    ct = sitk.ReadImage(str(train.image_files[ids[0]].ct))
+    first = m._predicted_contours(train.subset(ids[:1])).image_files[ids[0]].mask
+    assert sitk.ReadImage(str(first)).GetSize() == ct.GetSize()
+    assert sitk.ReadImage(str(first)).GetSpacing() == pytest.approx(ct.GetSpacing())
+    # stage II sees the radiomics features: exactly the train-fitted transform of those contours, padded to k
+    x = m._tabular(test)
+    assert x.shape == (4, n_clinical + k)
+    rad = m.radiomics_.transform(m._predicted_contours(test))
+    assert rad.shape[1] <= k and np.allclose(x[:, n_clinical:n_clinical + rad.shape[1]], rad)
+    assert len(sorted((tmp_path / "adamss-contours").rglob("*.nii.gz"))) == 36  # test contours written once
+    pred = m.predict(test)
+    assert len(pred.risk) == 4 and np.isfinite(pred.risk).all()
+
+
+def test_radiomics_config_is_checked():
+    bad = AdaMSS.configs["smoke"] | {"radiomics": True, "radiomics_k": 0, "radiomics_corr_max": 2.0}
+    problems = AdaMSS.check_config(bad)
+    assert any("radiomics_k" in p for p in problems) and any("corr_max" in p for p in problems)
+    assert not AdaMSS.check_config(AdaMSS.configs["smoke"] | {"radiomics": True})

@@ -107,6 +107,17 @@ class Cohort:
         return Cohort(ids, self._centres, self._clinical, self._outcomes, self._images, name or self.name,
                       self._groundtruth)
 
+    def with_masks(self, masks: Mapping[str, Path | str], name: str | None = None) -> Cohort:
+        """The same patients with other mask files (e.g. a model's predicted contours, for radiomics); every
+        patient needs one."""
+        files = self.image_files
+        missing = [i for i in self._ids if i not in masks]
+        if missing:
+            raise KeyError(f"no mask given for {len(missing)} patient(s) of cohort {self.name!r}, e.g. {missing[:3]}")
+        images = {i: ImageFiles(f.ct, f.pet, Path(masks[i])) for i, f in files.items()}
+        return Cohort(self._ids, self._centres, self._clinical, self._outcomes, images, name or self.name,
+                      self._groundtruth)
+
     def union(self, other: Cohort, name: str | None = None) -> Cohort:
         if self.has_outcomes != other.has_outcomes:
             raise ValueError("cannot join a cohort with outcomes to one without")

@@ -161,6 +161,17 @@ def to_native(labels: np.ndarray, origin, cfg: PipelineConfig, ct_path) -> np.nd
     the (z, y, x) array the reference mask has. Reads only the CT header."""
     import SimpleITK as sitk
 
+    img = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
+    img.SetSpacing([cfg.spacing_mm] * 3)
+    img.SetOrigin([float(v) for v in origin])
+    out = sitk.Resample(img, _ct_reference(ct_path), sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return sitk.GetArrayFromImage(out)
+
+
+def _ct_reference(ct_path):
+    """An empty uint8 image with the CT's geometry (only the header is read)."""
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(ct_path))
     reader.ReadImageInformation()
@@ -168,8 +179,21 @@ def to_native(labels: np.ndarray, origin, cfg: PipelineConfig, ct_path) -> np.nd
     ref.SetSpacing(reader.GetSpacing())
     ref.SetOrigin(reader.GetOrigin())
     ref.SetDirection(reader.GetDirection())
+    return ref
+
+
+def save_label(labels: np.ndarray, ct_path, path: Path) -> Path:
+    """Write a label map on the patient's native CT grid ((z, y, x), as ``to_native`` returns it) as an image
+    file with the CT's geometry (atomically; the format follows the suffix, e.g. .nii.gz)."""
+    import SimpleITK as sitk
+
+    ref = _ct_reference(ct_path)
+    if tuple(labels.shape) != tuple(reversed(ref.GetSize())):
+        raise ValueError(f"label map {labels.shape} does not match the CT grid {tuple(reversed(ref.GetSize()))} "
+                         f"of {ct_path}")
     img = sitk.GetImageFromArray(np.ascontiguousarray(labels, dtype=np.uint8))
-    img.SetSpacing([cfg.spacing_mm] * 3)
-    img.SetOrigin([float(v) for v in origin])
-    out = sitk.Resample(img, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(out)
+    img.CopyInformation(ref)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(img, str(tmp), True)
+    return path

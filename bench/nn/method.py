@@ -88,10 +88,12 @@ class ImageSurvivalMethod(Method):
         return make_head(c["head"], **{k: c[k] for k in ("n_times", "edges", "n_bins", "alpha", "sigma") if k in c})
 
     def build_network(self, n_clinical: int):
+        """The network; ``n_clinical`` is the width of the tabular vector beside the image (the clinical
+        encoding when ``clinical`` is on, plus ``n_extra_inputs()``), 0 when there is none."""
         raise NotImplementedError(f"{type(self).__name__}.build_network")
 
     # -- data ----------------------------------------------------------------------------------------------
-    def _dataset(self, cohort, *, train: bool):
+    def _dataset(self, cohort, *, train: bool, tabular: bool = True):
         from bench.data import cache_dir
         from bench.data.torchdata import CentreCrop, PetCtDataset, augmentation
 
@@ -103,9 +105,36 @@ class ImageSurvivalMethod(Method):
         with_mask = cohort.has_outcomes and self.segments
         transform = (augmentation(with_mask=with_mask, crop=crop, flips=flips, jitter=augment)
                      if train else CentreCrop(crop))
-        clinical = self.clinical_.transform(cohort.clinical) if self.clinical_ is not None else None
+        clinical = self._tabular(cohort) if tabular else None
         return PetCtDataset(cohort, self.pipeline_config(), cache_dir(), transform=transform, clinical=clinical,
                             progress=self.ctx.progress, masks=self.segments)
+
+    def _tabular(self, cohort):
+        """The vector beside the image: the clinical encoding (when ``clinical``), then ``extra_inputs`` (zeros
+        until the method can compute them, e.g. during AdaMSS's stage I); None when both are empty."""
+        parts = []
+        if getattr(self, "clinical_", None) is not None:
+            parts.append(np.asarray(self.clinical_.transform(cohort.clinical), dtype=np.float32))
+        k = self.n_extra_inputs()
+        if k:
+            extra = self.extra_inputs(cohort)
+            extra = np.zeros((len(cohort), k), np.float32) if extra is None else np.asarray(extra, np.float32)
+            if extra.shape != (len(cohort), k):
+                raise ValueError(f"{type(self).__name__}.extra_inputs gave shape {extra.shape}, "
+                                 f"expected ({len(cohort)}, {k})")
+            parts.append(extra)
+        return np.hstack(parts) if parts else None
+
+    def n_extra_inputs(self) -> int:
+        """How many features ``extra_inputs`` appends to the clinical vector (fixed before training, because
+        the network is built once)."""
+        return 0
+
+    def extra_inputs(self, cohort) -> np.ndarray | None:
+        """Features (n, ``n_extra_inputs()``) appended to the clinical vector, e.g. radiomics of predicted
+        contours; None while they cannot be computed yet (zeros are fed). Datasets are rebuilt after every
+        stage, so a stage may make them available to the next."""
+        return None
 
     def _forward(self, net, batch):
         return net(batch["image"], batch.get("clinical"))
@@ -158,8 +187,9 @@ class ImageSurvivalMethod(Method):
         return [{"name": "", "train": c["train"], "surv_weight": float(c.get("surv_weight", 1.0)),
                  "seg_weight": float(c.get("seg_weight", 1.0)), "score": "cindex"}]
 
-    def after_stage(self, name: str, net) -> None:
-        """Called with the kept network after each stage (e.g. to keep a copy of it)."""
+    def after_stage(self, name: str, net, train) -> None:
+        """Called with the kept network (a CPU copy) and the training cohort after each stage (e.g. to keep
+        the network, or to fit inputs of the next stage on the training patients)."""
 
     def fit(self, train, val) -> None:
         import copy
@@ -172,7 +202,7 @@ class ImageSurvivalMethod(Method):
 
         c = self.config
         self.clinical_ = ClinicalEncoder().fit(train.clinical) if c.get("clinical") else None
-        n_clinical = self.clinical_.n_features_ if self.clinical_ is not None else 0
+        n_clinical = (self.clinical_.n_features_ if self.clinical_ is not None else 0) + self.n_extra_inputs()
         out = train.outcomes
         self.head_ = self.make_head()
         self.head_.setup(out["time"].to_numpy(), out["event"].to_numpy())
@@ -258,7 +288,10 @@ class ImageSurvivalMethod(Method):
 
                     with atomic_path(done, ".pt") as tmp:
                         torch.save({"model": net.state_dict(), "history": histories[name]}, tmp)
-            self.after_stage(st["name"], copy.deepcopy(net).cpu())
+            self.after_stage(st["name"], copy.deepcopy(net).cpu(), train)
+            if i < len(stages) - 1 and self.n_extra_inputs():  # the next stage may see new extra inputs
+                train_data = self._dataset(train, train=True)
+                val_data = self._dataset(val, train=False) if len(val) else None
         for st in stages[:-1]:
             base.with_name(f"{base.stem}.{st['name'] or 'train'}.done.pt").unlink(missing_ok=True)
         last = stages[-1]["name"] or "train"
