@@ -23,6 +23,18 @@ Architecture (``bench.nn.ImageSurvivalMethod`` does data, training and outputs):
   trains survival only, keeping the epoch with the best validation C-index. Balanced event/censored batches
   in both stages. The segmentation reported (and scored with Dice) is the stage-I network's, as in the paper
   (whose radiomics come from the stage-I masks).
+- **Clinical and radiomics inputs** (config switches, both off by default as in the paper's ablations; its
+  best number uses both): ``clinical`` appends the train-fitted clinical encoding to the pooled features;
+  ``radiomics`` appends ``radiomics_k`` PyRadiomics features of the stage-I network's contours. After stage I,
+  that network segments every training patient; the contours are written as NIfTI on each patient's CT grid
+  (cached per network weights and image) and ``baselines.tabular.FeatureInputs`` extracts the
+  ``radiomics_features`` classes from CT and PET inside GTVp, GTVn and their union, normal-scores them, drops
+  redundant ones (correlation of the normal scores — rank-based, like the paper's Spearman — above
+  ``radiomics_corr_max`` 0.7) and keeps the ``radiomics_k`` (10) most relevant by univariate C-index, all on
+  the training patients. Deviation: the paper selects by LASSO, which gives a variable count; the network is
+  built before stage I, so the count is fixed here (zeros pad when fewer survive the filter). Validation and
+  test patients get their features from their own stage-I contours, never from a reference mask. During
+  stage I (survival head untrained) zeros stand in.
 - **Fusion-gate weights**: the mean w_fuse of each of the five gates over every training epoch is stored in
   the run's history (``gate{i}_fuse``; w_pc = 1 − w_fuse), for stage I under ``segmentation_``; ``bench
   report`` shows where each started (0.5) and ended.
