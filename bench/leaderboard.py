@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from bench.reported import reported
 from bench.results import FLAGS, metric_columns, pooled_replicates, results_frame
 from bench.store import Store, unpack_arrays
 
+log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
 PRIMARY = "cindex_td"
 CI_METRICS = ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn")
@@ -92,6 +94,19 @@ def _installed_method_info(name: str) -> dict:
         return {}
 
 
+def _missing_folds(results_dir: Path, dataset_fp: str, protocol: dict, g) -> list[int]:
+    """Folds of the experiment's stored split (results/splits) that some seed of ``g`` has not run; empty when
+    the split file is not there to compare with."""
+    from bench.hashing import content_hash
+
+    path = Path(results_dir) / "splits" / f"{dataset_fp}-{content_hash(protocol.get('split', {}), 12)}.json"
+    try:
+        n = len(json.loads(path.read_text())["folds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return sorted({f for s, gs in g.groupby("seed") for f in set(range(n)) - set(int(v) for v in gs.fold)})
+
+
 def export_records(results_dir: Path, out: Path) -> list[Path]:
     """One record per finished experiment (method, config, protocol, dataset, scale) in the store; an
     experiment with unfinished jobs is left out (and its older record, if any, kept). Returns the paths
@@ -113,6 +128,11 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
         raw = [rows[(meta["method"], meta["config_hash"], meta["protocol_hash"], meta["dataset_fp"], f, s)]
                for f, s in zip(g.fold, g.seed)]
         first = raw[0]
+        missing = _missing_folds(results_dir, meta["dataset_fp"], json.loads(first["protocol_content"]), g)
+        if missing:  # a sweep cut between folds: the experiment is not finished, whatever its started jobs say
+            log.warning("leaderboard: %s under %s left out, fold(s) %s not run yet (run `bench run` again to finish)",
+                        meta["method"], meta["protocol"], missing)
+            continue
         env = json.loads(first["env"]) if first.get("env") else {}
         ci = {}
         replicates = {}

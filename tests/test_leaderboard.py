@@ -80,3 +80,23 @@ def test_bench_report_shows_one_method_under_one_protocol(smoke_results):
     assert "noise on test, fraction 0.5" in text and "training curves:" in text
     missing = run_bench("report", "radiomics-cox", "--protocol", "nope", "--results", str(smoke_results))
     assert missing.returncode == 2 and "no stored runs" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_an_experiment_cut_between_folds_is_not_exported(smoke_results, tmp_path, caplog):
+    """Every started job done is not enough: all of the stored split's folds must have run."""
+    import sqlite3
+
+    from bench.leaderboard import export_records
+
+    results = tmp_path / "results"
+    shutil.copytree(smoke_results, results)
+    con = sqlite3.connect(results / "runs.sqlite")
+    with con:
+        n = con.execute("DELETE FROM runs WHERE method = 'coxph' AND protocol = 'clean' AND fold = 2").rowcount
+    con.close()
+    assert n == 1
+    with caplog.at_level("WARNING", logger="bench.leaderboard"):
+        written = export_records(results, tmp_path / "out")
+    names = {p.name.split("__")[0] + "/" + p.name.split("__")[1] for p in written}
+    assert "clean/coxph" not in names and "clean/oracle" in names and "noisy50/coxph" in names
+    assert "fold(s) [2] not run yet" in caplog.text
