@@ -344,6 +344,39 @@ def results_cmd(results: Path, fmt: str, summary: bool, reference: str | None, m
                    if not frame.empty else empty)
 
 
+@cli.group("store")
+def store_cmd() -> None:
+    """Carry finished runs between results stores as plain files (e.g. commit them between sessions).
+
+    A results store is one SQLite file and is not committed; `bench store export` files every finished
+    (method, protocol, fold, seed) row as JSON, and `bench store import` puts them back, so a sweep cut
+    between folds resumes elsewhere without redoing the folds it finished. Fitted models are not carried:
+    a protocol that needs a model not there refits it."""
+
+
+@store_cmd.command("export")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (one JSON file per finished row, grouped by dataset; splits/).")
+def store_export(results: Path, out: Path) -> None:
+    """Write every finished row of the store under --out (unchanged files are not rewritten)."""
+    from bench.store import Store, export_rows
+
+    written, same = export_rows(Store(results, create=False), out)
+    click.echo(f"{written} row file(s) written, {same} unchanged, under {out}")
+
+
+@store_cmd.command("import")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
+def store_import(src: Path, results: Path) -> None:
+    """Insert the finished rows filed under SRC into the store; rows it already finished are kept."""
+    from bench.store import Store, import_rows
+
+    imported, kept = import_rows(Store(results), src)
+    click.echo(f"{imported} row(s) imported, {kept} already in {results}; `bench run` skips them")
+
+
 @cli.command("leaderboard")
 @click.option("--results", type=click.Path(path_type=Path), default=None,
               help="Export the finished experiments of this results directory as run records first "

@@ -225,3 +225,114 @@ class Store:
                  info["fold"], info["seed"], json.dumps(info["train_corruption"]),
                  str(path.relative_to(self.root)), info["fit_seconds"], now()),
             )
+
+
+# --- finished rows as files: carry a results store between machines (or sessions) through git -------------
+ROW_FORMAT = "survbench-run-row"
+ROW_FORMAT_VERSION = 1
+_BLOBS = ("predictions", "bootstrap")
+_ROW_COLUMNS = ("method", "config_hash", "dataset_fp", "protocol_hash", "fold", "seed", "fold_name", "protocol",
+                "protocol_version", "dataset", "scale", "train_key", "status", "error", "started_at", "finished_at",
+                "fit_seconds", "predict_seconds", "model_reused", "config", "protocol_content", "env", "metrics",
+                "notes", "corruption", "predictions", "manifest", "bootstrap")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-") or "x"
+
+
+def row_filename(row: dict[str, Any]) -> str:
+    """``<dataset>/<method>__<protocol>__<config8>-<dataset8>-<protocol8>__fold<k>__seed<s>.json``."""
+    return (f"{_slug(row['dataset'] or row['dataset_fp'])}/{_slug(row['method'])}__{_slug(row['protocol'])}__"
+            f"{row['config_hash'][:8]}-{row['dataset_fp'][:8]}-{row['protocol_hash'][:8]}__"
+            f"fold{row['fold']}__seed{row['seed']}.json")
+
+
+def export_rows(store: Store, out: Path) -> tuple[int, int]:
+    """Write every finished row of ``store`` as one JSON file under ``out`` (blobs base64), and the stored
+    splits under ``out/splits``. A file whose content is unchanged is not rewritten, so committing the folder
+    after each sweep only adds what is new. Returns (files written, files unchanged)."""
+    import base64
+
+    out = Path(out)
+    written = same = 0
+    for row in store.rows("done"):
+        doc = {"format": ROW_FORMAT, "version": ROW_FORMAT_VERSION,
+               "row": {c: (base64.b64encode(row[c]).decode() if c in _BLOBS and row[c] is not None else row[c])
+                       for c in _ROW_COLUMNS}}
+        text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+        path = out / row_filename(row)
+        if path.is_file() and path.read_text() == text:
+            same += 1
+            continue
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
+        written += 1
+    for split in sorted((store.root / "splits").glob("*.json")):
+        target = out / "splits" / split.name
+        text = split.read_text()
+        if target.is_file() and target.read_text() == text:
+            continue
+        with atomic_path(target) as tmp:
+            tmp.write_text(text)
+    return written, same
+
+
+def _read_row_file(path: Path) -> dict[str, Any]:
+    import base64
+    import binascii
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BenchInputError(f"{path}: not a readable run-row file ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != ROW_FORMAT or not isinstance(doc.get("row"), dict):
+        raise BenchInputError(f"{path}: not a survbench run-row file (no format {ROW_FORMAT!r})")
+    if doc.get("version") != ROW_FORMAT_VERSION:
+        raise BenchInputError(f"{path}: run-row format version {doc.get('version')!r}, this harness reads "
+                              f"{ROW_FORMAT_VERSION}")
+    row = doc["row"]
+    missing = [c for c in _ROW_COLUMNS if c not in row]
+    if missing:
+        raise BenchInputError(f"{path}: run row lacks {', '.join(missing)}")
+    if row["status"] != "done":
+        raise BenchInputError(f"{path}: run row has status {row['status']!r}; only finished rows are carried")
+    try:
+        for c in _BLOBS:
+            if row[c] is not None:
+                row[c] = base64.b64decode(row[c], validate=True)
+        if row["predictions"] is None:
+            raise ValueError("no predictions")
+        unpack_arrays(row["predictions"])
+    except (binascii.Error, ValueError, TypeError, OSError) as exc:
+        raise BenchInputError(f"{path}: run row's predictions are unreadable ({exc})") from None
+    return row
+
+
+def import_rows(store: Store, src: Path) -> tuple[int, int]:
+    """Insert the finished rows filed under ``src`` (by :func:`export_rows`) into ``store``: a row the store
+    already has finished is left as it is; a running or failed row of the same job is replaced. Every file is
+    read and checked before anything is written, so a bad file changes nothing. Splits under ``src/splits``
+    missing from the store are copied. Returns (rows imported, rows already there)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise BenchInputError(f"{src}: no such folder of run rows")
+    rows = [_read_row_file(p) for p in sorted(src.glob("*/*.json")) if p.parent.name != "splits"]
+    imported = kept = 0
+    with store._connect() as con:
+        for row in rows:
+            key = tuple(row[c] for c in ("method", "config_hash", "dataset_fp", "protocol_hash", "fold", "seed"))
+            old = con.execute(f"SELECT status FROM runs WHERE {WHERE_KEY}", key).fetchone()
+            if old and old[0] == "done":
+                kept += 1
+                continue
+            con.execute(f"DELETE FROM runs WHERE {WHERE_KEY}", key)
+            con.execute(f"INSERT INTO runs ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join('?' * len(_ROW_COLUMNS))})",
+                        tuple(row[c] for c in _ROW_COLUMNS))
+            imported += 1
+    for split in sorted((src / "splits").glob("*.json")):
+        target = store.root / "splits" / split.name
+        if not target.exists():
+            with atomic_path(target) as tmp:
+                tmp.write_text(split.read_text())
+    return imported, kept

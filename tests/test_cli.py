@@ -122,3 +122,16 @@ def test_duplicate_seeds_run_once(tiny_dataset_dir, tmp_path):
     done = run_bench("run", "-m", "coxph", "--seed", "0,0", "--scale", "smoke", "-d",
                      f"hecktor2022:{tiny_dataset_dir}", "--results", str(tmp_path))
     assert done.returncode == 0 and "5 job(s) run" in done.stdout
+
+
+def test_store_export_and_import_carry_finished_runs(tiny_dataset_dir, tmp_path):
+    ds = f"hecktor2022:{tiny_dataset_dir}"
+    assert run_bench("run", "-m", "coxph", "--scale", "smoke", "-d", ds, "--results", str(tmp_path / "a")).returncode == 0
+    out = run_bench("store", "export", "--results", str(tmp_path / "a"), "--out", str(tmp_path / "rows"))
+    assert out.returncode == 0 and "5 row file(s) written" in out.stdout, out.stderr
+    back = run_bench("store", "import", str(tmp_path / "rows"), "--results", str(tmp_path / "b"))
+    assert back.returncode == 0 and "5 row(s) imported" in back.stdout, back.stderr
+    again = run_bench("run", "-m", "coxph", "--scale", "smoke", "-d", ds, "--results", str(tmp_path / "b"))
+    assert again.returncode == 0 and "0 job(s) run, 5 already done" in again.stdout
+    bad = run_bench("store", "import", str(tmp_path / "nothing"), "--results", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "no such folder of run rows" in bad.stderr and "Traceback" not in bad.stderr

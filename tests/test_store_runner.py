@@ -169,3 +169,39 @@ def test_metric_nan_comes_with_its_reason():
     scored = score(load_protocol("clean").metrics, pred, boot_seed=0)
     assert scored.metrics["cindex_harrell"] is None and any("no events" in n for n in scored.notes)
     assert scored.metrics["cindex_td"] is None and scored.manifest["survival_curves"]["source"].startswith("derived")
+
+
+def test_exported_rows_resume_a_sweep_in_a_fresh_store(killer, tiny_dataset, tmp_path):
+    """A sweep cut between folds, carried as files to an empty store, redoes only the missing folds."""
+    from bench.store import export_rows, import_rows
+
+    killer.kill_on_fit = 3
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_dataset, ["clean"], tmp_path / "a")
+    written, same = export_rows(Store(tmp_path / "a"), tmp_path / "rows")
+    assert (written, same) == (2, 0)  # the running row is not carried
+    assert export_rows(Store(tmp_path / "a"), tmp_path / "rows") == (0, 2)  # unchanged files are not rewritten
+    assert list((tmp_path / "rows" / "splits").glob("*.json"))
+    assert import_rows(Store(tmp_path / "b"), tmp_path / "rows") == (2, 0)
+    assert import_rows(Store(tmp_path / "b"), tmp_path / "rows") == (0, 2)
+    before = {r["fold"]: (r["metrics"], r["predictions"]) for r in Store(tmp_path / "a").rows("done")}
+    after = {r["fold"]: (r["metrics"], r["predictions"]) for r in Store(tmp_path / "b").rows("done")}
+    assert before == after
+    killer.kill_on_fit, killer.fits = None, 0
+    report = _run(tiny_dataset, ["clean"], tmp_path / "b")
+    assert report.skipped == 2 and report.ran == 3 and killer.fits == 3
+
+
+def test_a_bad_row_file_is_refused_before_anything_is_imported(killer, tiny_dataset, tmp_path):
+    from bench.store import export_rows, import_rows
+
+    _run(tiny_dataset, ["clean"], tmp_path / "a")
+    export_rows(Store(tmp_path / "a"), tmp_path / "rows")
+    victim = sorted((tmp_path / "rows").glob("*/*fold3*.json"))[0]
+    victim.write_text(victim.read_text().replace('"predictions": "', '"predictions": "!!'))
+    with pytest.raises(BenchInputError, match=r"fold3.*predictions are unreadable"):
+        import_rows(Store(tmp_path / "b"), tmp_path / "rows")
+    assert Store(tmp_path / "b").rows() == []
+    victim.write_text("{not json")
+    with pytest.raises(BenchInputError, match="not a readable run-row file"):
+        import_rows(Store(tmp_path / "b"), tmp_path / "rows")
