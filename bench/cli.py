@@ -344,6 +344,43 @@ def results_cmd(results: Path, fmt: str, summary: bool, reference: str | None, m
                    if not frame.empty else empty)
 
 
+@cli.command("pretrain")
+@click.option("--encoder", "encoders", required=True, help="ct-fm, pet-fm or both (comma-separated).")
+@click.option("--scale", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
+              help="The encoder size and pretraining length of this scale (the one `bench run` uses).")
+@click.option("--force", is_flag=True, help="Pretrain again even when cached weights exist.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.pass_context
+def pretrain_cmd(ctx, encoders: str, scale: str, force: bool, device: str) -> None:
+    """Pretrain a foundation-model encoder self-supervised (masked-image modelling) on the external corpus.
+
+    The corpus is the synthetic cohort of this scale generated with another seed (corpus_seed 1), never the
+    benchmark's patients. Weights are cached (official checkpoint layout) with a card: loss per epoch, and a
+    linear probe (ridge, held-out R² on log tumour volume) of the frozen features against the same probe on a
+    randomly initialised encoder. `bench run --method fm-ct,...` pretrains on first use; this command does it
+    ahead of time and prints the card."""
+    from bench.data import cache_dir
+    from bench.runner import resolve_device
+    from proposed.fm_encoders import ENCODERS, card, encoder_config, file_hash, pretrain
+
+    names = [n.strip() for n in encoders.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ENCODERS]
+    if unknown or not names:
+        raise BenchInputError(f"--encoder {encoders!r}: choose from {', '.join(ENCODERS)}")
+    dev = resolve_device(device)
+    for name in names:
+        path = pretrain(name, scale, encoder_config(name, scale), cache=cache_dir(), device=dev,
+                        progress=not ctx.obj["quiet"], force=force)
+        c = card(path) or {}
+        loss = c.get("loss_per_epoch") or [float("nan")]
+        probe = c.get("probe", {})
+        click.echo(f"{name} ({scale}): {path}\n  sha256 {file_hash(path)[:16]}, corpus {c.get('corpus')} "
+                   f"({c.get('corpus_patients')} patients), {c.get('objective')}\n"
+                   f"  loss {loss[0]:.4f} → {loss[-1]:.4f} over {len(loss)} epochs, {c.get('seconds')} s\n"
+                   f"  probe ({probe.get('target')}, {probe.get('metric')}): pretrained {probe.get('pretrained')}, "
+                   f"random init {probe.get('random_init')}")
+
+
 @cli.group("store")
 def store_cmd() -> None:
     """Carry finished runs between results stores as plain files (e.g. commit them between sessions).

@@ -107,6 +107,18 @@ def _missing_folds(results_dir: Path, dataset_fp: str, protocol: dict, g) -> lis
     return sorted({f for s, gs in g.groupby("seed") for f in set(range(n)) - set(int(v) for v in gs.fold)})
 
 
+def _provenance(rows: list[dict]) -> dict[str, list[str]]:
+    """What the experiment's fitted models read beyond their config (``Method.provenance``), per key the
+    distinct values over folds."""
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        env = json.loads(r["env"]) if r.get("env") else {}
+        for k, v in (env.get("provenance") or {}).items():
+            if v not in out.setdefault(k, []):
+                out[k].append(v)
+    return out
+
+
 def export_records(results_dir: Path, out: Path) -> list[Path]:
     """One record per finished experiment (method, config, protocol, dataset, scale) in the store; an
     experiment with unfinished jobs is left out (and its older record, if any, kept). Returns the paths
@@ -160,6 +172,9 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
                       for r in g.sort_values(["seed", "fold"]).itertuples()],
             "ci": ci, "replicates": replicates, "km": _km_groups(raw),
         }
+        provenance = _provenance(raw)
+        if provenance:
+            record["provenance"] = provenance
         path = out / "records" / dataset_slug(meta["dataset"]) / \
             f"{meta['protocol']}__{meta['method']}__{meta['config_hash'][:8]}.json"
         text = json.dumps(record, indent=1, sort_keys=True) + "\n"
@@ -238,7 +253,12 @@ def _table(recs: list[dict], protocol: str) -> str:
         row.append(reported(r["method"], protocol) or "")
         rows.append(row)
     headers = ["method", "config", "jobs"] + [h for _, h, _ in shown] + ["reported (real data)"]
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    text = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    named = [f"- `{r['method']}` (`{r['config_hash'][:8]}`) {k}: " + "; ".join(v)
+             for r in recs for k, v in sorted(r.get("provenance", {}).items())]
+    if named:
+        text += "\n\nInputs beyond the config (weights the rows read):\n\n" + "\n".join(named)
+    return text
 
 
 def _header(title: str, recs: list[dict]) -> list[str]:

@@ -73,6 +73,12 @@ class Method:
     def predict(self, cohort: Cohort) -> Prediction:
         raise NotImplementedError(f"{type(self).__name__}.predict")
 
+    def provenance(self) -> dict[str, str]:
+        """Inputs of a fitted model that its config does not pin down, named for the record (e.g. which
+        pretrained encoder weights it read: {"ct-fm weights": "… sha256 …"}). Stored with every run and
+        printed under the leaderboard tables; empty by default."""
+        return {}
+
     # A fitted method is pickled by the store so protocols that share a training reuse it; the context
     # (logger, progress bars) is not part of the model and is attached again after loading.
     def __getstate__(self) -> dict[str, Any]:

@@ -53,6 +53,12 @@ def method_report(store: Store, method: str, protocol: str) -> str:
                 "environment:", f"  python {env.get('python')}, {env.get('platform')}, device {env.get('device')}, "
                 f"git {env.get('git_commit')}",
                 "  " + ", ".join(f"{k} {v}" for k, v in sorted((env.get("packages") or {}).items()) if v), ""]
+        named = {}
+        for r in mine:
+            for k, v in (json.loads(r["env"]).get("provenance") or {} if r.get("env") else {}).items():
+                named.setdefault(k, set()).add(v)
+        if named:
+            out += ["inputs beyond the config:", *[f"  {k}: {'; '.join(sorted(v))}" for k, v in sorted(named.items())], ""]
         f = frame[frame.config_hash == cfg].sort_values(["seed", "fold"])
         cols = [c for c in SHOWN if c in f and f[c].notna().any()]
         table = f[["fold_name", "seed", "status"] + cols + ["fit_seconds", "model_reused"]].copy()

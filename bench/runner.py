@@ -250,6 +250,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
                 "train_corruption": protocol0.train_corruption, "fit_seconds": fit_seconds,
             })
             report.fits += 1
+        provenance = {str(k): str(v) for k, v in (method.provenance() or {}).items()}
         train_ids = list(fit_ids) + list(val_ids)
         train_pred = _predict(plan, method, dataset, train_ids, f"{fold.name}/train-predict", train_noise)
         outcomes = dataset.outcomes
@@ -278,7 +279,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             store.finish(
                 key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=fit_seconds,
                 predict_seconds=predict_seconds, model_reused=reused, predictions=predictions,
-                manifest=scored.manifest, bootstrap=scored.replicates,
+                manifest=scored.manifest, bootstrap=scored.replicates, provenance=provenance,
             )
             report.ran += 1
             bar.update(1)

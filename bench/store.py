@@ -154,8 +154,11 @@ class Store:
 
     def finish(self, key: RunKey, *, metrics: dict, notes: list[str], corruption: dict, predictions: dict[str, Any],
                fit_seconds: float, predict_seconds: float, model_reused: bool, manifest: dict | None = None,
-               bootstrap: dict[str, np.ndarray] | None = None) -> None:
+               bootstrap: dict[str, np.ndarray] | None = None, provenance: dict[str, str] | None = None) -> None:
         with self._connect() as con:
+            if provenance:  # kept with the environment: what the fitted model read beyond its config
+                con.execute(f"UPDATE runs SET env=json_set(coalesce(env, '{{}}'), '$.provenance', json(?)) WHERE {WHERE_KEY}",
+                            (json.dumps(provenance), *key.as_tuple()))
             con.execute(
                 f"""UPDATE runs SET status='done', error=NULL, finished_at=?, fit_seconds=?, predict_seconds=?,
                     model_reused=?, metrics=?, notes=?, corruption=?, predictions=?, manifest=?, bootstrap=?

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import numpy as np
@@ -205,3 +206,20 @@ def test_a_bad_row_file_is_refused_before_anything_is_imported(killer, tiny_data
     victim.write_text("{not json")
     with pytest.raises(BenchInputError, match="not a readable run-row file"):
         import_rows(Store(tmp_path / "b"), tmp_path / "rows")
+
+
+def test_provenance_of_a_fitted_model_reaches_record_page_and_report(killer, tiny_dataset, tmp_path, monkeypatch):
+    """What a model read beyond its config (e.g. encoder weights) is stored per run and named on the pages."""
+    from bench import leaderboard as lb
+    from bench.report import method_report
+
+    monkeypatch.setattr(Killer, "provenance", lambda self: {"encoder weights": "enc.pt (sha256 abc123)"}, raising=False)
+    _run(tiny_dataset, ["clean"], tmp_path / "r")
+    env = json.loads(Store(tmp_path / "r").rows("done")[0]["env"])
+    assert env["provenance"] == {"encoder weights": "enc.pt (sha256 abc123)"}
+    lb.export_records(tmp_path / "r", tmp_path / "lb")
+    (record,) = lb.load_records(tmp_path / "lb")
+    assert record["provenance"] == {"encoder weights": ["enc.pt (sha256 abc123)"]}
+    cv = next(p.text for p in lb.render(tmp_path / "lb", "killer") if p.path.endswith("cv.md"))
+    assert "`killer` (`" in cv and "encoder weights: enc.pt (sha256 abc123)" in cv
+    assert "encoder weights: enc.pt (sha256 abc123)" in method_report(Store(tmp_path / "r"), "killer", "clean")

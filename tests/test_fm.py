@@ -1,0 +1,212 @@
+"""Foundation-model variants: DAFT, the CT-FM / PET-FM encoders and their checkpoint layouts, pretraining,
+the frozen-feature cache, and the DeepMTS + DAFT network reading the embeddings."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import BenchInputError
+from proposed.fm import DAFT, DeepMTSDAFT, DeepMTSDAFTNet, FMCTPET
+from proposed.fm_encoders import (
+    ENCODERS, PETFMEncoder, _Block, build_encoder, card, cohort_features, encoder_config, encoder_input,
+    file_hash, load_official, pretrain, probe_r2, resolve_weights, save_official,
+)
+
+
+# -- DAFT ------------------------------------------------------------------------------------------------------
+def test_daft_starts_as_identity_with_the_bottleneck_of_the_description():
+    torch.manual_seed(0)
+    daft = DAFT(channels=40, n_tabular=9, reduction=7)
+    assert daft.mlp[0].out_features == (40 + 9) // 7 and daft.mlp[2].out_features == 80
+    f, tab = torch.randn(3, 40, 4, 4, 4), torch.randn(3, 9)
+    torch.testing.assert_close(daft(f, tab), f)
+    # after one step it conditions on the table: two patients with the same image map differ
+    opt = torch.optim.SGD(daft.parameters(), lr=0.5)
+    daft(f, tab).pow(2).mean().backward()
+    opt.step()
+    same = f[:1].expand(2, -1, -1, -1, -1)
+    out = daft(same, torch.stack([tab[0], tab[1]]))
+    assert not torch.allclose(out[0], out[1])
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------
+def _rand(enc):
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.normal_()
+    return enc
+
+
+def test_ct_fm_official_layouts_load_and_reload(tmp_path):
+    cfg = encoder_config("ct-fm", "smoke")
+    enc = _rand(build_encoder("ct-fm", cfg))
+    path = save_official(enc, tmp_path / "ct.pt")
+    raw = torch.load(path, weights_only=True)
+    assert "conv_init.weight" in raw and "layers.0.blocks.0.conv1.weight" in raw  # bare SegResEncoder keys
+    x = torch.rand(2, 1, 16, 16, 16)
+    loaded = load_official(build_encoder("ct-fm", cfg), path)
+    torch.testing.assert_close(loaded.eval()(x), enc.eval()(x))
+    # the legacy full-network file: encoder.-prefixed keys beside decoder keys, nested under state_dict
+    legacy = {"state_dict": {**{f"encoder.{k}": v for k, v in raw.items()}, "up_layers.0.weight": torch.zeros(1)}}
+    torch.save(legacy, tmp_path / "legacy.pt")
+    torch.testing.assert_close(load_official(build_encoder("ct-fm", cfg), tmp_path / "legacy.pt").eval()(x),
+                               enc.eval()(x))
+
+
+def test_ct_fm_paper_architecture_has_the_published_shape():
+    enc = build_encoder("ct-fm", encoder_config("ct-fm", "paper"))
+    assert enc.dim == 512
+    keys = enc.official_state_dict()
+    assert tuple(keys["conv_init.weight"].shape) == (32, 1, 3, 3, 3)
+    assert sum(k.endswith("conv1.weight") and k.startswith("layers.4.blocks.") for k in keys) == 4
+
+
+def test_pet_fm_official_layout_loads_and_reloads(tmp_path):
+    cfg = encoder_config("pet-fm", "smoke")
+    enc = _rand(build_encoder("pet-fm", cfg))
+    path = save_official(enc, tmp_path / "pet.pth")
+    raw = torch.load(path, weights_only=True)
+    assert set(raw) == {"model_state_dict"}
+    assert "image_encoder.patch_embed.proj.weight" in raw["model_state_dict"]
+    assert "image_encoder.blocks.0.attn.rel_pos_d" in raw["model_state_dict"]
+    x = torch.rand(2, 1, 16, 16, 16)
+    torch.testing.assert_close(load_official(build_encoder("pet-fm", cfg), path)(x), enc.eval()(x))
+    # SAM-Med3D's whole model: prompt encoder and mask decoder keys are skipped; a bare dict loads too
+    whole = {**raw["model_state_dict"], "mask_decoder.iou_token.weight": torch.zeros(1, 4)}
+    torch.save({"model_state_dict": whole}, tmp_path / "whole.pth")
+    load_official(build_encoder("pet-fm", cfg), tmp_path / "whole.pth")
+    torch.save({k[len("image_encoder."):]: v for k, v in raw["model_state_dict"].items()}, tmp_path / "bare.pth")
+    torch.testing.assert_close(load_official(build_encoder("pet-fm", cfg), tmp_path / "bare.pth")(x), enc.eval()(x))
+
+
+def test_pet_fm_paper_architecture_has_sam_med3d_shapes():
+    enc = build_encoder("pet-fm", encoder_config("pet-fm", "paper"))
+    sd = enc.state_dict()
+    assert enc.dim == 768 and tuple(sd["pos_embed"].shape) == (1, 8, 8, 8, 768)
+    assert tuple(sd["patch_embed.proj.weight"].shape) == (768, 1, 16, 16, 16)
+    assert tuple(sd["blocks.0.attn.rel_pos_d"].shape) == (27, 64)  # window 14: 2·14 − 1 offsets
+    assert tuple(sd["blocks.2.attn.rel_pos_d"].shape) == (15, 64)  # global block: 2·8 − 1
+    assert tuple(sd["neck.1.weight"].shape) == (384,) and len([k for k in sd if k.startswith("blocks.11.")]) > 0
+    assert 85e6 < sum(v.numel() for v in sd.values()) < 100e6
+
+
+def test_weights_that_are_missing_or_do_not_match_are_clear_errors(tmp_path):
+    cfg = encoder_config("ct-fm", "smoke")
+    with pytest.raises(BenchInputError, match="no file at"):
+        load_official(build_encoder("ct-fm", cfg), tmp_path / "nope.pt", "ct-fm")
+    save_official(build_encoder("ct-fm", cfg), tmp_path / "small.pt")
+    with pytest.raises(BenchInputError, match=r"do not match the configured architecture.*another shape"):
+        load_official(build_encoder("ct-fm", encoder_config("ct-fm", "quick")), tmp_path / "small.pt", "ct-fm")
+    save_official(build_encoder("pet-fm", encoder_config("pet-fm", "smoke")), tmp_path / "pet.pt")
+    with pytest.raises(BenchInputError, match="missing, e.g."):
+        load_official(build_encoder("ct-fm", cfg), tmp_path / "pet.pt", "ct-fm")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(BenchInputError, match="not a readable PyTorch checkpoint"):
+        load_official(build_encoder("ct-fm", cfg), tmp_path / "junk.pt", "ct-fm")
+    # a path in the method config is checked before any training
+    with pytest.raises(BenchInputError, match="no file at"):
+        resolve_weights("ct-fm", "smoke", cfg | {"weights": str(tmp_path / "nope.pt")}, cache=tmp_path)
+
+
+def test_windowed_attention_is_global_attention_when_the_window_covers_the_grid():
+    torch.manual_seed(0)
+    glob = _Block(16, 2, 2.0, (3, 3, 3), window=0)
+    win = _Block(16, 2, 2.0, (3, 3, 3), window=3)
+    with torch.no_grad():
+        for p in glob.parameters():
+            p.normal_(0, 0.3)
+    win.load_state_dict(glob.state_dict())
+    x = torch.randn(2, 3, 3, 3, 16)
+    torch.testing.assert_close(win(x), glob(x))
+    # window 2 on a 4-grid: each 2³ cube attends only within itself
+    win2 = _Block(16, 2, 2.0, (4, 4, 4), window=2)
+    x = torch.randn(1, 4, 4, 4, 16)
+    y = win2(x)
+    x2 = x.clone()
+    x2[:, 2:, 2:, 2:] += 1.0  # change one cube: the others' outputs are unchanged
+    y2 = win2(x2)
+    torch.testing.assert_close(y2[:, :2], y[:, :2])
+    assert not torch.allclose(y2[:, 2:, 2:, 2:], y[:, 2:, 2:, 2:])
+
+
+def test_pet_input_is_clipped_at_percentiles_and_scaled():
+    pet = np.zeros((10, 10, 10), np.float32)
+    pet[5, 5, 5] = 1000.0  # one hot voxel above the 99.5th percentile
+    pet[:5] = 2.0
+    x = encoder_input("pet-fm", {"pet": pet})
+    assert x.shape == (1, 10, 10, 10) and x.min() == 0.0 and x.max() == 1.0
+    assert x[0, 5, 5, 5] == 1.0 and x[0, 0, 0, 0] == 1.0  # 2.0 is the 99.5th percentile here
+
+
+# -- the probe and pretraining ---------------------------------------------------------------------------------
+def test_probe_r2_separates_informative_from_noise_features():
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=80)
+    informative = np.c_[target + 0.1 * rng.normal(size=80), rng.normal(size=(80, 5))]
+    assert probe_r2(informative, target) > 0.9
+    assert probe_r2(rng.normal(size=(80, 6)), target) < 0.2
+
+
+def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort(tmp_path):
+    cfg = encoder_config("pet-fm", "smoke")
+    path = pretrain("pet-fm", "smoke", cfg, cache=tmp_path, progress=False)
+    c = card(path)
+    assert c["corpus"] == "synthetic:smoke:1" and c["corpus_patients"] == 40
+    assert c["loss_per_epoch"][-1] < c["loss_per_epoch"][0]
+    assert c["weights_sha256"] == file_hash(path) and set(c["probe"]) >= {"pretrained", "random_init"}
+    load_official(build_encoder("pet-fm", cfg), path)  # written in the official layout
+    mtime = path.stat().st_mtime_ns
+    assert pretrain("pet-fm", "smoke", cfg, cache=tmp_path, progress=False) == path and path.stat().st_mtime_ns == mtime
+    w, desc = resolve_weights("pet-fm", "smoke", cfg, cache=tmp_path, progress=False)
+    assert w == path and "synthetic:smoke:1" in desc and file_hash(path)[:12] in desc
+    with pytest.raises(BenchInputError, match="corpus_seed = 0"):
+        pretrain("pet-fm", "smoke", encoder_config("pet-fm", "smoke", {"pretrain": {"corpus_seed": 0}}), cache=tmp_path)
+
+
+def test_features_are_cached_per_image_and_a_corrupted_image_gets_its_own(synthetic_smoke, tmp_path):
+    from bench.corruptions import corrupted_files
+    from bench.protocols import load_protocol
+
+    cfg = encoder_config("ct-fm", "smoke")
+    ids = list(synthetic_smoke.ids[:6])
+    cohort = synthetic_smoke.cohort(ids, with_outcomes=False)
+    a = cohort_features("ct-fm", cfg, None, cohort, cache=tmp_path, progress=False)
+    assert a.shape == (6, 64) and np.isfinite(a).all()
+    folder = next((tmp_path / "fm-features").glob("ct-fm-*"))
+    assert len(list(folder.glob("*.npy"))) == 6
+    np.testing.assert_array_equal(cohort_features("ct-fm", cfg, None, cohort, cache=tmp_path, progress=False), a)
+    noise = load_protocol("noisy100").corruption
+    replaced = corrupted_files(synthetic_smoke, noise, ids[:2], tmp_path / "noisy")
+    noisy = synthetic_smoke.cohort(ids, with_outcomes=False, replace_images=replaced)
+    b = cohort_features("ct-fm", cfg, None, noisy, cache=tmp_path, progress=False)
+    assert len(list(folder.glob("*.npy"))) == 8
+    np.testing.assert_array_equal(b[2:], a[2:])
+    assert not np.allclose(b[:2], a[:2])
+
+
+# -- the network and method ------------------------------------------------------------------------------------
+def test_fm_columns_reach_the_survival_output():
+    torch.manual_seed(0)
+    cfg = DeepMTSDAFT.configs["smoke"] | {"width": 0.25}
+    net = DeepMTSDAFTNet(cfg, n_clinical=5, fm_dims=[64, 16], proj=[8, 0]).eval()
+    image = torch.rand(2, 2, 32, 32, 32)
+    tab = torch.randn(2, 5 + 64 + 16)
+    out = net(image, tab)
+    assert out["surv"].shape == (2, 1) and out["seg"].shape == (2, 2, 32, 32, 32)
+    for cols in (slice(5, 69), slice(69, 85)):
+        moved = tab.clone()
+        moved[:, cols] += 1.0
+        assert not torch.allclose(net(image, moved)["surv"], out["surv"])
+    assert net.survival_layer.in_features == net.daft.channels + 8 + 16
+
+
+def test_fm_config_problems_are_named():
+    problems = DeepMTSDAFT.check_network(DeepMTSDAFT.configs["smoke"] | {"fm": ["ct", "ct", "mri"]})
+    assert any("fm = " in p for p in problems)
+    problems = FMCTPET.check_network(FMCTPET.configs["smoke"] | {"ct_fm": {"nope": 1}, "clinical": False})
+    assert any("ct_fm: unknown setting" in p for p in problems) and any("clinical = false" in p for p in problems)
+    assert FMCTPET.check_network(FMCTPET.configs["paper"]) == []
+    assert json.dumps(ENCODERS)  # configs are plain data (hashed into cache keys)
