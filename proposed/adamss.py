@@ -31,7 +31,8 @@ Architecture (``bench.nn.ImageSurvivalMethod`` does data, training and outputs):
   ``radiomics_features`` classes from CT and PET inside GTVp, GTVn and their union, normal-scores them, drops
   redundant ones (correlation of the normal scores — rank-based, like the paper's Spearman — above
   ``radiomics_corr_max`` 0.7) and keeps the ``radiomics_k`` (10) most relevant by univariate C-index, all on
-  the training patients. Deviation: the paper selects by LASSO, which gives a variable count; the network is
+  the training patients. Deviations: the paper's pool of 1,456 features includes wavelet-filtered images;
+  ours are computed on the original images only (the classes named per scale). The paper selects by LASSO, which gives a variable count; the network is
   built before stage I, so the count is fixed here (zeros pad when fewer survive the filter). Validation and
   test patients get their features from their own stage-I contours, never from a reference mask. During
   stage I (survival head untrained) zeros stand in.
