@@ -25,7 +25,7 @@ def _curves(model) -> list[str]:
     for c, v in series.items():
         if isinstance(v[0], (int, float)):
             line = f"      {c}: first {v[0]:.4g}, last {v[-1]:.4g}"
-            if c not in ("lr", "seconds"):
+            if c not in ("lr", "seconds") and np.isfinite(np.asarray(v, float)).any():
                 higher = "loss" not in c  # losses: lower is better; scores (C-index, Dice): higher
                 line += f", best {(np.nanmax(v) if higher else np.nanmin(v)):.4g}"
             lines.append(line)

@@ -167,7 +167,8 @@ class DeepMTSDAFT(ImageSurvivalMethod):
         return self.fm_weights_
 
     def provenance(self) -> dict[str, str]:
-        return {f"{_ENCODER[m]} weights": desc for m, (_, desc) in self.fm_weights().items()}
+        return {f"{_ENCODER[m]} weights": desc.removeprefix(f"{_ENCODER[m]}: ")
+                for m, (_, desc) in self.fm_weights().items()}
 
     def extra_inputs(self, cohort):
         from bench.data import cache_dir

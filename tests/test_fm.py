@@ -210,3 +210,21 @@ def test_fm_config_problems_are_named():
     assert any("ct_fm: unknown setting" in p for p in problems) and any("clinical = false" in p for p in problems)
     assert FMCTPET.check_network(FMCTPET.configs["paper"]) == []
     assert json.dumps(ENCODERS)  # configs are plain data (hashed into cache keys)
+
+
+def test_fm_ctpet_runs_from_the_command_line_and_its_row_names_the_weights(tmp_path):
+    """Smoke run of the CT+PET variant: pretraining on first use, features, training, and the leaderboard row
+    naming which encoder weights it read."""
+    from helpers import run_bench
+
+    res = tmp_path / "results"
+    done = run_bench("run", "--method", "fm-ctpet", "--protocol", "clean", "--scale", "smoke", "--results", str(res))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "5 job(s) run" in done.stdout
+    lb = run_bench("leaderboard", "--results", str(res), "--out", str(tmp_path / "lb"))
+    assert lb.returncode == 0, lb.stderr[-2000:]
+    cv = (tmp_path / "lb" / "synthetic-smoke-0" / "cv.md").read_text()
+    assert "ct-fm weights: pretrained by the harness on synthetic:smoke:1" in cv
+    assert "pet-fm weights: pretrained by the harness on synthetic:smoke:1" in cv
+    rep = run_bench("report", "fm-ctpet", "--protocol", "clean", "--results", str(res))
+    assert rep.returncode == 0 and "inputs beyond the config" in rep.stdout and "sha256" in rep.stdout
