@@ -377,8 +377,11 @@ def pretrain_cmd(ctx, encoders: str, scale: str, force: bool, device: str) -> No
         click.echo(f"{name} ({scale}): {path}\n  sha256 {file_hash(path)[:16]}, corpus {c.get('corpus')} "
                    f"({c.get('corpus_patients')} patients), {c.get('objective')}\n"
                    f"  loss {loss[0]:.4f} → {loss[-1]:.4f} over {len(loss)} epochs, {c.get('seconds')} s\n"
-                   f"  probe ({probe.get('target')}, {probe.get('metric')}): pretrained {probe.get('pretrained')}, "
-                   f"random init {probe.get('random_init')}")
+                   f"  linear probe ({probe.get('metric')}):")
+        for t in (probe.get("targets") or {}).values():
+            (a, sa), (b, sb) = t["pretrained"], t["random_init"]
+            click.echo(f"    {t['description']}: pretrained {a:.3f} ± {sa:.3f}, random init {b:.3f} ± {sb:.3f}"
+                       f"{'' if a > b else '  (not above the random encoder)'}")
 
 
 @cli.group("store")
