@@ -35,7 +35,7 @@ on the randomly initialised encoder.
 
 Features: the encoder's embedding of each patient's pipeline box (its own spacing, box and intensity
 convention), cached per (pipeline entry — content-hashed images, so a corrupted image gets its own —,
-weights hash) under ``<cache>/fm-features/``.
+weights hash, encoder architecture) under ``<cache>/fm-features/``.
 """
 from __future__ import annotations
 
@@ -595,7 +595,10 @@ def cohort_features(name: str, cfg: dict, weights: Path | None, cohort, *, cache
     from bench.data import ImageFiles
     from bench.fsutil import atomic_path
 
-    tag = file_hash(weights)[:16] if weights is not None else "random-seed0"
+    from bench.hashing import content_hash
+
+    arch = content_hash({k: v for k, v in cfg.items() if k not in ("weights", "pretrain")}, 8)
+    tag = f"{file_hash(weights)[:16] if weights is not None else 'random-seed0'}-{arch}"
     folder = Path(cache) / "fm-features" / f"{name}-v{FM_VERSION}-{tag}"
     files = {i: ImageFiles(f.ct, f.pet, None) for i, f in cohort.image_files.items()}
     data = _Images(name, files, pipeline_for(name, cfg), cache, progress=progress)

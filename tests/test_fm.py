@@ -230,3 +230,12 @@ def test_fm_ctpet_runs_from_the_command_line_and_its_row_names_the_weights(tmp_p
     assert "pet-fm weights: pretrained by the harness on synthetic:smoke:1" in cv
     rep = run_bench("report", "fm-ctpet", "--protocol", "clean", "--results", str(res))
     assert rep.returncode == 0 and "inputs beyond the config" in rep.stdout and "sha256" in rep.stdout
+
+
+def test_random_encoders_of_different_sizes_do_not_share_cached_features(synthetic_smoke, tmp_path):
+    ids = list(synthetic_smoke.ids[:3])
+    cohort = synthetic_smoke.cohort(ids, with_outcomes=False)
+    small = cohort_features("ct-fm", encoder_config("ct-fm", "smoke"), None, cohort, cache=tmp_path, progress=False)
+    wide = cohort_features("ct-fm", encoder_config("ct-fm", "smoke", {"init_filters": 8}), None, cohort,
+                           cache=tmp_path, progress=False)
+    assert small.shape == (3, 64) and wide.shape == (3, 128)
