@@ -28,3 +28,24 @@ def test_tour_commands_run(tmp_path):
         done = run_bench(*shlex.split(command)[1:], cwd=tmp_path)
         assert done.returncode == 0, (command, done.stderr)
     assert (tmp_path / "results" / "runs.sqlite").is_file()
+
+
+def test_measured_numbers_in_the_readme_are_the_committed_records():
+    """Every 'method | C-td …' row of the README's measured tables states what the committed clean record of
+    that method says (mean ± sd (95 % CI) as the leaderboard prints it)."""
+    from bench import leaderboard as lb
+
+    records = {r["method"]: r for r in lb.load_records(ROOT / "leaderboards")
+               if r["protocol"] == "clean" and r["dataset"] == "synthetic:quick:0"}
+    checked = 0
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2 or not re.match(r"^\d\.\d{3} ± \d\.\d{3}", cells[1]):
+            continue
+        method = cells[0].split()[0]
+        if method not in records:
+            continue
+        expected = lb._cell(records[method], "cindex_td", False)
+        assert cells[1] == expected or expected.startswith(cells[1]), (method, cells[1], expected)
+        checked += 1
+    assert checked >= 8
