@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchInputError
-from bench.fsutil import atomic_path
+from bench.fsutil import atomic_path, write_if_changed
 from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.reported import reported
 from bench.results import FLAGS, metric_columns, pooled_replicates, results_frame
-from bench.store import Store, unpack_arrays
+from bench.store import Store, provenance_of, unpack_arrays
 
 log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
@@ -107,18 +107,6 @@ def _missing_folds(results_dir: Path, dataset_fp: str, protocol: dict, g) -> lis
     return sorted({f for s, gs in g.groupby("seed") for f in set(range(n)) - set(int(v) for v in gs.fold)})
 
 
-def _provenance(rows: list[dict]) -> dict[str, list[str]]:
-    """What the experiment's fitted models read beyond their config (``Method.provenance``), per key the
-    distinct values over folds."""
-    out: dict[str, list[str]] = {}
-    for r in rows:
-        env = json.loads(r["env"]) if r.get("env") else {}
-        for k, v in (env.get("provenance") or {}).items():
-            if v not in out.setdefault(k, []):
-                out[k].append(v)
-    return out
-
-
 def export_records(results_dir: Path, out: Path) -> list[Path]:
     """One record per finished experiment (method, config, protocol, dataset, scale) in the store; an
     experiment with unfinished jobs is left out (and its older record, if any, kept). Returns the paths
@@ -172,16 +160,13 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
                       for r in g.sort_values(["seed", "fold"]).itertuples()],
             "ci": ci, "replicates": replicates, "km": _km_groups(raw),
         }
-        provenance = _provenance(raw)
+        provenance = provenance_of(raw)
         if provenance:
             record["provenance"] = provenance
         path = out / "records" / dataset_slug(meta["dataset"]) / \
             f"{meta['protocol']}__{meta['method']}__{meta['config_hash'][:8]}.json"
         text = json.dumps(record, indent=1, sort_keys=True) + "\n"
-        if not path.is_file() or path.read_text() != text:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path, ".json") as tmp:
-                tmp.write_text(text)
+        if write_if_changed(path, text):
             written.append(path)
     return written
 
@@ -479,11 +464,7 @@ def write(out: Path, pages: list[Page]) -> list[str]:
     """Write pages and draw their plots; returns the paths written."""
     done = []
     for page in pages:
-        target = out / page.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.is_file() or target.read_text() != page.text:
-            with atomic_path(target, ".md") as tmp:
-                tmp.write_text(page.text)
+        write_if_changed(out / page.path, page.text)
         done.append(page.path)
         for rel, draw in page.plots:
             plot = out / rel

@@ -7,7 +7,7 @@ import numpy as np
 
 from bench.errors import BenchInputError
 from bench.results import results_frame
-from bench.store import Store
+from bench.store import Store, provenance_of
 
 SHOWN = ["cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn", "logrank_p"]
 
@@ -53,10 +53,7 @@ def method_report(store: Store, method: str, protocol: str) -> str:
                 "environment:", f"  python {env.get('python')}, {env.get('platform')}, device {env.get('device')}, "
                 f"git {env.get('git_commit')}",
                 "  " + ", ".join(f"{k} {v}" for k, v in sorted((env.get("packages") or {}).items()) if v), ""]
-        named = {}
-        for r in mine:
-            for k, v in (json.loads(r["env"]).get("provenance") or {} if r.get("env") else {}).items():
-                named.setdefault(k, set()).add(v)
+        named = provenance_of(mine)
         if named:
             out += ["inputs beyond the config:", *[f"  {k}: {'; '.join(sorted(v))}" for k, v in sorted(named.items())], ""]
         f = frame[frame.config_hash == cfg].sort_values(["seed", "fold"])

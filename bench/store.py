@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bench.errors import BenchInputError
-from bench.fsutil import atomic_path
+from bench.fsutil import atomic_path, write_if_changed
 
 SCHEMA_VERSION = 2  # 2: + manifest (metric manifest JSON) and bootstrap (replicates npz); 1 is migrated
 DB_NAME = "runs.sqlite"
@@ -230,6 +230,18 @@ class Store:
             )
 
 
+def provenance_of(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """What the rows' fitted models read beyond their config (``Method.provenance``, kept in each row's
+    environment): per key, the distinct values in row order."""
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        env = json.loads(r["env"]) if r.get("env") else {}
+        for k, v in (env.get("provenance") or {}).items():
+            if v not in out.setdefault(k, []):
+                out[k].append(v)
+    return out
+
+
 # --- finished rows as files: carry a results store between machines (or sessions) through git -------------
 ROW_FORMAT = "survbench-run-row"
 ROW_FORMAT_VERSION = 1
@@ -264,20 +276,12 @@ def export_rows(store: Store, out: Path) -> tuple[int, int]:
                "row": {c: (base64.b64encode(row[c]).decode() if c in _BLOBS and row[c] is not None else row[c])
                        for c in _ROW_COLUMNS}}
         text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-        path = out / row_filename(row)
-        if path.is_file() and path.read_text() == text:
+        if write_if_changed(out / row_filename(row), text):
+            written += 1
+        else:
             same += 1
-            continue
-        with atomic_path(path) as tmp:
-            tmp.write_text(text)
-        written += 1
     for split in sorted((store.root / "splits").glob("*.json")):
-        target = out / "splits" / split.name
-        text = split.read_text()
-        if target.is_file() and target.read_text() == text:
-            continue
-        with atomic_path(target) as tmp:
-            tmp.write_text(text)
+        write_if_changed(out / "splits" / split.name, split.read_text())
     return written, same
 
 
@@ -324,7 +328,7 @@ def import_rows(store: Store, src: Path) -> tuple[int, int]:
     imported = kept = 0
     with store._connect() as con:
         for row in rows:
-            key = tuple(row[c] for c in ("method", "config_hash", "dataset_fp", "protocol_hash", "fold", "seed"))
+            key = RunKey(**{f: row[f] for f in RunKey.__dataclass_fields__}).as_tuple()
             old = con.execute(f"SELECT status FROM runs WHERE {WHERE_KEY}", key).fetchone()
             if old and old[0] == "done":
                 kept += 1

@@ -453,20 +453,14 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
         if path.is_file() and card_path.is_file() and not force:
             c = json.loads(card_path.read_text())
             if (c.get("probe") or {}).get("version") != PROBE_VERSION:  # an older card: redo only the probe
-                torch.manual_seed(0)
-                control = build_encoder(name, cfg)
-                corpus = _corpus(scale, cfg, progress)
-                data = _Images(name, _unlabelled(corpus), pipeline_for(name, cfg), cache, progress=progress)
-                c["probe"] = _probe(name, cfg, load_encoder(name, cfg, path), control.state_dict(), corpus, data)
+                c["probe"] = _probe(name, cfg, load_encoder(name, cfg, path), _corpus(scale, cfg, progress), cache)
                 with atomic_path(card_path, ".json") as tmp:
                     tmp.write_text(json.dumps(c, indent=1))
             return path
         t0 = time.perf_counter()
         corpus = _corpus(scale, cfg, progress)
         data = _Images(name, _unlabelled(corpus), pipeline_for(name, cfg), cache, flips=True, progress=progress)
-        torch.manual_seed(0)
-        encoder = build_encoder(name, cfg)
-        random_state = {k: v.clone() for k, v in encoder.state_dict().items()}
+        encoder = load_encoder(name, cfg, None).train()  # torch seed 0: the probe's random control starts here too
         s = encoder.stride
         decoder = nn.Conv3d(encoder.dim, s ** 3, 1)
         params = list(encoder.parameters()) + list(decoder.parameters())
@@ -493,9 +487,10 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += loss.item()
+                value = loss.item()
+                total += value
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                bar.set_postfix(loss=f"{value:.4f}")
             losses.append(total / int(p["steps_per_epoch"]))
             log.info("pretrain %s epoch %d/%d: masked L1 %.4f", name, epoch + 1, int(p["epochs"]), losses[-1])
         bar.close()
@@ -505,7 +500,7 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
              "corpus_patients": len(data), "objective": "masked-image modelling (masked L1)",
              "loss_per_epoch": [round(v, 5) for v in losses],
              "seconds": round(time.perf_counter() - t0, 1), "weights_sha256": file_hash(path)}
-        c["probe"] = _probe(name, cfg, encoder, random_state, corpus, data)
+        c["probe"] = _probe(name, cfg, encoder, corpus, cache)
         with atomic_path(card_path, ".json") as tmp:
             tmp.write_text(json.dumps(c, indent=1))
         log.info("pretrain %s: loss %.4f → %.4f, %s, %.0f s", name, losses[0], losses[-1], probe_summary(c), c["seconds"])
@@ -517,13 +512,13 @@ PROBE_SPLITS = 10
 PROBE_TARGETS = {"log_mtv": "log(1 + total tumour volume, cc)", "eta": "the true log-hazard η"}
 
 
-def _probe(name: str, cfg: dict, encoder: nn.Module, random_state: dict, corpus, data) -> dict:
-    """Ridge probes from frozen features to corpus ground truth (log total tumour volume, the true risk η):
-    held-out R² averaged over ``PROBE_SPLITS`` random halvings, for the encoder and for the same architecture
-    at its random initialisation (torch seed 0, the state pretraining started from)."""
-    control = build_encoder(name, cfg)
-    control.load_state_dict(random_state)
-    feats = {"pretrained": embed(encoder, data), "random_init": embed(control, data)}
+def _probe(name: str, cfg: dict, encoder: nn.Module, corpus, cache: Path) -> dict:
+    """Ridge probes from frozen features of the corpus images (no augmentation) to its ground truth (log total
+    tumour volume, the true risk η): held-out R² averaged over ``PROBE_SPLITS`` random halvings, for the
+    encoder and for the same architecture at its random initialisation (torch seed 0, the state pretraining
+    started from)."""
+    data = _Images(name, _unlabelled(corpus), pipeline_for(name, cfg), cache)
+    feats = {"pretrained": embed(encoder, data), "random_init": embed(load_encoder(name, cfg, None), data)}
     truth = corpus.groundtruth().loc[data.ids]
     y = {"log_mtv": np.log1p(truth["mtv_primary_cc"].to_numpy(float) + truth["mtv_nodes_cc"].to_numpy(float)),
          "eta": truth["eta"].to_numpy(float)}
