@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchInputError
+from bench.nn.trainer import amp_dtype, autocast
 
 log = logging.getLogger("bench.fm")
 FM_VERSION = "1"  # bump when pretraining or extraction changes: part of every cache key
@@ -403,6 +404,18 @@ def _cube_mask(shape, patch: int, ratio: float, gen: torch.Generator) -> torch.T
     return coarse.repeat_interleave(patch, 2).repeat_interleave(patch, 3).repeat_interleave(patch, 4)
 
 
+def masked_decoder(encoder: nn.Module) -> nn.Module:
+    """The pretraining head: a 1×1×1 convolution from the feature map to the stride³ voxels of each cell."""
+    return nn.Conv3d(encoder.dim, encoder.stride ** 3, 1)
+
+
+def masked_loss(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked-image modelling: the L1 error of the reconstruction of the masked voxels (``mask`` = 1) from
+    the image with them zeroed."""
+    rec = _voxel_shuffle(decoder(encoder.feature_map(x * (1 - mask))), encoder.stride)
+    return ((rec.float() - x).abs() * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 @torch.no_grad()
 def embed(encoder: nn.Module, data, *, batch_size: int = 8, device: str = "cpu") -> np.ndarray:
     encoder.eval().to(device)
@@ -461,8 +474,8 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
         corpus = _corpus(scale, cfg, progress)
         data = _Images(name, _unlabelled(corpus), pipeline_for(name, cfg), cache, flips=True, progress=progress)
         encoder = load_encoder(name, cfg, None).train()  # torch seed 0: the probe's random control starts here too
-        s = encoder.stride
-        decoder = nn.Conv3d(encoder.dim, s ** 3, 1)
+        decoder = masked_decoder(encoder)
+        dtype = amp_dtype("auto", device)  # bf16/fp16 autocast on CUDA; full precision on the CPU
         params = list(encoder.parameters()) + list(decoder.parameters())
         opt = torch.optim.Adam(params, lr=float(p["lr"]))
         steps = int(p["epochs"]) * int(p["steps_per_epoch"])
@@ -481,8 +494,8 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
                 pick = rng.choice(len(data), size=min(int(p["batch_size"]), len(data)), replace=False)
                 x = torch.stack([data[int(j)] for j in pick]).to(device)
                 mask = _cube_mask(x.shape, int(p["mask_patch"]), float(p["mask_ratio"]), gen).to(device)
-                rec = _voxel_shuffle(decoder(encoder.feature_map(x * (1 - mask))), s)
-                loss = ((rec - x).abs() * mask).sum() / mask.sum().clamp_min(1.0)
+                with autocast(device, dtype):
+                    loss = masked_loss(encoder, decoder, x, mask)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

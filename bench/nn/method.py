@@ -191,13 +191,41 @@ class ImageSurvivalMethod(Method):
         """Called with the kept network (a CPU copy) and the training cohort after each stage (e.g. to keep
         the network, or to fit inputs of the next stage on the training patients)."""
 
+    def training_step(self, stage: dict):
+        """The loss of one training batch for a stage (see ``stages``): ``step(model, batch)`` → {"loss",
+        its parts...}, as ``bench.nn.Trainer`` takes it. Needs ``head_`` (set up on the training outcomes)."""
+        from bench.nn.losses import segmentation_loss
+
+        c, head = self.config, self.head_
+        surv_w, seg_w = float(stage["surv_weight"]), float(stage["seg_weight"])
+        seg_loss = segmentation_loss(c.get("seg_loss", "dice")) if self.segments else None
+        surv_l2 = float(c.get("surv_l2", 0.0))
+
+        def step(model, batch):
+            o = self._forward(model, batch)
+            parts, loss = {}, 0.0
+            if surv_w > 0:
+                parts["surv_loss"] = head.loss(o["surv"], batch["time"], batch["event"])
+                loss = surv_w * parts["surv_loss"]
+                if surv_l2 > 0:
+                    loss = loss + 0.5 * surv_l2 * model.survival_layer.weight.float().pow(2).sum()
+            if seg_loss is not None and seg_w > 0 and "mask" in batch:
+                parts["seg_loss"] = seg_loss(o["seg"], batch["mask"])
+                loss = loss + seg_w * parts["seg_loss"]
+            for name, value in o.get("losses", {}).items():
+                parts[name] = value
+                loss = loss + value
+            for name, value in o.get("logs", {}).items():
+                parts[name] = value.detach()
+            return {"loss": loss, **parts}
+        return step
+
     def fit(self, train, val) -> None:
         import copy
 
         import torch
 
         from bench.clinical import ClinicalEncoder
-        from bench.nn.losses import segmentation_loss
         from bench.nn.trainer import Trainer, TrainConfig
 
         c = self.config
@@ -208,9 +236,7 @@ class ImageSurvivalMethod(Method):
         self.head_.setup(out["time"].to_numpy(), out["event"].to_numpy())
         torch.manual_seed(self.ctx.seed)
         net = self.build_network(n_clinical)
-        seg_loss = segmentation_loss(c.get("seg_loss", "dice")) if self.segments else None
-        surv_l2 = float(c.get("surv_l2", 0.0))
-        if surv_l2 > 0 and not isinstance(getattr(net, "survival_layer", None), torch.nn.Linear):
+        if float(c.get("surv_l2", 0.0)) > 0 and not isinstance(getattr(net, "survival_layer", None), torch.nn.Linear):
             raise TypeError(f"{type(self).__name__}: surv_l2 needs the network to expose its last survival layer "
                             f"as `survival_layer` (an nn.Linear)")
         head = self.head_
@@ -218,26 +244,6 @@ class ImageSurvivalMethod(Method):
         train_data = self._dataset(train, train=True)
         val_data = self._dataset(val, train=False) if len(val) else None
         vt = val.outcomes.loc[list(val.ids)] if len(val) else None
-
-        def make_step(surv_w: float, seg_w: float):
-            def step(model, batch):
-                o = self._forward(model, batch)
-                parts, loss = {}, 0.0
-                if surv_w > 0:
-                    parts["surv_loss"] = head.loss(o["surv"], batch["time"], batch["event"])
-                    loss = surv_w * parts["surv_loss"]
-                    if surv_l2 > 0:
-                        loss = loss + 0.5 * surv_l2 * model.survival_layer.weight.float().pow(2).sum()
-                if seg_loss is not None and seg_w > 0 and "mask" in batch:
-                    parts["seg_loss"] = seg_loss(o["seg"], batch["mask"])
-                    loss = loss + seg_w * parts["seg_loss"]
-                for name, value in o.get("losses", {}).items():
-                    parts[name] = value
-                    loss = loss + value
-                for name, value in o.get("logs", {}).items():
-                    parts[name] = value.detach()
-                return {"loss": loss, **parts}
-            return step
 
         def make_validate(score: str):
             def validate(model):
@@ -281,7 +287,7 @@ class ImageSurvivalMethod(Method):
                                   checkpoint=ckpt, logger=self.ctx.logger, progress=self.ctx.progress,
                                   desc=" ".join(filter(None, [self.ctx.method_name or type(self).__name__,
                                                                st["name"]])))
-                net, histories[name] = trainer.fit(net, train_data, make_step(st["surv_weight"], st["seg_weight"]),
+                net, histories[name] = trainer.fit(net, train_data, self.training_step(st),
                                                    make_validate(st["score"]) if val_data is not None else None)
                 if i < len(stages) - 1:
                     from bench.fsutil import atomic_path

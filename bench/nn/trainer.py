@@ -197,6 +197,11 @@ class Trainer:
         from bench.data.torchdata import loader as make_loader
 
         cfg = self.cfg
+        if self.device == "cuda":
+            # cuDNN picks each 3D convolution's algorithm by timing it once: one paper-scale DeepMTS epoch on
+            # an H200 took 7.4 s with it against 14.9 s without (benchmarks/gpu_epoch.py); CUDA runs are not
+            # bit-reproducible either way
+            torch.backends.cudnn.benchmark = True
         model = model.to(self.device)
         opt = _optimiser(cfg, [p for p in model.parameters() if p.requires_grad])
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
