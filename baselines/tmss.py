@@ -57,7 +57,7 @@ _BASE = {"head": "mtlr", "n_bins": 14, "clinical": True, "seg_loss": "dicefocal"
 class TMSSNet(nn.Module):
     def __init__(self, img_size: tuple[int, int, int], n_clinical: int, n_out: int, *, patch: int, depth: int,
                  heads: int, hidden: int, feature_size: int, dropout: float, surv_dense: list[int] = (),
-                 surv_dropout: float = 0.0):
+                 surv_dropout: float = 0.0, clinical_dropout: float = 0.0):
         super().__init__()
         from monai.networks.blocks import (PatchEmbeddingBlock, TransformerBlock, UnetrBasicBlock, UnetrPrUpBlock,
                                            UnetrUpBlock)
@@ -69,6 +69,7 @@ class TMSSNet(nn.Module):
         self.embed = PatchEmbeddingBlock(in_channels=2, img_size=img_size, patch_size=patch, hidden_size=hidden,
                                          num_heads=heads, proj_type="conv", dropout_rate=dropout)
         self.clinical = nn.Linear(n_clinical, hidden) if n_clinical else None
+        self.clinical_dropout = clinical_dropout
         self.blocks = nn.ModuleList(TransformerBlock(hidden, 4 * hidden, heads, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(hidden)
         # skip i (i = 1 … levels-1) sits at resolution 1/2^i, from layer depth·i/levels, with fs·2^i channels
@@ -98,7 +99,11 @@ class TMSSNet(nn.Module):
     def forward(self, image: torch.Tensor, clinical: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = self.embed(image)
         if self.clinical is not None:
-            x = torch.cat([x, self.clinical(clinical.to(x.dtype))[:, None]], dim=1)
+            clinical = clinical.to(x.dtype)
+            if self.training and self.clinical_dropout > 0:  # per patient: the token sees no clinical values
+                keep = torch.rand(clinical.shape[0], 1, device=clinical.device) >= self.clinical_dropout
+                clinical = clinical * keep.to(clinical.dtype)
+            x = torch.cat([x, self.clinical(clinical)[:, None]], dim=1)
         hidden = []
         for blk in self.blocks:
             x = blk(x)
@@ -160,7 +165,8 @@ class TMSS(ImageSurvivalMethod):
         crop_zyx = tuple(int(v) for v in reversed(c["crop"]))
         return TMSSNet(crop_zyx, n_clinical if c["clinical"] else 0, self.head_.n_outputs, patch=int(c["patch"]),
                        depth=int(c["depth"]), heads=int(c["heads"]), hidden=hidden, feature_size=fs,
-                       dropout=float(c["dropout"]), surv_dense=dense, surv_dropout=float(c.get("surv_dropout", 0)))
+                       dropout=float(c["dropout"]), surv_dense=dense, surv_dropout=float(c.get("surv_dropout", 0)),
+                       clinical_dropout=float(c.get("clinical_dropout", 0.0)))
 
 
 class TMSSImage(TMSS):

@@ -374,6 +374,30 @@ def test_tmss_reads_the_clinical_token_and_the_ablation_does_not():
     assert isinstance(with_token.survival_layer, torch.nn.Linear) and with_token.surv[-1] is with_token.survival_layer
 
 
+def test_tmss_clinical_dropout_hides_the_clinical_values_in_training_only():
+    from baselines.tmss import TMSS, TMSSNet
+
+    c = TMSS.configs["smoke"]
+    hidden, fs, _ = TMSS.dims(c)
+    kw = dict(patch=c["patch"], depth=c["depth"], heads=c["heads"], hidden=hidden, feature_size=fs, dropout=0.0)
+    x = torch.rand(4, 2, 32, 32, 32)
+    torch.manual_seed(0)
+    net = TMSSNet((32, 32, 32), 5, 6, clinical_dropout=1.0, **kw)
+    net.train()
+    a, b = net(x, torch.zeros(4, 5))["surv"], net(x, torch.ones(4, 5))["surv"]
+    assert torch.allclose(a, b)  # every patient's token saw zeros
+    net.eval()
+    assert not torch.allclose(net(x, torch.zeros(4, 5))["surv"], net(x, torch.ones(4, 5))["surv"])
+    torch.manual_seed(1)
+    half = TMSSNet((32, 32, 32), 5, 6, clinical_dropout=0.5, **kw).train()
+    torch.manual_seed(2)
+    a = half(x.repeat(8, 1, 1, 1, 1), torch.zeros(32, 5))["surv"]
+    torch.manual_seed(2)
+    b = half(x.repeat(8, 1, 1, 1, 1), torch.ones(32, 5))["surv"]
+    same = torch.isclose(a, b).all(1)
+    assert 0 < int(same.sum()) < 32  # some patients dropped, some not
+
+
 def test_surv_l2_shrinks_the_last_survival_layer(synthetic_smoke, tmp_path):
     """``surv_l2`` (TMSS's MTLR regulariser C1) enters the loss: the same smoke training with a large C1 ends with
     a smaller last survival layer than without it; a network without ``survival_layer`` is refused."""
