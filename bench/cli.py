@@ -287,7 +287,7 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
                f"{report.reused_models} reused; results in {results}/")
     if report.rescored:
         click.echo(f"{report.rescored} finished job(s) rescored from their stored predictions "
-                   f"(scored with older metric definitions)")
+                   f"(scored with older metric definitions, or before DSC intervals existed)")
     click.echo("All metrics, per horizon: `bench results --summary`; paired tests: `bench results --compare METHOD`.")
     if report.failed:
         click.echo(f"{len(report.failed)} job(s) failed (see the log above and `bench results`):", err=True)

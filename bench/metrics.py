@@ -34,7 +34,7 @@ __all__ = [
     "MetricWarning", "cindex_harrell", "cindex_uno", "cindex_td", "td_auc", "integrated_brier", "dice",
     "dice_aggregate", "logrank_p", "bootstrap_replicates", "bootstrap_ci", "paired_compare", "holm",
     "bootstrap_p_value", "percentile_interval", "dice_counts",
-    "surv_at", "METRICS_VERSION",
+    "surv_at", "METRICS_VERSION", "dice_replicates",
 ]
 
 
@@ -555,6 +555,23 @@ def _counts(idx: np.ndarray, n_patients: int) -> np.ndarray:
     rows = idx.shape[0]
     flat = (idx + (np.arange(rows) * n_patients)[:, None]).ravel()
     return np.bincount(flat, minlength=rows * n_patients).reshape(rows, n_patients).astype(float)
+
+
+def dice_replicates(inter: Any, size: Any, *, n: int = 1000, seed: int = 0, strata: Any = None) -> np.ndarray:
+    """The aggregate Dice of each label, 2·Σ|A∩B| / Σ(|A|+|B|), on ``n`` patient resamples — the same
+    resamples ``bootstrap_replicates`` draws for this seed: (n, labels). ``inter`` and ``size`` are per
+    patient and label (|A∩B| and |A|+|B|). NaN where a resample holds no voxel of a label."""
+    inter, size = np.asarray(inter, float), np.asarray(size, float)
+    n_patients = len(inter)
+    if n_patients == 0:
+        raise ValueError("bootstrap of an empty sample")
+    chunk = max(1, min(n, 2_000_000 // max(1, n_patients)))
+    out = []
+    for idx in _resamples(n_patients, n, seed, strata, chunk):
+        c = _counts(idx, n_patients)
+        num, den = 2.0 * (c @ inter), c @ size
+        out.append(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan))
+    return np.concatenate(out)
 
 
 def _quadratic(c: np.ndarray, num: np.ndarray, den: np.ndarray) -> np.ndarray:

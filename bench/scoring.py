@@ -137,6 +137,11 @@ def score(protocol_metrics: dict, pred: dict[str, Any], *, boot_seed: int) -> Sc
                         s = size[:, j].sum()
                         metrics[f"dice_{label}"] = 2 * inter[:, j].sum() / s if s else M._nan(
                             f"dice_{label}: the label is in no mask of this fold")
+                    if n_boot > 0:  # the same patient resamples as the survival metrics
+                        reps = M.dice_replicates(inter, size, n=n_boot, seed=boot_seed)
+                        for j, label in enumerate(("gtvp", "gtvn")):
+                            replicates[f"dice_{label}"] = reps[:, j]
+                        manifest["bootstrap"]["dice"] = True
                 else:
                     manifest["dice"] = "not applicable: the method outputs no segmentation"
     notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, M.MetricWarning)))

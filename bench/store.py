@@ -130,11 +130,17 @@ class Store:
     # --- evaluation rows ------------------------------------------------------------------------------
     def state(self, key: RunKey) -> tuple[str | None, str | None]:
         """(status, metrics version the row was scored with) in one query; (None, None) for no row, and a
-        None version for a row scored before metric manifests existed."""
+        None version for a row scored before metric manifests existed. A row with a Dice score but no Dice
+        bootstrap (scored before DSC intervals existed) reports version None, so the runner rescores it."""
         with self._connect() as con:
-            row = con.execute(f"SELECT status, json_extract(manifest, '$.metrics_version') FROM runs WHERE {WHERE_KEY}",
-                              key.as_tuple()).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+            row = con.execute(f"SELECT status, json_extract(manifest, '$.metrics_version'), "
+                              f"json_extract(metrics, '$.dice_gtvp') IS NOT NULL "
+                              f"AND json_extract(manifest, '$.bootstrap.n') > 0 "
+                              f"AND json_extract(manifest, '$.bootstrap.dice') IS NULL "
+                              f"FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()
+        if not row:
+            return None, None
+        return row[0], None if row[2] else row[1]
 
     def start(self, key: RunKey, info: dict[str, Any]) -> None:
         """Mark a job running (replacing a stale running/failed row of a killed or failed attempt)."""

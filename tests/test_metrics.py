@@ -928,6 +928,27 @@ def test_bootstrap_fast_equals_plain_loop(key, stratified):
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("stratified", [False, True])
+def test_dice_replicates_are_the_aggregate_dice_of_the_shared_resamples(stratified):
+    """DSC replicates: aggregate Dice on exactly the resamples every other metric of the fold uses (checked by
+    resampling the per-patient counts with the plain bootstrap loop and the same seed)."""
+    rng = np.random.default_rng(3)
+    n = 40
+    size = rng.integers(0, 400, size=(n, 2)).astype(float)
+    size[:25, 1] = 0  # most patients have no node
+    inter = np.floor(size / 2 * rng.random((n, 2)))
+    strata = rng.integers(0, 3, n) if stratified else None
+    fast = M.dice_replicates(inter, size, n=150, seed=11, strata=strata)
+    for j in range(2):
+        slow = M.bootstrap_replicates(lambda i, s: 2 * i.sum() / s.sum() if s.sum() else np.nan,
+                                      inter[:, j], size[:, j], n=150, seed=11, strata=strata, fast=False)
+        np.testing.assert_allclose(fast[:, j], slow, rtol=1e-12)
+    full = 2 * inter.sum(0) / size.sum(0)
+    assert fast.shape == (150, 2) and np.all(np.abs(np.nanmean(fast, 0) - full) < 0.05)
+    with pytest.raises(ValueError):
+        M.dice_replicates(np.zeros((0, 2)), np.zeros((0, 2)))
+
+
 def test_bootstrap_plain_loop_is_the_metric_on_resampled_rows():
     """Any callable works (plain loop): the mean of row ids over resamples varies around the full-sample mean."""
     ids = np.arange(60.0)
