@@ -177,7 +177,7 @@ def bench_method(name: str, scale: str, device: str, n_train: int, max_steps: in
 
 def bench_encoder(name: str, scale: str, device: str, max_steps: int) -> dict:
     from bench.nn.trainer import amp_dtype, autocast
-    from proposed.fm_encoders import _cube_mask, encoder_config, load_encoder, masked_decoder, masked_loss
+    from proposed.fm_encoders import encoder_config, load_encoder, masked_decoder, masked_step
 
     cfg = encoder_config(name, scale)
     torch.manual_seed(0)
@@ -211,12 +211,7 @@ def bench_encoder(name: str, scale: str, device: str, max_steps: int) -> dict:
     steps = min(int(p["steps_per_epoch"]), max_steps) if max_steps else 20
 
     def one():
-        mask = _cube_mask(x.shape, int(p["mask_patch"]), float(p["mask_ratio"]), gen).to(device)
-        with autocast(device, dtype):
-            loss = masked_loss(enc, dec, x, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        masked_step(enc, dec, opt, x, p, gen, dtype)
 
     for _ in range(WARMUP):
         one()

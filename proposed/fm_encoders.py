@@ -416,6 +416,19 @@ def masked_loss(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, mask: t
     return ((rec.float() - x).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def masked_step(encoder: nn.Module, decoder: nn.Module, opt, x: torch.Tensor, p: dict, gen: torch.Generator,
+                dtype: torch.dtype | None) -> torch.Tensor:
+    """One pretraining step on the batch ``x``: fresh cube mask (``p``: the pretrain table), masked loss under
+    autocast (``dtype``; None = full precision), backward, optimiser step. Returns the loss."""
+    mask = _cube_mask(x.shape, int(p["mask_patch"]), float(p["mask_ratio"]), gen).to(x.device)
+    with autocast(x.device.type, dtype):
+        loss = masked_loss(encoder, decoder, x, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
 @torch.no_grad()
 def embed(encoder: nn.Module, data, *, batch_size: int = 8, device: str = "cpu") -> np.ndarray:
     encoder.eval().to(device)
@@ -493,12 +506,7 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
             for _ in range(int(p["steps_per_epoch"])):
                 pick = rng.choice(len(data), size=min(int(p["batch_size"]), len(data)), replace=False)
                 x = torch.stack([data[int(j)] for j in pick]).to(device)
-                mask = _cube_mask(x.shape, int(p["mask_patch"]), float(p["mask_ratio"]), gen).to(device)
-                with autocast(device, dtype):
-                    loss = masked_loss(encoder, decoder, x, mask)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                loss = masked_step(encoder, decoder, opt, x, p, gen, dtype)
                 sched.step()
                 value = loss.item()
                 total += value
