@@ -528,21 +528,25 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
         return path
 
 
-PROBE_VERSION = 2
+PROBE_VERSION = 3  # 3: + necrosis, the tumour trait the synthetic CT shows
 PROBE_SPLITS = 10
-PROBE_TARGETS = {"log_mtv": "log(1 + total tumour volume, cc)", "eta": "the true log-hazard η"}
+PROBE_TARGETS = {"log_mtv": "log(1 + total tumour volume, cc)", "eta": "the true log-hazard η",
+                 "necrosis": "necrosis present (1/0: a necrotic primary core or a necrotic node; on CT a 15 HU core "
+                             "in 40 HU tumour, while tumour against 45 HU muscle is nearly invisible)"}
 
 
 def _probe(name: str, cfg: dict, encoder: nn.Module, corpus, cache: Path) -> dict:
     """Ridge probes from frozen features of the corpus images (no augmentation) to its ground truth (log total
-    tumour volume, the true risk η): held-out R² averaged over ``PROBE_SPLITS`` random halvings, for the
+    tumour volume, the true risk η, necrosis present): held-out R² averaged over ``PROBE_SPLITS`` random halvings, for the
     encoder and for the same architecture at its random initialisation (torch seed 0, the state pretraining
     started from)."""
     data = _Images(name, _unlabelled(corpus), pipeline_for(name, cfg), cache)
     feats = {"pretrained": embed(encoder, data), "random_init": embed(load_encoder(name, cfg, None), data)}
     truth = corpus.groundtruth().loc[data.ids]
     y = {"log_mtv": np.log1p(truth["mtv_primary_cc"].to_numpy(float) + truth["mtv_nodes_cc"].to_numpy(float)),
-         "eta": truth["eta"].to_numpy(float)}
+         "eta": truth["eta"].to_numpy(float),
+         "necrosis": ((truth["primary_necrotic"].to_numpy(float) > 0) | (truth["node_necrosis"].to_numpy(float) > 0))
+         .astype(float)}
     out = {"version": PROBE_VERSION, "metric": f"held-out R², mean ± sd over {PROBE_SPLITS} random halvings",
            "targets": {}}
     for key, target in y.items():

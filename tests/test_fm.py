@@ -157,7 +157,7 @@ def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort
     assert c["corpus"] == "synthetic:smoke:1" and c["corpus_patients"] == 40
     assert c["loss_per_epoch"][-1] < c["loss_per_epoch"][0]
     assert c["weights_sha256"] == file_hash(path)
-    assert set(c["probe"]["targets"]) == {"log_mtv", "eta"}
+    assert set(c["probe"]["targets"]) == {"log_mtv", "eta", "necrosis"}
     assert set(c["probe"]["targets"]["eta"]) == {"description", "pretrained", "random_init"}
     load_official(build_encoder("pet-fm", cfg), path)  # written in the official layout
     mtime = path.stat().st_mtime_ns
