@@ -58,7 +58,7 @@ _TRAIN = {"epochs": 16, "batch_size": 8, "steps_per_epoch": 24, "lr": 3e-3, "wei
 _BASE = {"head": "mtlr", "n_bins": 14, "clinical": True, "seg_loss": "dicefocal", "seg_weight": 0.3,
          "surv_weight": 0.7, "augment": True, "flips": True, "patch": 16, "depth": 12, "heads": 12,
          "hidden": 768, "feature_size": 16, "dropout": 0.0, "surv_dense": [512, 128], "surv_dropout": 0.2,
-         "surv_l2": 100.0, "clinical_dropout": 0.0}
+         "surv_l2": 100.0}
 
 
 class TMSSNet(nn.Module):

@@ -134,7 +134,8 @@ class Store:
         bootstrap (scored before DSC intervals existed) reports version None, so the runner rescores it."""
         with self._connect() as con:
             row = con.execute(f"SELECT status, json_extract(manifest, '$.metrics_version'), "
-                              f"json_extract(metrics, '$.dice_gtvp') IS NOT NULL "
+                              f"(json_type(metrics, '$.dice_gtvp') IS NOT NULL "
+                              f"OR json_type(metrics, '$.dice_gtvn') IS NOT NULL) "
                               f"AND json_extract(manifest, '$.bootstrap.n') > 0 "
                               f"AND json_extract(manifest, '$.bootstrap.dice') IS NULL "
                               f"FROM runs WHERE {WHERE_KEY}", key.as_tuple()).fetchone()

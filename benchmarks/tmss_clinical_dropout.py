@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dropout", default="0,0.5", help="candidate clinical_dropout values, comma-separated")
     ap.add_argument("--inner", type=int, default=3, help="inner folds")
     ap.add_argument("--outer-fold", type=int, default=0)
+    ap.add_argument("--dataset", default=None,
+                    help="a development cohort, e.g. synthetic:quick:1 (another draw of the generator): the inner "
+                         "folds then split all of its patients, and no benchmark patient takes part")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
 
@@ -48,10 +51,12 @@ def main(argv=None) -> int:
     from bench.splits import make_folds
 
     logging.basicConfig(level=logging.WARNING)
-    dataset = load_dataset(None, "quick", progress=False)
-    protocol = load_protocol("clean")
-    outer = make_folds(dataset, protocol.split)[a.outer_fold]
-    ids = np.array(sorted(outer.train), dtype=object)
+    dataset = load_dataset(a.dataset, "quick", progress=False)
+    if a.dataset is None:  # the benchmark cohort: outer fold k's training patients only
+        outer = make_folds(dataset, load_protocol("clean").split)[a.outer_fold]
+        ids = np.array(sorted(outer.train), dtype=object)
+    else:
+        ids = np.array(sorted(dataset.ids), dtype=object)
     events = dataset.outcomes.loc[ids, "event"].to_numpy()
     inner = list(StratifiedKFold(a.inner, shuffle=True, random_state=2022).split(ids, events))
     results = json.loads(a.out.read_text()) if a.out.is_file() else []

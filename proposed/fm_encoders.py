@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.errors import BenchInputError
-from bench.nn.trainer import amp_dtype, autocast
+from bench.nn.trainer import autocast
 
 log = logging.getLogger("bench.fm")
 FM_VERSION = "1"  # bump when pretraining or extraction changes: part of every cache key
@@ -488,7 +488,8 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
         data = _Images(name, _unlabelled(corpus), pipeline_for(name, cfg), cache, flips=True, progress=progress)
         encoder = load_encoder(name, cfg, None).train()  # torch seed 0: the probe's random control starts here too
         decoder = masked_decoder(encoder)
-        dtype = amp_dtype("auto", device)  # bf16/fp16 autocast on CUDA; full precision on the CPU
+        # bf16 autocast on a CUDA device that has it (no gradient scaler needed); full precision otherwise
+        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
         params = list(encoder.parameters()) + list(decoder.parameters())
         opt = torch.optim.Adam(params, lr=float(p["lr"]))
         steps = int(p["epochs"]) * int(p["steps_per_epoch"])
@@ -520,7 +521,8 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
         c = {"encoder": name, "scale": scale, "config": cfg, "fm_version": FM_VERSION, "corpus": corpus.name,
              "corpus_patients": len(data), "objective": "masked-image modelling (masked L1)",
              "loss_per_epoch": [round(v, 5) for v in losses],
-             "seconds": round(time.perf_counter() - t0, 1), "weights_sha256": file_hash(path)}
+             "seconds": round(time.perf_counter() - t0, 1), "weights_sha256": file_hash(path),
+             "device": device, "precision": str(dtype or torch.float32).replace("torch.", "")}
         c["probe"] = _probe(name, cfg, encoder, corpus, cache)
         with atomic_path(card_path, ".json") as tmp:
             tmp.write_text(json.dumps(c, indent=1))

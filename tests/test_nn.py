@@ -396,6 +396,14 @@ def test_tmss_clinical_dropout_hides_the_clinical_values_in_training_only():
     b = half(x.repeat(8, 1, 1, 1, 1), torch.ones(32, 5))["surv"]
     same = torch.isclose(a, b).all(1)
     assert 0 < int(same.sum()) < 32  # some patients dropped, some not
+    # the quick config's value reaches the network; the ablation has no token to drop
+    from baselines.tmss import TMSSImage
+    from bench.method import RunContext
+
+    m = TMSS(RunContext(config=TMSS.configs["quick"], scale="quick", progress=False))
+    m.head_ = m.make_head()
+    assert m.build_network(5).clinical_dropout == 0.5
+    assert "clinical_dropout" not in TMSSImage.configs["quick"] and "clinical_dropout" not in TMSS.configs["paper"]
 
 
 def test_surv_l2_shrinks_the_last_survival_layer(synthetic_smoke, tmp_path):

@@ -255,10 +255,12 @@ def test_segmentation_is_scored_as_aggregate_dice(synthetic_smoke, tmp_path):
         assert report.ran == 5 and not report.failed
         # a row scored before DSC intervals existed (no Dice replicates) is rescored by the next run
         with sqlite3.connect(tmp_path / "runs.sqlite") as con:
-            con.execute("UPDATE runs SET manifest = json_remove(manifest, '$.bootstrap.dice') WHERE fold = 0")
+            con.execute("UPDATE runs SET manifest = json_remove(manifest, '$.bootstrap.dice') WHERE fold IN (0, 1)")
+            # fold 1: GTVp undefined (stored as null), GTVn scored: still a row with a Dice score
+            con.execute("UPDATE runs SET metrics = json_set(metrics, '$.dice_gtvp', json('null')) WHERE fold = 1")
         again = run_jobs(plan_methods(["unit-echo-mask"], "smoke", []), [load_protocol("clean")], synthetic_smoke,
                          scale="smoke", seeds=[0], results_dir=tmp_path, progress=False)
-        assert again.ran == 0 and again.rescored == 1
+        assert again.ran == 0 and again.rescored == 2
     finally:
         unregister_method("unit-echo-mask")
     for row in Store(tmp_path).rows():
