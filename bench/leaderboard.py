@@ -38,7 +38,7 @@ from bench.store import Store, provenance_of, unpack_arrays
 log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
 PRIMARY = "cindex_td"
-CI_METRICS = ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn")
+CI_METRICS = ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "td_auc_1y", "ibs", "dice_gtvp", "dice_gtvn")
 COLUMNS = [  # (metric, header, higher is better)
     ("cindex_td", "C-td", True), ("cindex_harrell", "Harrell C", True), ("cindex_uno", "Uno C", True),
     ("td_auc", "td-AUROC (mean)", True), ("td_auc_1y", "AUROC 1y", True), ("td_auc_2y", "AUROC 2y", True),
