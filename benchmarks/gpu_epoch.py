@@ -177,13 +177,13 @@ def bench_method(name: str, scale: str, device: str, n_train: int, max_steps: in
 
 def bench_encoder(name: str, scale: str, device: str, max_steps: int) -> dict:
     from bench.nn.trainer import autocast
-    from proposed.fm_encoders import encoder_config, load_encoder, masked_decoder, masked_step
+    from proposed.fm_encoders import encoder_config, load_encoder, masked_decoder, masked_step, pretrain_dtype
 
     cfg = encoder_config(name, scale)
     torch.manual_seed(0)
     enc = load_encoder(name, cfg, None).to(device)
     shape = (cfg["box"][2], cfg["box"][1], cfg["box"][0]) if "box" in cfg else (cfg["img_size"],) * 3
-    dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None  # as bench pretrain
+    dtype = pretrain_dtype(device)
     p = cfg["pretrain"]
     bs = int(p["batch_size"])
     x = torch.randn(bs, 1, *shape, device=device)

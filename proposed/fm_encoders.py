@@ -416,6 +416,12 @@ def masked_loss(encoder: nn.Module, decoder: nn.Module, x: torch.Tensor, mask: t
     return ((rec.float() - x).abs() * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def pretrain_dtype(device: str) -> torch.dtype | None:
+    """Pretraining's autocast dtype: bf16 on a CUDA device that has it (no gradient scaler needed), full
+    precision (None) otherwise."""
+    return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
+
+
 def masked_step(encoder: nn.Module, decoder: nn.Module, opt, x: torch.Tensor, p: dict, gen: torch.Generator,
                 dtype: torch.dtype | None) -> torch.Tensor:
     """One pretraining step on the batch ``x``: fresh cube mask (``p``: the pretrain table), masked loss under
@@ -488,8 +494,7 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
         data = _Images(name, _unlabelled(corpus), pipeline_for(name, cfg), cache, flips=True, progress=progress)
         encoder = load_encoder(name, cfg, None).train()  # torch seed 0: the probe's random control starts here too
         decoder = masked_decoder(encoder)
-        # bf16 autocast on a CUDA device that has it (no gradient scaler needed); full precision otherwise
-        dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else None
+        dtype = pretrain_dtype(device)
         params = list(encoder.parameters()) + list(decoder.parameters())
         opt = torch.optim.Adam(params, lr=float(p["lr"]))
         steps = int(p["epochs"]) * int(p["steps_per_epoch"])
