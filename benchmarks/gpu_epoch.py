@@ -177,7 +177,8 @@ def bench_method(name: str, scale: str, device: str, n_train: int, max_steps: in
 
 def bench_encoder(name: str, scale: str, device: str, max_steps: int) -> dict:
     from bench.nn.trainer import autocast
-    from proposed.fm_encoders import encoder_config, load_encoder, masked_decoder, masked_step, pretrain_dtype
+    from proposed.fm_encoders import (encoder_config, load_encoder, masked_decoder, masked_step, pretrain_dtype,
+                                      reconstruction_target)
 
     cfg = encoder_config(name, scale)
     torch.manual_seed(0)
@@ -209,9 +210,10 @@ def bench_encoder(name: str, scale: str, device: str, max_steps: int) -> dict:
     opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=float(p["lr"]))
     gen = torch.Generator().manual_seed(0)
     steps = min(int(p["steps_per_epoch"]), max_steps) if max_steps else 20
+    target_fn = reconstruction_target(name, cfg)
 
     def one():
-        masked_step(enc, dec, opt, x, p, gen, dtype)
+        masked_step(enc, dec, opt, x, p, gen, dtype, target_fn)
 
     for _ in range(WARMUP):
         one()

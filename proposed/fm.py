@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from bench.nn import ImageSurvivalMethod, width
+from proposed.fm_encoders import FM_VERSION
 
 
 class DAFT(nn.Module):
@@ -188,19 +189,37 @@ class DeepMTSDAFT(ImageSurvivalMethod):
         return DeepMTSDAFTNet(c, n_clinical - sum(dims), dims, [int(c["proj"].get(m, 0)) for m in c["fm"]])
 
 
-class FMCT(DeepMTSDAFT):
+def _with_encoders(modalities: list[str]) -> dict[str, dict]:
+    """DeepMTS-DAFT's configs with ``fm`` = ``modalities`` and each encoder's full config of that scale
+    written out under ``<modality>_fm``: the encoder recipe (architecture, input convention, pretraining) is
+    part of the method's config hash, so a changed default starts a new experiment instead of resuming an old
+    one, and every setting is reachable by ``--set`` (e.g. ``fm-ct:ct_fm.weights=/path/ct_fm.pt``)."""
+    from proposed.fm_encoders import encoder_config
+
+    return {s: cfg | {"fm": list(modalities)} | {f"{m}_fm": encoder_config(_ENCODER[m], s) for m in modalities}
+            for s, cfg in DeepMTSDAFT.configs.items()}
+
+
+class _FMVariant(DeepMTSDAFT):
+    """The FM variants' shared identity: a change in pretraining or extraction (``FM_VERSION``) is a new
+    experiment."""
+
+    version = f"1+fm{FM_VERSION}"
+
+
+class FMCT(_FMVariant):
     """DeepMTS + DAFT + frozen CT-FM embedding, projected to 512 (the paper's best CT setting)."""
 
-    configs = {s: cfg | {"fm": ["ct"], "proj": {"ct": 512}} for s, cfg in DeepMTSDAFT.configs.items()}
+    configs = {s: cfg | {"proj": {"ct": 512}} for s, cfg in _with_encoders(["ct"]).items()}
 
 
-class FMPET(DeepMTSDAFT):
+class FMPET(_FMVariant):
     """DeepMTS + DAFT + frozen PET-FM embedding, projected to 128 (the paper's best PET setting)."""
 
-    configs = {s: cfg | {"fm": ["pet"], "proj": {"pet": 128}} for s, cfg in DeepMTSDAFT.configs.items()}
+    configs = {s: cfg | {"proj": {"pet": 128}} for s, cfg in _with_encoders(["pet"]).items()}
 
 
-class FMCTPET(DeepMTSDAFT):
+class FMCTPET(_FMVariant):
     """DeepMTS + DAFT + both embeddings, each projected to 256 (the paper's best CT+PET setting)."""
 
-    configs = {s: cfg | {"fm": ["ct", "pet"], "proj": {"ct": 256, "pet": 256}} for s, cfg in DeepMTSDAFT.configs.items()}
+    configs = {s: cfg | {"proj": {"ct": 256, "pet": 256}} for s, cfg in _with_encoders(["ct", "pet"]).items()}

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from bench.errors import BenchInputError
-from proposed.fm import DAFT, DeepMTSDAFT, DeepMTSDAFTNet, FMCTPET
+from proposed.fm import DAFT, FMCT, FMPET, DeepMTSDAFT, DeepMTSDAFTNet, FMCTPET
 from proposed.fm_encoders import (
     ENCODERS, PETFMEncoder, _Block, build_encoder, card, cohort_features, encoder_config, encoder_input,
-    file_hash, load_official, pretrain, probe_r2, resolve_weights, save_official,
+    file_hash, load_official, masked_decoder, masked_loss, pretrain, probe_r2, reconstruction_target,
+    resolve_weights, save_official,
 )
 
 
@@ -164,6 +165,10 @@ def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort
     assert pretrain("pet-fm", "smoke", cfg, cache=tmp_path, progress=False) == path and path.stat().st_mtime_ns == mtime
     w, desc = resolve_weights("pet-fm", "smoke", cfg, cache=tmp_path, progress=False)
     assert w == path and "synthetic:smoke:1" in desc and file_hash(path)[:12] in desc
+    # pretraining repeats bit for bit (seeded masks, picks and flips; bytes independent of the file name),
+    # so the sha256 a leaderboard row names can be reproduced
+    again = pretrain("pet-fm", "smoke", cfg, cache=tmp_path / "again", progress=False)
+    assert file_hash(again) == file_hash(path)
     with pytest.raises(BenchInputError, match="corpus_seed = 0"):
         pretrain("pet-fm", "smoke", encoder_config("pet-fm", "smoke", {"pretrain": {"corpus_seed": 0}}), cache=tmp_path)
 
@@ -239,3 +244,51 @@ def test_random_encoders_of_different_sizes_do_not_share_cached_features(synthet
     wide = cohort_features("ct-fm", encoder_config("ct-fm", "smoke", {"init_filters": 8}), None, cohort,
                            cache=tmp_path, progress=False)
     assert small.shape == (3, 64) and wide.shape == (3, 128)
+
+
+def test_ct_fm_reconstructs_the_soft_tissue_window_of_its_input():
+    """CT-FM's input keeps the FM window (−1000…2000 HU → 0…1); its pretraining target re-windows the same
+    voxels to −200…300 HU, where tumour (40 HU) and necrosis (15 HU) differ from muscle (45 HU)."""
+    cfg = encoder_config("ct-fm", "quick")
+    fn = reconstruction_target("ct-fm", cfg)
+    hu = torch.tensor([-1000.0, -200.0, 15.0, 45.0, 300.0, 2000.0])
+    x = (hu + 1000.0) / 3000.0
+    torch.testing.assert_close(fn(x), torch.tensor([0.0, 0.0, 0.43, 0.49, 1.0, 1.0]))
+    assert reconstruction_target("pet-fm", encoder_config("pet-fm", "quick")) is None
+    no_window = cfg | {"pretrain": {k: v for k, v in cfg["pretrain"].items() if k != "target_window"}}
+    assert reconstruction_target("ct-fm", no_window) is None
+    # the loss reads the target on the masked voxels only
+    enc = build_encoder("ct-fm", encoder_config("ct-fm", "smoke")).eval()
+    dec = masked_decoder(enc)
+    xb = torch.rand(1, 1, 16, 16, 16)
+    mask = torch.zeros_like(xb)
+    mask[..., :8, :, :] = 1.0
+    target = xb.clone()
+    same = masked_loss(enc, dec, xb, mask, target)
+    target[..., 8:, :, :] += 5.0  # unmasked voxels: no effect
+    torch.testing.assert_close(masked_loss(enc, dec, xb, mask, target), same)
+    target[..., :8, :, :] += 5.0
+    assert masked_loss(enc, dec, xb, mask, target) > same + 1.0
+    torch.testing.assert_close(masked_loss(enc, dec, xb, mask), masked_loss(enc, dec, xb, mask, xb))
+
+
+def test_fm_variant_configs_carry_their_encoder_recipe(tmp_path):
+    """The encoder's config is part of each FM variant's config: a changed encoder default is a new
+    experiment (another config hash), and every encoder setting is reachable by --set."""
+    from bench.config import config_hash, resolve_config
+
+    for cls, mods in ((FMCT, ["ct"]), (FMPET, ["pet"]), (FMCTPET, ["ct", "pet"])):
+        for scale in ("smoke", "quick", "paper"):
+            cfg = cls.configs[scale]
+            assert cfg["fm"] == mods
+            for m in mods:
+                name = {"ct": "ct-fm", "pet": "pet-fm"}[m]
+                assert cfg[f"{m}_fm"] == encoder_config(name, scale)
+    assert DeepMTSDAFT.configs["quick"]["ct_fm"] == {}  # the base row reads no encoder
+    base = resolve_config("fm-ct", FMCT, "quick")
+    path = str(tmp_path / "ct_fm.pt")
+    cfg = resolve_config("fm-ct", FMCT, "quick", [f"ct_fm.weights={path}"])
+    assert cfg["ct_fm"]["weights"] == path
+    assert config_hash("fm-ct", FMCT, cfg) != config_hash("fm-ct", FMCT, base)
+    window = resolve_config("fm-ct", FMCT, "quick", ["ct_fm.pretrain.target_window=[-160, 240]"])
+    assert config_hash("fm-ct", FMCT, window) != config_hash("fm-ct", FMCT, base)
