@@ -417,6 +417,33 @@ def store_import(src: Path, results: Path) -> None:
     click.echo(f"{imported} row(s) imported, {kept} already in {results}; `bench run` skips them")
 
 
+@store_cmd.command("drop")
+@click.argument("method")
+@click.option("--config", "config", required=True,
+              help="The experiment's config hash, or its first characters (as leaderboards print it: 8).")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
+@click.option("--leaderboards", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also remove the experiment's committed files in this leaderboard folder: exported rows "
+                   "(runs/), records (records/) and Kaplan-Meier plots; regenerate the pages afterwards with "
+                   "`bench leaderboard --out` on it.")
+@click.option("--yes", is_flag=True, help="Delete. Without it, list what would be deleted and change nothing.")
+def store_drop(method: str, config: str, results: Path, leaderboards: Path | None, yes: bool) -> None:
+    """Remove a superseded experiment (METHOD under one config) from the store and, with --leaderboards,
+    from the committed leaderboard files. Other experiments, even of the same method, are untouched."""
+    from bench.store import Store, drop_experiment
+
+    if leaderboards is not None and not leaderboards.is_dir():
+        raise BenchInputError(f"--leaderboards {leaderboards}: no such folder")
+    out = drop_experiment(Store(results, create=False), method, config, leaderboards=leaderboards, apply=yes)
+    verb = "removed" if yes else "would remove"
+    click.echo(f"{method} config {out['config'][0]}: {verb} {len(out['rows'])} stored row(s), "
+               f"{len(out['models'])} fitted model(s), {len(out['files'])} leaderboard file(s)")
+    for f in out["files"]:
+        click.echo(f"  {f}")
+    if not yes:
+        click.echo("nothing changed: add --yes to delete")
+
+
 @cli.command("leaderboard")
 @click.option("--results", type=click.Path(path_type=Path), default=None,
               help="Export the finished experiments of this results directory as run records first "

@@ -350,3 +350,57 @@ def import_rows(store: Store, src: Path) -> tuple[int, int]:
             with atomic_path(target) as tmp:
                 tmp.write_text(split.read_text())
     return imported, kept
+
+
+def drop_experiment(store: Store, method: str, config: str, *, leaderboards: Path | None = None,
+                    apply: bool = False) -> dict[str, list[str]]:
+    """Remove one superseded experiment — ``method`` under the config hash starting with ``config`` — from the
+    store (its rows of every protocol and dataset, and its fitted models) and, when ``leaderboards`` is given,
+    its committed files there (exported rows under ``runs/``, records under ``records/``, Kaplan-Meier plots).
+    The prefix must name exactly one config of that method. ``apply`` False lists what would go and deletes
+    nothing. Returns {"rows": …, "models": …, "files": …}."""
+    if len(config) < 4:
+        raise BenchInputError(f"--config {config!r}: give at least 4 characters of the config hash")
+    root = Path(leaderboards) if leaderboards is not None else None
+    with store._connect() as con:
+        stored = {r[0] for r in con.execute("SELECT DISTINCT config_hash FROM runs WHERE method=?", (method,))}
+    filed = set()
+    if root is not None:
+        for p in root.glob(f"records/*/*__{_slug(method)}__*.json"):
+            filed.add(p.stem.rsplit("__", 1)[-1])
+        for p in root.glob(f"runs/*/{_slug(method)}__*.json"):
+            filed.add(p.name.split("__")[2].split("-")[0])
+    def matches(h: str) -> bool:  # stored hashes are full, filed ones 8 characters
+        return h.startswith(config) if len(config) <= len(h) else config.startswith(h)
+
+    short = {h[:8] for h in stored | filed if matches(h)}
+    if not short:
+        known = sorted({h[:8] for h in stored | filed})
+        raise BenchInputError(f"no experiment of method {method!r} with a config hash starting {config!r}"
+                              + (f" (its configs: {', '.join(known)})" if known else
+                                 f" (no rows of {method!r} in {store.root}"
+                                 + (f" or {root}" if root is not None else "") + ")"))
+    if len(short) > 1:
+        raise BenchInputError(f"--config {config!r} matches {len(short)} configs of {method!r} "
+                              f"({', '.join(sorted(short))}): give more characters")
+    prefix = next(iter(short))
+    with store._connect() as con:
+        keys = [(r[0], r[1], r[2]) for r in con.execute(
+            "SELECT protocol, fold, seed FROM runs WHERE method=? AND substr(config_hash, 1, 8)=?", (method, prefix))]
+        models = [r[0] for r in con.execute(
+            "SELECT path FROM models WHERE method=? AND substr(config_hash, 1, 8)=?", (method, prefix))]
+    files: list[Path] = []
+    if root is not None:
+        files += sorted(root.glob(f"runs/*/{_slug(method)}__*__{prefix}-*.json"))
+        files += sorted(root.glob(f"records/*/*__{_slug(method)}__{prefix}.json"))
+        files += sorted(root.glob(f"*/plots/*__{_slug(method)}__{prefix}.png"))
+    if apply:
+        with store._connect() as con:
+            con.execute("DELETE FROM runs WHERE method=? AND substr(config_hash, 1, 8)=?", (method, prefix))
+            con.execute("DELETE FROM models WHERE method=? AND substr(config_hash, 1, 8)=?", (method, prefix))
+        for rel in models:
+            (store.root / rel).unlink(missing_ok=True)
+        for f in files:
+            f.unlink(missing_ok=True)
+    return {"config": [prefix], "rows": [f"{p} fold {f} seed {s}" for p, f, s in keys], "models": models,
+            "files": [str(f) for f in files]}

@@ -135,3 +135,38 @@ def test_store_export_and_import_carry_finished_runs(tiny_dataset_dir, tmp_path)
     assert again.returncode == 0 and "0 job(s) run, 5 already done" in again.stdout
     bad = run_bench("store", "import", str(tmp_path / "nothing"), "--results", str(tmp_path / "b"))
     assert bad.returncode == 2 and "no such folder of run rows" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_store_drop_removes_one_superseded_experiment_and_nothing_else(tiny_dataset_dir, tmp_path):
+    ds = f"hecktor2022:{tiny_dataset_dir}"
+    res, lb = tmp_path / "results", tmp_path / "lb"
+    for extra in ([], ["--set", "alpha=0.5"]):
+        done = run_bench("run", "-m", "coxph", "--scale", "smoke", "-d", ds, "--results", str(res), *extra)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert run_bench("store", "export", "--results", str(res), "--out", str(lb / "runs")).returncode == 0
+    assert run_bench("leaderboard", "--results", str(res), "--out", str(lb)).returncode == 0
+    records = sorted((lb / "records").glob("*/*coxph*.json"))
+    assert len(records) == 2
+    old = records[0].stem.rsplit("__", 1)[-1]
+    keep = records[1].stem.rsplit("__", 1)[-1]
+    before = sorted(p.relative_to(lb) for p in lb.rglob("*") if p.is_file())
+    # without --yes: a listing, nothing changes
+    dry = run_bench("store", "drop", "coxph", "--config", old, "--results", str(res), "--leaderboards", str(lb))
+    assert dry.returncode == 0 and "would remove 5 stored row(s)" in dry.stdout and "add --yes" in dry.stdout
+    assert sorted(p.relative_to(lb) for p in lb.rglob("*") if p.is_file()) == before
+    # unknown or ambiguous configs are clear errors
+    bad = run_bench("store", "drop", "coxph", "--config", "zzzz", "--results", str(res))
+    assert bad.returncode == 2 and f"its configs: {', '.join(sorted([old, keep]))}" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    gone = run_bench("store", "drop", "coxph", "--config", old, "--results", str(res), "--leaderboards", str(lb),
+                     "--yes")
+    assert gone.returncode == 0 and "removed 5 stored row(s)" in gone.stdout, gone.stderr
+    left = sorted(p.relative_to(lb) for p in lb.rglob("*") if p.is_file())
+    assert not [p for p in left if old in p.name] and [p for p in left if keep in p.name]
+    assert len([p for p in left if p.parts[0] == "runs" and keep in p.name]) == 5
+    # the store keeps the other experiment: a rerun of it does nothing, of the dropped one runs again
+    again = run_bench("run", "-m", "coxph", "--scale", "smoke", "-d", ds, "--results", str(res), "--set", "alpha=0.5")
+    base = run_bench("run", "-m", "coxph", "--scale", "smoke", "-d", ds, "--results", str(res))
+    outs = [again.stdout, base.stdout]
+    assert sorted("0 job(s) run, 5 already done" in o for o in outs) == [False, True], outs
+    assert sorted(o.startswith("5 job(s) run") or "\n5 job(s) run" in o for o in outs) == [False, True], outs
