@@ -356,12 +356,13 @@ def pretrain_cmd(ctx, encoders: str, scale: str, force: bool, device: str) -> No
 
     The corpus is the synthetic cohort of this scale generated with another seed (corpus_seed 1), never the
     benchmark's patients. Weights are cached (official checkpoint layout) with a card: loss per epoch, and a
-    linear probe (ridge, held-out R² on log tumour volume) of the frozen features against the same probe on a
-    randomly initialised encoder. `bench run --method fm-ct,...` pretrains on first use; this command does it
-    ahead of time and prints the card."""
+    linear probe (ridge, held-out R² on log tumour volume, the true risk η and necrosis) of the frozen features
+    against the same probe on a randomly initialised encoder, with a verdict per target (above it on the same
+    random halving in at least 9 of 10, and R² > 0). `bench run --method fm-ct,...` pretrains on first use;
+    this command does it ahead of time and prints the card."""
     from bench.data import cache_dir
     from bench.runner import resolve_device
-    from proposed.fm_encoders import ENCODERS, card, encoder_config, file_hash, pretrain
+    from proposed.fm_encoders import PROBE_SPLITS, ENCODERS, card, encoder_config, file_hash, pretrain
 
     names = [n.strip() for n in encoders.split(",") if n.strip()]
     unknown = [n for n in names if n not in ENCODERS]
@@ -380,8 +381,12 @@ def pretrain_cmd(ctx, encoders: str, scale: str, force: bool, device: str) -> No
                    f"  linear probe ({probe.get('metric')}):")
         for t in (probe.get("targets") or {}).values():
             (a, sa), (b, sb) = t["pretrained"], t["random_init"]
-            click.echo(f"    {t['description']}: pretrained {a:.3f} ± {sa:.3f}, random init {b:.3f} ± {sb:.3f}"
-                       f"{'' if a > b else '  (not above the random encoder)'}")
+            verdict = (f"above it in {t['wins']} of {PROBE_SPLITS} halvings: "
+                       f"{'beats' if t['beats_random'] else 'does NOT beat'} the random encoder")
+            click.echo(f"    {t['description']}: pretrained {a:.3f} ± {sa:.3f}, random init {b:.3f} ± {sb:.3f}; "
+                       f"{verdict}")
+        if probe.get("verdict"):
+            click.echo(f"  ({probe['verdict']})")
 
 
 @cli.group("store")

@@ -575,7 +575,8 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
         return path
 
 
-PROBE_VERSION = 3  # 3: + necrosis, the tumour trait the synthetic CT shows
+PROBE_VERSION = 4  # 3: + necrosis, the tumour trait the synthetic CT shows; 4: paired verdict per target
+PROBE_WINS = 9  # "beats the random encoder": above it in at least this many of the PROBE_SPLITS halvings, and R² > 0
 PROBE_SPLITS = 10
 PROBE_TARGETS = {"log_mtv": "log(1 + total tumour volume, cc)", "eta": "the true log-hazard η",
                  "necrosis": "necrosis present (1/0: a necrotic primary core or a necrotic node; on CT a 15 HU core "
@@ -597,17 +598,34 @@ def _probe(name: str, cfg: dict, encoder: nn.Module, corpus, cache: Path) -> dic
     out = {"version": PROBE_VERSION, "metric": f"held-out R², mean ± sd over {PROBE_SPLITS} random halvings",
            "targets": {}}
     for key, target in y.items():
-        res = {}
+        res, r2 = {}, {}
         for which, f in feats.items():
-            r2 = [probe_r2(f, target, seed=s) for s in range(PROBE_SPLITS)]
-            res[which] = [round(float(np.mean(r2)), 4), round(float(np.std(r2)), 4)]
-        out["targets"][key] = {"description": PROBE_TARGETS[key], **res}
+            r2[which] = np.array([probe_r2(f, target, seed=s) for s in range(PROBE_SPLITS)])
+            res[which] = [round(float(r2[which].mean()), 4), round(float(r2[which].std()), 4)]
+        wins, beats = probe_verdict(r2["pretrained"], r2["random_init"])
+        out["targets"][key] = {"description": PROBE_TARGETS[key], **res, "wins": wins, "beats_random": beats}
+    out["verdict"] = (f"beats the random encoder: R² above it on the same halving in ≥ {PROBE_WINS} of "
+                      f"{PROBE_SPLITS}, and R² > 0")
     return out
+
+
+def probe_verdict(pretrained, random_init) -> tuple[int, bool]:
+    """(halvings on which the pretrained probe's R² is above the random encoder's, whether that makes it beat
+    the random encoder: in at least ``PROBE_WINS`` of them, with a mean R² above 0)."""
+    a, b = np.asarray(pretrained, float), np.asarray(random_init, float)
+    wins = int((a > b).sum())
+    return wins, bool(wins >= PROBE_WINS and a.mean() > 0)
+
+
+def probe_beats_random(c: dict) -> list[str]:
+    """The probe targets on which the card's pretrained features beat the random encoder (``PROBE_WINS``)."""
+    return [k for k, t in (((c.get("probe") or {}).get("targets")) or {}).items() if t.get("beats_random")]
 
 
 def probe_summary(c: dict) -> str:
     t = ((c.get("probe") or {}).get("targets")) or {}
-    return "; ".join(f"probe R² {k} {v['pretrained'][0]:.3f} (random init {v['random_init'][0]:.3f})"
+    return "; ".join(f"probe R² {k} {v['pretrained'][0]:.3f} (random init {v['random_init'][0]:.3f}"
+                     f"{', beats it' if v.get('beats_random') else ', not above it'})"
                      for k, v in t.items()) or "no probe"
 
 

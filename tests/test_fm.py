@@ -12,8 +12,8 @@ from bench.errors import BenchInputError
 from proposed.fm import DAFT, FMCT, FMPET, DeepMTSDAFT, DeepMTSDAFTNet, FMCTPET
 from proposed.fm_encoders import (
     ENCODERS, PETFMEncoder, _Block, build_encoder, card, cohort_features, encoder_config, encoder_input,
-    file_hash, load_official, masked_decoder, masked_loss, pretrain, probe_r2, reconstruction_target,
-    resolve_weights, save_official,
+    file_hash, load_official, masked_decoder, masked_loss, pretrain, probe_beats_random, probe_r2,
+    probe_verdict, reconstruction_target, resolve_weights, save_official,
 )
 
 
@@ -143,6 +143,17 @@ def test_pet_input_is_clipped_at_percentiles_and_scaled():
 
 
 # -- the probe and pretraining ---------------------------------------------------------------------------------
+def test_probe_verdict_asks_for_a_consistent_win_above_zero():
+    rand = np.linspace(-0.02, 0.02, 10)
+    assert probe_verdict(rand + 0.05, rand) == (10, True)
+    assert probe_verdict(rand - 0.04, rand - 0.041) == (10, False)  # above the random encoder, but R² below 0
+    above = rand + 0.2
+    above[[0, 1]] = -0.05  # above it in 8 of 10 halvings only
+    assert probe_verdict(above, rand) == (8, False)
+    above[1] = 0.5
+    assert probe_verdict(above, rand) == (9, True)
+
+
 def test_probe_r2_separates_informative_from_noise_features():
     rng = np.random.default_rng(0)
     target = rng.normal(size=80)
@@ -159,7 +170,8 @@ def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort
     assert c["loss_per_epoch"][-1] < c["loss_per_epoch"][0]
     assert c["weights_sha256"] == file_hash(path)
     assert set(c["probe"]["targets"]) == {"log_mtv", "eta", "necrosis"}
-    assert set(c["probe"]["targets"]["eta"]) == {"description", "pretrained", "random_init"}
+    assert set(c["probe"]["targets"]["eta"]) == {"description", "pretrained", "random_init", "wins", "beats_random"}
+    assert set(probe_beats_random(c)) <= {"log_mtv", "eta", "necrosis"}
     load_official(build_encoder("pet-fm", cfg), path)  # written in the official layout
     mtime = path.stat().st_mtime_ns
     assert pretrain("pet-fm", "smoke", cfg, cache=tmp_path, progress=False) == path and path.stat().st_mtime_ns == mtime
