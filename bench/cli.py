@@ -443,8 +443,14 @@ def store_drop(method: str, config: str, results: Path, leaderboards: Path | Non
     verb = "removed" if yes else "would remove"
     click.echo(f"{method} config {out['config'][0]}: {verb} {len(out['rows'])} stored row(s), "
                f"{len(out['models'])} fitted model(s), {len(out['files'])} leaderboard file(s)")
+    protocols = sorted({r.split(" fold ")[0] for r in out["rows"]})
+    if protocols:
+        click.echo(f"  stored rows under: {', '.join(protocols)}")
     for f in out["files"]:
         click.echo(f"  {f}")
+    if leaderboards is None:
+        click.echo("  (no --leaderboards: committed rows of this experiment, if any, would come back with "
+                   "`bench store import`)")
     if not yes:
         click.echo("nothing changed: add --yes to delete")
 

@@ -356,51 +356,67 @@ def drop_experiment(store: Store, method: str, config: str, *, leaderboards: Pat
                     apply: bool = False) -> dict[str, list[str]]:
     """Remove one superseded experiment — ``method`` under the config hash starting with ``config`` — from the
     store (its rows of every protocol and dataset, and its fitted models) and, when ``leaderboards`` is given,
-    its committed files there (exported rows under ``runs/``, records under ``records/``, Kaplan-Meier plots).
-    The prefix must name exactly one config of that method. ``apply`` False lists what would go and deletes
-    nothing. Returns {"rows": …, "models": …, "files": …}."""
+    its committed files there (exported rows under ``runs/``, records under ``records/``, Kaplan-Meier plots,
+    all named by the hash's first 8 characters). The prefix must name exactly one config of that method, in the
+    store or among the committed files (which know 8 characters: a longer prefix must match a stored hash).
+    ``apply`` False lists what would go and deletes nothing. Returns {"config", "rows", "models", "files"}."""
     if len(config) < 4:
         raise BenchInputError(f"--config {config!r}: give at least 4 characters of the config hash")
     root = Path(leaderboards) if leaderboards is not None else None
+    if root is not None and not ((root / "records").is_dir() or (root / "runs").is_dir()):
+        raise BenchInputError(f"--leaderboards {root}: no records/ or runs/ folder in it (give the leaderboard "
+                              f"folder itself, e.g. leaderboards, not leaderboards/runs)")
     with store._connect() as con:
         stored = {r[0] for r in con.execute("SELECT DISTINCT config_hash FROM runs WHERE method=?", (method,))}
+        stored |= {r[0] for r in con.execute("SELECT DISTINCT config_hash FROM models WHERE method=?", (method,))}
     filed = set()
     if root is not None:
         for p in root.glob(f"records/*/*__{_slug(method)}__*.json"):
             filed.add(p.stem.rsplit("__", 1)[-1])
         for p in root.glob(f"runs/*/{_slug(method)}__*.json"):
             filed.add(p.name.split("__")[2].split("-")[0])
-    def matches(h: str) -> bool:  # stored hashes are full, filed ones 8 characters
-        return h.startswith(config) if len(config) <= len(h) else config.startswith(h)
-
-    short = {h[:8] for h in stored | filed if matches(h)}
+    full = {h for h in stored if h.startswith(config)}
+    if len(config) <= 8:
+        short = {h[:8] for h in full} | {h for h in filed if h.startswith(config)}
+    else:  # committed files know 8 characters: they follow a stored hash the whole prefix names
+        short = {h[:8] for h in full}
     if not short:
         known = sorted({h[:8] for h in stored | filed})
         raise BenchInputError(f"no experiment of method {method!r} with a config hash starting {config!r}"
                               + (f" (its configs: {', '.join(known)})" if known else
                                  f" (no rows of {method!r} in {store.root}"
                                  + (f" or {root}" if root is not None else "") + ")"))
-    if len(short) > 1:
-        raise BenchInputError(f"--config {config!r} matches {len(short)} configs of {method!r} "
-                              f"({', '.join(sorted(short))}): give more characters")
+    if len(short) > 1 or len(full) > 1:
+        names = sorted(full) if len(full) > 1 else sorted(short)
+        raise BenchInputError(f"--config {config!r} matches {len(names)} configs of {method!r} "
+                              f"({', '.join(names)}): give more characters")
     prefix = next(iter(short))
-    with store._connect() as con:
-        keys = [(r[0], r[1], r[2]) for r in con.execute(
-            "SELECT protocol, fold, seed FROM runs WHERE method=? AND substr(config_hash, 1, 8)=?", (method, prefix))]
-        models = [r[0] for r in con.execute(
-            "SELECT path FROM models WHERE method=? AND substr(config_hash, 1, 8)=?", (method, prefix))]
+    sharing = sorted(h for h in stored if h[:8] == prefix)
+    if root is not None and len(sharing) > 1:
+        raise BenchInputError(f"configs {', '.join(sharing)} of {method!r} share the 8 characters {prefix} that "
+                              f"name committed files: drop them from the store one by one without --leaderboards")
+    hashes = sorted(full)
+    where = f"method=? AND config_hash IN ({', '.join('?' * len(hashes))})"
+    keys: list[tuple] = []
+    models: list[str] = []
+    if hashes:
+        with store._connect() as con:
+            keys = [tuple(r) for r in con.execute(f"SELECT protocol, fold, seed FROM runs WHERE {where} "
+                                                  "ORDER BY protocol, seed, fold", (method, *hashes))]
+            models = [r[0] for r in con.execute(f"SELECT path FROM models WHERE {where}", (method, *hashes))]
     files: list[Path] = []
     if root is not None:
         files += sorted(root.glob(f"runs/*/{_slug(method)}__*__{prefix}-*.json"))
         files += sorted(root.glob(f"records/*/*__{_slug(method)}__{prefix}.json"))
         files += sorted(root.glob(f"*/plots/*__{_slug(method)}__{prefix}.png"))
     if apply:
-        with store._connect() as con:
-            con.execute("DELETE FROM runs WHERE method=? AND substr(config_hash, 1, 8)=?", (method, prefix))
-            con.execute("DELETE FROM models WHERE method=? AND substr(config_hash, 1, 8)=?", (method, prefix))
+        if hashes:
+            with store._connect() as con:
+                con.execute(f"DELETE FROM runs WHERE {where}", (method, *hashes))
+                con.execute(f"DELETE FROM models WHERE {where}", (method, *hashes))
         for rel in models:
             (store.root / rel).unlink(missing_ok=True)
         for f in files:
             f.unlink(missing_ok=True)
-    return {"config": [prefix], "rows": [f"{p} fold {f} seed {s}" for p, f, s in keys], "models": models,
-            "files": [str(f) for f in files]}
+    return {"config": [hashes[0] if hashes else prefix], "rows": [f"{p} fold {f} seed {s}" for p, f, s in keys],
+            "models": models, "files": [str(f) for f in files]}

@@ -134,6 +134,10 @@ class DeepMTSDAFT(ImageSurvivalMethod):
         for m in config["fm"]:
             if m in _ENCODER and int(config["proj"].get(m, 0)) < 0:
                 out.append(f"proj.{m} = {config['proj'][m]} must be >= 0 (0 = no projection)")
+            if m in _ENCODER and not config[f"{m}_fm"]:
+                out.append(f"fm = {config['fm']} with an empty {m}_fm: the {_ENCODER[m]} recipe would not be part "
+                           f"of this config's hash (rows trained on other features would be resumed); use the "
+                           f"fm-ct, fm-pet or fm-ctpet method, which carries it")
         for key, name in (("ct_fm", "ct-fm"), ("pet_fm", "pet-fm")):
             extra = sorted(set(config[key]) - set(ENCODERS[name]["quick"]))
             if extra:
@@ -204,7 +208,7 @@ class _FMVariant(DeepMTSDAFT):
     """The FM variants' shared identity: a change in pretraining or extraction (``FM_VERSION``) is a new
     experiment."""
 
-    version = f"1+fm{FM_VERSION}"
+    version = f"{DeepMTSDAFT.version}+fm{FM_VERSION}"
 
 
 class FMCT(_FMVariant):

@@ -32,7 +32,9 @@ and caches the weights (``<cache>/fm/<encoder>-<hash>.pt``, official layout) wit
 linear-probe check, seconds). The probe: ridge regression from the frozen features to the log total tumour
 volume, to the true log-hazard η and to necrosis present (the corpus's ground truth), fitted on half the
 corpus, R² on the other half, averaged over 10 random halvings, against the same probe on the randomly
-initialised encoder. Pretraining is seeded throughout and repeats bit for bit.
+initialised encoder. Pretraining is seeded throughout: on the same device type, torch build and CPU thread count
+(both in the card) it repeats bit for bit; another thread count gives other bits (same losses to print
+precision); CUDA kernels are not bit-reproducible.
 
 Features: the encoder's embedding of each patient's pipeline box (its own spacing, box and intensity
 convention), cached per (pipeline entry — content-hashed images, so a corrupted image gets its own —,
@@ -57,7 +59,7 @@ from bench.nn.trainer import autocast
 
 log = logging.getLogger("bench.fm")
 FM_VERSION = "2"  # bump when pretraining or extraction changes: part of every cache key and of the FM variants'
-# method version (2: seeded flips, so pretraining repeats bit for bit; CT-FM's soft-tissue target)
+# method version (2: seeded flips, so pretraining repeats bit for bit on one set-up; CT-FM's soft-tissue target)
 
 # -- encoder configs per scale -------------------------------------------------------------------------------
 _PRETRAIN = {"corpus_seed": 1, "epochs": 30, "batch_size": 8, "steps_per_epoch": 24, "lr": 1e-3,
@@ -384,7 +386,7 @@ class _Images(torch.utils.data.Dataset):
         from bench.data.pipeline import cache_path, preprocess
 
         self.name, self.files, self.pcfg, self.cache, self.flips = name, files, pcfg, Path(cache), flips
-        self.rng = np.random.default_rng(0)  # the flips' own stream: pretraining repeats bit for bit
+        self.rng = np.random.default_rng(0)  # the flips' own seeded stream (pretraining repeats on one set-up)
         self.ids = list(files)
         preprocess(files, pcfg, self.cache, progress=progress)
         self.paths = {i: cache_path(files[i], pcfg, self.cache) for i in self.ids}
@@ -443,8 +445,13 @@ def reconstruction_target(name: str, cfg: dict):
     tw = (cfg.get("pretrain") or {}).get("target_window")
     if name != "ct-fm" or tw is None:
         return None
+    try:
+        tlo, thi = (float(v) for v in tw)
+    except (TypeError, ValueError):
+        tlo = thi = float("nan")
+    if not tlo < thi:
+        raise BenchInputError(f"ct-fm pretrain.target_window = {tw!r}: give [low, high] HU with low < high")
     lo, hi = (float(v) for v in cfg["ct_window"])
-    tlo, thi = (float(v) for v in tw)
 
     def target(x: torch.Tensor) -> torch.Tensor:
         return ((x * (hi - lo) + lo - tlo) / (thi - tlo)).clamp(0.0, 1.0)
@@ -567,7 +574,8 @@ def pretrain(name: str, scale: str, cfg: dict, *, cache: Path, device: str = "cp
              + (f" on the {p['target_window'][0]:g}…{p['target_window'][1]:g} HU window)" if target_fn else ")"),
              "loss_per_epoch": [round(v, 5) for v in losses],
              "seconds": round(time.perf_counter() - t0, 1), "weights_sha256": file_hash(path),
-             "device": device, "precision": str(dtype or torch.float32).replace("torch.", "")}
+             "device": device, "precision": str(dtype or torch.float32).replace("torch.", ""),
+             "torch": torch.__version__, "threads": torch.get_num_threads()}
         c["probe"] = _probe(name, cfg, encoder, corpus, cache)
         with atomic_path(card_path, ".json") as tmp:
             tmp.write_text(json.dumps(c, indent=1))
@@ -625,7 +633,7 @@ def probe_beats_random(c: dict) -> list[str]:
 def probe_summary(c: dict) -> str:
     t = ((c.get("probe") or {}).get("targets")) or {}
     return "; ".join(f"probe R² {k} {v['pretrained'][0]:.3f} (random init {v['random_init'][0]:.3f}"
-                     f"{', beats it' if v.get('beats_random') else ', not above it'})"
+                     f"{', beats it' if v.get('beats_random') else ', does not beat it'})"
                      for k, v in t.items()) or "no probe"
 
 

@@ -168,7 +168,7 @@ def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort
     c = card(path)
     assert c["corpus"] == "synthetic:smoke:1" and c["corpus_patients"] == 40
     assert c["loss_per_epoch"][-1] < c["loss_per_epoch"][0]
-    assert c["weights_sha256"] == file_hash(path)
+    assert c["weights_sha256"] == file_hash(path) and c["torch"] == torch.__version__ and c["threads"] >= 1
     assert set(c["probe"]["targets"]) == {"log_mtv", "eta", "necrosis"}
     assert set(c["probe"]["targets"]["eta"]) == {"description", "pretrained", "random_init", "wins", "beats_random"}
     assert set(probe_beats_random(c)) <= {"log_mtv", "eta", "necrosis"}
@@ -224,7 +224,9 @@ def test_fm_columns_reach_the_survival_output():
 
 def test_fm_config_problems_are_named():
     problems = DeepMTSDAFT.check_network(DeepMTSDAFT.configs["smoke"] | {"fm": ["ct", "ct", "mri"]})
-    assert any("fm = " in p for p in problems)
+    assert any("list each of" in p for p in problems)
+    assert any("empty ct_fm" in p and "use the fm-ct" in p for p in problems)  # the recipe must be hashed
+    assert FMCT.version == f"{DeepMTSDAFT.version}+fm2"
     problems = FMCTPET.check_network(FMCTPET.configs["smoke"] | {"ct_fm": {"nope": 1}, "clinical": False})
     assert any("ct_fm: unknown setting" in p for p in problems) and any("clinical = false" in p for p in problems)
     assert FMCTPET.check_network(FMCTPET.configs["paper"]) == []
@@ -269,6 +271,9 @@ def test_ct_fm_reconstructs_the_soft_tissue_window_of_its_input():
     assert reconstruction_target("pet-fm", encoder_config("pet-fm", "quick")) is None
     no_window = cfg | {"pretrain": {k: v for k, v in cfg["pretrain"].items() if k != "target_window"}}
     assert reconstruction_target("ct-fm", no_window) is None
+    for bad in ([300, -200], [0], "soft"):
+        with pytest.raises(BenchInputError, match="target_window"):
+            reconstruction_target("ct-fm", cfg | {"pretrain": cfg["pretrain"] | {"target_window": bad}})
     # the loss reads the target on the masked voxels only
     enc = build_encoder("ct-fm", encoder_config("ct-fm", "smoke")).eval()
     dec = masked_decoder(enc)

@@ -44,6 +44,7 @@ def test_measured_numbers_in_the_readme_are_the_committed_records():
                if r["protocol"] == "clean" and r["dataset"] == "synthetic:quick:0"}
     checked = cells_checked = 0
     header: list[str] = []
+    headers: set[str] = set()
     for line in README.splitlines():
         if not line.startswith("|"):
             header = []
@@ -60,7 +61,10 @@ def test_measured_numbers_in_the_readme_are_the_committed_records():
         for name, cell in zip(header[1:], cells[1:]):
             if name in _COLUMNS:
                 expected = lb._cell(records[method], _COLUMNS[name], False)
+                assert re.match(r"^(\d\.\d{3} ± \d\.\d{3}|—)", cell), (method, name, cell)
                 assert cell == expected or expected.startswith(cell), (method, name, cell, expected)
                 cells_checked += 1
+                headers.add(name)
         checked += 1
     assert checked >= 8 and cells_checked >= checked
+    assert headers >= {"clean", "C-td clean", "DSC GTVp", "DSC GTVn"}, headers

@@ -223,3 +223,42 @@ def test_provenance_of_a_fitted_model_reaches_record_page_and_report(killer, tin
     cv = next(p.text for p in lb.render(tmp_path / "lb", "killer") if p.path.endswith("cv.md"))
     assert "`killer` (`" in cv and "encoder weights: enc.pt (sha256 abc123)" in cv
     assert "encoder weights: enc.pt (sha256 abc123)" in method_report(Store(tmp_path / "r"), "killer", "clean")
+
+
+def test_drop_experiment_keeps_look_alike_methods_and_configs(tmp_path):
+    """drop removes one (method, config) only: not a method whose name extends it, not a config sharing its
+    first characters; a longer prefix must match in full; a wrong leaderboard folder is refused."""
+    from bench.store import RunKey, Store, drop_experiment
+
+    store = Store(tmp_path / "results")
+    info = {"fold_name": "f", "protocol": "clean", "protocol_version": 1, "dataset": "d", "scale": "quick",
+            "train_key": "t", "config": {}, "protocol_content": {}, "env": {}}
+    same8 = ["aaaa1111" + "0" * 56, "aaaa1111" + "1" * 56]
+    for method, h in (("deepmts", same8[0]), ("deepmts", same8[1]), ("deepmts-daft", same8[0]),
+                      ("deepmts", "bbbb2222" + "0" * 56)):
+        for fold in range(2):
+            store.start(RunKey(method, h, "fp", "ph", fold, 0), info)
+    lb = tmp_path / "lb"
+    for name in ("runs/d/deepmts__clean__bbbb2222-fp-ph__fold0__seed0.json",
+                 "runs/d/deepmts-daft__clean__bbbb2222-fp-ph__fold0__seed0.json",
+                 "records/d/clean__deepmts__bbbb2222.json", "records/d/clean__deepmts-daft__bbbb2222.json",
+                 "d/plots/km__clean__deepmts__bbbb2222.png", "d/plots/km__clean__deepmts-daft__bbbb2222.png"):
+        (lb / name).parent.mkdir(parents=True, exist_ok=True)
+        (lb / name).write_text("x")
+    count = lambda m: sum(r["method"] == m for r in store.rows())  # noqa: E731
+    with pytest.raises(BenchInputError, match="matches 2 configs"):
+        drop_experiment(store, "deepmts", "aaaa1111", apply=True)
+    with pytest.raises(BenchInputError, match="no experiment .* starting 'aaaa11112'"):
+        drop_experiment(store, "deepmts", "aaaa11112", apply=True)
+    with pytest.raises(BenchInputError, match="no records/ or runs/ folder"):
+        drop_experiment(store, "deepmts", "bbbb2222", leaderboards=lb / "runs", apply=True)
+    with pytest.raises(BenchInputError, match="share the 8 characters"):
+        drop_experiment(store, "deepmts", "aaaa11111", leaderboards=lb, apply=True)
+    # a longer prefix names one of the two configs sharing 8 characters: only its rows go
+    out = drop_experiment(store, "deepmts", "aaaa11111", apply=True)
+    assert out["config"] == [same8[1]] and len(out["rows"]) == 2 and count("deepmts") == 4
+    out = drop_experiment(store, "deepmts", "bbbb", leaderboards=lb, apply=True)
+    assert len(out["rows"]) == 2 and len(out["files"]) == 3 and count("deepmts") == 2
+    left = sorted(str(p.relative_to(lb)) for p in lb.rglob("*") if p.is_file())
+    assert left and all("deepmts-daft" in p for p in left)
+    assert count("deepmts-daft") == 2
