@@ -309,3 +309,11 @@ def test_fm_variant_configs_carry_their_encoder_recipe(tmp_path):
     assert config_hash("fm-ct", FMCT, cfg) != config_hash("fm-ct", FMCT, base)
     window = resolve_config("fm-ct", FMCT, "quick", ["ct_fm.pretrain.target_window=[-160, 240]"])
     assert config_hash("fm-ct", FMCT, window) != config_hash("fm-ct", FMCT, base)
+
+
+def test_a_missing_weights_path_given_by_set_is_a_clear_error(tmp_path):
+    from helpers import run_bench
+
+    done = run_bench("run", "--method", "fm-ct", "--scale", "smoke", "--set",
+                     f"fm-ct:ct_fm.weights={tmp_path / 'ct_fm.pt'}", "--results", str(tmp_path / "res"))
+    assert done.returncode == 2 and "ct-fm weights: no file at" in done.stderr and "Traceback" not in done.stderr
