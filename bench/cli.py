@@ -358,8 +358,8 @@ def pretrain_cmd(ctx, encoders: str, scale: str, force: bool, device: str) -> No
     benchmark's patients. Weights are cached (official checkpoint layout) with a card: loss per epoch, and a
     linear probe (ridge, held-out R² on log tumour volume, the true risk η and necrosis) of the frozen features
     against the same probe on a randomly initialised encoder, with a verdict per target (above it on the same
-    random halving in at least 9 of 10, and R² > 0). `bench run --method fm-ct,...` pretrains on first use;
-    this command does it ahead of time and prints the card."""
+    random halving in at least 9 of 10, and mean R² >= 0.05). `bench run --method fm-ct,...` pretrains on
+    first use; this command does it ahead of time and prints the card."""
     from bench.data import cache_dir
     from bench.runner import resolve_device
     from proposed.fm_encoders import PROBE_SPLITS, ENCODERS, card, encoder_config, file_hash, pretrain

@@ -147,6 +147,7 @@ def test_probe_verdict_asks_for_a_consistent_win_above_zero():
     rand = np.linspace(-0.02, 0.02, 10)
     assert probe_verdict(rand + 0.05, rand) == (10, True)
     assert probe_verdict(rand - 0.04, rand - 0.041) == (10, False)  # above the random encoder, but R² below 0
+    assert probe_verdict(rand + 0.011, rand) == (10, False)  # a consistent edge, but R² 0.011: no usable signal
     above = rand + 0.2
     above[[0, 1]] = -0.05  # above it in 8 of 10 halvings only
     assert probe_verdict(above, rand) == (8, False)
