@@ -437,13 +437,11 @@ def store_drop(method: str, config: str, results: Path, leaderboards: Path | Non
     from the committed leaderboard files. Other experiments, even of the same method, are untouched."""
     from bench.store import Store, drop_experiment
 
-    if leaderboards is not None and not leaderboards.is_dir():
-        raise BenchInputError(f"--leaderboards {leaderboards}: no such folder")
     out = drop_experiment(Store(results, create=False), method, config, leaderboards=leaderboards, apply=yes)
     verb = "removed" if yes else "would remove"
     click.echo(f"{method} config {out['config'][0]}: {verb} {len(out['rows'])} stored row(s), "
                f"{len(out['models'])} fitted model(s), {len(out['files'])} leaderboard file(s)")
-    protocols = sorted({r.split(" fold ")[0] for r in out["rows"]})
+    protocols = sorted({protocol for protocol, _fold, _seed in out["rows"]})
     if protocols:
         click.echo(f"  stored rows under: {', '.join(protocols)}")
     for f in out["files"]:

@@ -353,13 +353,13 @@ def import_rows(store: Store, src: Path) -> tuple[int, int]:
 
 
 def drop_experiment(store: Store, method: str, config: str, *, leaderboards: Path | None = None,
-                    apply: bool = False) -> dict[str, list[str]]:
+                    apply: bool = False) -> dict[str, list]:
     """Remove one superseded experiment — ``method`` under the config hash starting with ``config`` — from the
     store (its rows of every protocol and dataset, and its fitted models) and, when ``leaderboards`` is given,
     its committed files there (exported rows under ``runs/``, records under ``records/``, Kaplan-Meier plots,
     all named by the hash's first 8 characters). The prefix must name exactly one config of that method, in the
     store or among the committed files (which know 8 characters: a longer prefix must match a stored hash).
-    ``apply`` False lists what would go and deletes nothing. Returns {"config", "rows", "models", "files"}."""
+    ``apply`` False lists what would go and deletes nothing. Returns {"config": [hash], "rows": [(protocol, fold, seed)], "models": [path], "files": [path]}."""
     if len(config) < 4:
         raise BenchInputError(f"--config {config!r}: give at least 4 characters of the config hash")
     root = Path(leaderboards) if leaderboards is not None else None
@@ -418,5 +418,5 @@ def drop_experiment(store: Store, method: str, config: str, *, leaderboards: Pat
             (store.root / rel).unlink(missing_ok=True)
         for f in files:
             f.unlink(missing_ok=True)
-    return {"config": [hashes[0] if hashes else prefix], "rows": [f"{p} fold {f} seed {s}" for p, f, s in keys],
-            "models": models, "files": [str(f) for f in files]}
+    return {"config": [hashes[0] if hashes else prefix], "rows": keys, "models": models,
+            "files": [str(f) for f in files]}

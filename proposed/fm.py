@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from bench.nn import ImageSurvivalMethod, width
-from proposed.fm_encoders import FM_VERSION
+from proposed.fm_encoders import FM_VERSION, encoder_config
 
 
 class DAFT(nn.Module):
@@ -198,8 +198,6 @@ def _with_encoders(modalities: list[str]) -> dict[str, dict]:
     written out under ``<modality>_fm``: the encoder recipe (architecture, input convention, pretraining) is
     part of the method's config hash, so a changed default starts a new experiment instead of resuming an old
     one, and every setting is reachable by ``--set`` (e.g. ``fm-ct:ct_fm.weights=/path/ct_fm.pt``)."""
-    from proposed.fm_encoders import encoder_config
-
     return {s: cfg | {"fm": list(modalities)} | {f"{m}_fm": encoder_config(_ENCODER[m], s) for m in modalities}
             for s, cfg in DeepMTSDAFT.configs.items()}
 

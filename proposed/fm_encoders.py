@@ -627,11 +627,6 @@ def probe_verdict(pretrained, random_init) -> tuple[int, bool]:
     return wins, bool(wins >= PROBE_WINS and a.mean() >= PROBE_MIN_R2)
 
 
-def probe_beats_random(c: dict) -> list[str]:
-    """The probe targets on which the card's pretrained features beat the random encoder (``PROBE_WINS``)."""
-    return [k for k, t in (((c.get("probe") or {}).get("targets")) or {}).items() if t.get("beats_random")]
-
-
 def probe_summary(c: dict) -> str:
     t = ((c.get("probe") or {}).get("targets")) or {}
     return "; ".join(f"probe R² {k} {v['pretrained'][0]:.3f} (random init {v['random_init'][0]:.3f}"
