@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from bench.nn import ImageSurvivalMethod, width
-from proposed.fm_encoders import FM_VERSION, encoder_config
+from proposed.fm_encoders import ENCODERS, FM_VERSION, cohort_features, encoder_config, encoder_dim, resolve_weights
 
 
 class DAFT(nn.Module):
@@ -123,8 +123,6 @@ class DeepMTSDAFT(ImageSurvivalMethod):
 
     @classmethod
     def check_network(cls, config: dict) -> list[str]:
-        from proposed.fm_encoders import ENCODERS
-
         out = []
         if any(int(c) % 16 for c in config["crop"]):
             out.append(f"crop {config['crop']}: the U-Net downsamples 4 times, so every size must be a multiple of 16")
@@ -148,19 +146,14 @@ class DeepMTSDAFT(ImageSurvivalMethod):
 
     # -- foundation-model inputs -------------------------------------------------------------------------------
     def _encoder_cfg(self, modality: str) -> dict:
-        from proposed.fm_encoders import encoder_config
-
         return encoder_config(_ENCODER[modality], self.ctx.scale, self.config[f"{modality}_fm"])
 
     def n_extra_inputs(self) -> int:
-        from proposed.fm_encoders import encoder_dim
-
         return sum(encoder_dim(_ENCODER[m], self._encoder_cfg(m)) for m in self.config["fm"])
 
     def fm_weights(self) -> dict[str, tuple]:
         """Per modality: (weights file or None, description); pretrained on first use (cached)."""
         from bench.data import cache_dir
-        from proposed.fm_encoders import resolve_weights
 
         if getattr(self, "fm_weights_", None) is None:
             self.fm_weights_ = {}
@@ -177,7 +170,6 @@ class DeepMTSDAFT(ImageSurvivalMethod):
 
     def extra_inputs(self, cohort):
         from bench.data import cache_dir
-        from proposed.fm_encoders import cohort_features
 
         if not self.config["fm"]:
             return None
@@ -186,8 +178,6 @@ class DeepMTSDAFT(ImageSurvivalMethod):
                           for m in self.config["fm"]])
 
     def build_network(self, n_clinical: int) -> nn.Module:
-        from proposed.fm_encoders import encoder_dim
-
         c = self.config
         dims = [encoder_dim(_ENCODER[m], self._encoder_cfg(m)) for m in c["fm"]]
         return DeepMTSDAFTNet(c, n_clinical - sum(dims), dims, [int(c["proj"].get(m, 0)) for m in c["fm"]])

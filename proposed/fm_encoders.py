@@ -599,11 +599,7 @@ def _probe(name: str, cfg: dict, encoder: nn.Module, corpus, cache: Path) -> dic
     started from)."""
     data = _Images(name, _unlabelled(corpus), pipeline_for(name, cfg), cache)
     feats = {"pretrained": embed(encoder, data), "random_init": embed(load_encoder(name, cfg, None), data)}
-    truth = corpus.groundtruth().loc[data.ids]
-    y = {"log_mtv": np.log1p(truth["mtv_primary_cc"].to_numpy(float) + truth["mtv_nodes_cc"].to_numpy(float)),
-         "eta": truth["eta"].to_numpy(float),
-         "necrosis": ((truth["primary_necrotic"].to_numpy(float) > 0) | (truth["node_necrosis"].to_numpy(float) > 0))
-         .astype(float)}
+    y = probe_targets(corpus.groundtruth().loc[data.ids])
     out = {"version": PROBE_VERSION, "metric": f"held-out R², mean ± sd over {PROBE_SPLITS} random halvings",
            "targets": {}}
     for key, target in y.items():
@@ -616,6 +612,14 @@ def _probe(name: str, cfg: dict, encoder: nn.Module, corpus, cache: Path) -> dic
     out["verdict"] = (f"beats the random encoder: R² above it on the same halving in ≥ {PROBE_WINS} of "
                       f"{PROBE_SPLITS}, and mean R² ≥ {PROBE_MIN_R2:g}")
     return out
+
+
+def probe_targets(truth) -> dict[str, np.ndarray]:
+    """The probe's targets (``PROBE_TARGETS``) from a synthetic cohort's ground-truth table, in its row order."""
+    return {"log_mtv": np.log1p(truth["mtv_primary_cc"].to_numpy(float) + truth["mtv_nodes_cc"].to_numpy(float)),
+            "eta": truth["eta"].to_numpy(float),
+            "necrosis": ((truth["primary_necrotic"].to_numpy(float) > 0)
+                         | (truth["node_necrosis"].to_numpy(float) > 0)).astype(float)}
 
 
 def probe_verdict(pretrained, random_init) -> tuple[int, bool]:
