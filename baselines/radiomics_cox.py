@@ -8,6 +8,8 @@ The model is scikit-survival's ``CoxnetSurvivalAnalysis``; its Breslow baseline 
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 from sksurv.linear_model import CoxnetSurvivalAnalysis
@@ -19,6 +21,9 @@ from bench import BenchInputError, Cohort, Method, Prediction
 from bench.config import below_minimum
 from bench.metrics import cindex_harrell
 from bench.survival import event_time_grid
+
+_INNER_LOG = logging.getLogger("bench.features.inner")  # the inner folds' feature fits: warnings only
+_INNER_LOG.setLevel(logging.WARNING)
 
 
 class _CoxnetMethod(Method):
@@ -84,13 +89,14 @@ class LassoCox(_CoxnetMethod):
     """Lasso Cox on every usable radiomics feature + clinical, the penalty chosen by inner cross-validation.
 
     The regularisation path (``n_alphas`` values down to ``alpha_min_ratio`` × the largest) is fitted on the
-    training fold; ``inner_folds``-fold CV inside it (stratified by event) scores each alpha by the held-out
-    Harrell C, and the best mean wins (``one_se = true``: the largest alpha within one standard error of it).
+    training fold; ``inner_folds``-fold CV inside it (stratified by event; the feature inputs refitted on each
+    inner training part, so the CV is nested) scores each alpha by the held-out Harrell C, and the best mean
+    wins (``one_se = true``: the largest alpha within one standard error of it).
     No redundancy filter or univariate selection by default (``corr_max = 1``, ``select_k = 0``): the lasso
     selects. ``l1_ratio`` 1 is the lasso (a little ridge, e.g. 0.9, stabilises correlated features).
     """
 
-    version = "1"
+    version = "2"  # 2: the inner CV refits the inputs on each inner training part (nested)
     _base = {"corr_max": 1.0, "select_k": 0, "l1_ratio": 1.0, "n_alphas": 30, "alpha_min_ratio": 0.02,
              "inner_folds": 5, "one_se": False, "clinical": True, "n_times": 100}
     configs = {"smoke": _base | {"radiomics": RADIOMICS_SMOKE, "inner_folds": 3, "n_alphas": 10},
@@ -121,14 +127,19 @@ class LassoCox(_CoxnetMethod):
         alphas = self._path(x, y).alphas_
         folds = StratifiedKFold(self.config["inner_folds"], shuffle=True, random_state=self.ctx.seed % 2**32)
         scores = np.full((self.config["inner_folds"], len(alphas)), np.nan)
+        ids = np.asarray(data.ids)
         for k, (fit_idx, held_idx) in enumerate(folds.split(x, y["event"])):
+            # nested: the inputs (imputation, quantile scaling, any outcome-driven selection) are refitted on the
+            # inner training part, so the inner held-out patients shape neither them nor the path
+            inputs = FeatureInputs(self.config, logger=_INNER_LOG, progress=False).fit(data.subset(ids[fit_idx]))
+            x_fit, x_held = (inputs.transform(data.subset(ids[i])) for i in (fit_idx, held_idx))
             try:
-                inner = self._path(x[fit_idx], y[fit_idx], alphas=alphas)
+                inner = self._path(x_fit, y[fit_idx], alphas=alphas)
             except ArithmeticError:  # a path that diverges on this inner fold scores nothing
                 continue
             for j, a in enumerate(inner.alphas_):
                 scores[k, j] = cindex_harrell(y["time"][held_idx], y["event"][held_idx],
-                                              inner.predict(x[held_idx], alpha=a))
+                                              inner.predict(x_held, alpha=a))
         mean = np.nanmean(scores, axis=0)
         if not np.isfinite(mean).any():
             raise ArithmeticError("lasso-cox: no alpha of the path could be scored by the inner cross-validation")

@@ -23,10 +23,11 @@ Self-supervised objectives tried for the quick CT-FM (720 steps of 8 on the same
 pretrained against random −0.005; none beat it): masked-image modelling (MIM) reconstructing the FM window
 (−0.015); MIM reconstructing the soft-tissue window (−0.002, the shipped recipe); the same with a soft-tissue
 input (−0.016); MIM with the loss on every voxel and a −50…150 HU target (−0.004); MIM at init filters 16
-(−0.066 ± 0.178); SimCLR-style contrastive of two crops (the loss stayed at chance, ln 31); CT→PET cross-modal
-reconstruction (−0.022); MIM plus predicting the box's soft-tissue histogram from the pooled embedding (that
-loss fell only from 0.84 to 0.66 of its variance; probe −0.005). The tumour's 5 HU contrast is 0.0017 of the FM
-window: the narrow quick encoder does not learn that intensity resolution within a CPU budget.
+(−0.066 ± 0.178); SimCLR-style contrastive of two crops (the loss stayed at chance, ln 31, in three settings of
+crop, temperature and noise); CT→PET cross-modal reconstruction (−0.022); MIM plus predicting the box's
+soft-tissue histogram from the pooled embedding (that loss fell only from 0.84 to 0.66 of its variance; probe
+−0.005). The tumour's 5 HU contrast is 0.0017 of the FM window: the narrow quick encoder does not learn that
+intensity resolution within a CPU budget.
 
 About 8 minutes on 2 CPU cores (the corpus's pipeline cache present; its first build takes a few minutes more).
 """
