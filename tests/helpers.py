@@ -1,6 +1,7 @@
 """Test data: a tiny HECKTOR 2022 layout folder with clinical CSVs and small NIfTI images."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -65,3 +66,13 @@ def run_bench(*args: str, cwd: Path | None = None, env: dict | None = None) -> s
     """Run the installed `bench` console script as a user would."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([BENCH, *args], capture_output=True, text=True, cwd=cwd, env=full_env, timeout=600)
+
+
+def load_script(relpath: str):
+    """Import a script outside the packages (``benchmarks/…``) as a module, registered under its stem."""
+    path = ROOT / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,22 +2,15 @@
 README quotes (histogram probes per window, the random encoder's probe, the supervised encoder's probes)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("ct_fm_probe_bounds", ROOT / "benchmarks" / "ct_fm_probe_bounds.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["ct_fm_probe_bounds"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/ct_fm_probe_bounds.py")
 
 
 def test_histogram_features_count_the_voxels_of_each_window():
@@ -29,8 +22,7 @@ def test_histogram_features_count_the_voxels_of_each_window():
     assert mod.histogram_features(x, (-1000.0, 2000.0), (-1000.0, 2000.0), bins=3).sum() == 6
 
 
-def test_bounds_script_runs_at_smoke_scale(tmp_path, monkeypatch):
-    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+def test_bounds_script_runs_at_smoke_scale(tmp_path):
     out = tmp_path / "bounds.json"
     assert _script().main(["--scale", "smoke", "--steps", "2", "--every", "1", "--out", str(out)]) == 0
     res = json.loads(out.read_text())

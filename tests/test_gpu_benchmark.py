@@ -1,23 +1,19 @@
 """benchmarks/gpu_epoch.py: the GPU measurement script runs (smoke scale, CPU), names the registered classes,
 refuses bad input, and the README's GPU table states what its committed results file says."""
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def gpu_epoch():
-    spec = importlib.util.spec_from_file_location("gpu_epoch", ROOT / "benchmarks" / "gpu_epoch.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_epoch"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/gpu_epoch.py")
 
 
 def test_methods_are_the_registered_classes(gpu_epoch):
