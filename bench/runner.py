@@ -195,6 +195,7 @@ def run_jobs(
                     if pending:
                         todo.append((plan, gkey, fold, seed, pending))
 
+    _refuse_mixed_fits(todo, dataset, store, results_dir)
     n_jobs = sum(len(t[4]) for t in todo)
     bar = tqdm(total=n_jobs, desc="bench run", unit="job", disable=not progress or None, leave=False)
     try:
@@ -205,6 +206,27 @@ def run_jobs(
     finally:
         bar.close()
     return report
+
+
+def _refuse_mixed_fits(todo, dataset, store: Store, results_dir: Path) -> None:
+    """Protocols that differ only in test-side corruption are scored with one fitted model per fold, so that
+    clean and noisy columns differ by the noise alone. When some of them are finished but their model is not in
+    this store (rows imported from another machine: models are not exported), a new fit would score the rest
+    with another model; refuse that before any work, naming the folds and the way out."""
+    mixed: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for plan, _, fold, seed, pending in todo:
+        train_key = _train_key(plan, dataset, pending[0][0], fold, seed)
+        scored = store.scored_protocols(train_key)
+        if scored and not store.has_model(train_key):
+            mixed[(plan.name, plan.config_hash[:8])].append(f"{fold.name} seed {seed} ({', '.join(scored)})")
+    if mixed:
+        lines = [f"  {name} (config {cfg}): {'; '.join(folds)}" for (name, cfg), folds in mixed.items()]
+        raise BenchInputError(
+            "these folds have finished rows scored by a fitted model that is not in "
+            f"{results_dir} (imported rows? fitted models are not exported), so a new fit would score the "
+            "protocols asked for now with another model than theirs:\n" + "\n".join(lines) + "\nRun these "
+            "protocols where that model is, or redo the experiment with every protocol in one run "
+            "(`bench store drop METHOD --config HASH8`, then `bench run`).")
 
 
 def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, device, report, bar) -> None:

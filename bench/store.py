@@ -207,6 +207,18 @@ class Store:
         return dict(r) if r else None
 
     # --- fitted models --------------------------------------------------------------------------------
+    def scored_protocols(self, train_key: str) -> list[str]:
+        """The protocols of the finished rows that a fitted model (``train_key``) scored, here or in the store
+        they were imported from."""
+        with self._connect() as con:
+            return sorted({r[0] for r in con.execute(
+                "SELECT protocol FROM runs WHERE train_key=? AND status='done'", (train_key,))})
+
+    def has_model(self, train_key: str) -> bool:
+        with self._connect() as con:
+            row = con.execute("SELECT path FROM models WHERE train_key=?", (train_key,)).fetchone()
+        return row is not None and (self.root / row[0]).is_file()
+
     def model_path(self, train_key: str) -> Path:
         return self.root / "models" / f"{train_key}.pkl"
 

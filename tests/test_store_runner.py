@@ -262,3 +262,27 @@ def test_drop_experiment_keeps_look_alike_methods_and_configs(tmp_path):
     left = sorted(str(p.relative_to(lb)) for p in lb.rglob("*") if p.is_file())
     assert left and all("deepmts-daft" in p for p in left)
     assert count("deepmts-daft") == 2
+
+
+def test_a_fold_whose_model_is_elsewhere_is_not_refitted_for_the_other_protocols(killer, tiny_dataset, tmp_path):
+    """Clean and noisy rows of a fold must come from one fitted model: imported rows without their model make
+    `bench run` refuse the other protocols (exit-2 error naming folds and way out), not score them with a new fit."""
+    from bench.store import export_rows, import_rows
+
+    _run(tiny_dataset, ["clean"], tmp_path / "a")
+    export_rows(Store(tmp_path / "a"), tmp_path / "rows")
+    import_rows(Store(tmp_path / "b"), tmp_path / "rows")
+    before = Store(tmp_path / "b").rows()
+    killer.fits = 0
+    with pytest.raises(BenchInputError, match=r"(?s)killer \(config [0-9a-f]{8}\): fold0 seed 0 \(clean\).*bench store drop"):
+        _run(tiny_dataset, ["noisy10"], tmp_path / "b")
+    assert killer.fits == 0 and Store(tmp_path / "b").rows() == before  # nothing fitted, nothing stored
+    # where the model is, the same request reuses it; a fold with no finished row is simply fitted
+    assert _run(tiny_dataset, ["noisy10"], tmp_path / "a").reused_models == 5
+    assert _run(tiny_dataset, ["noisy10"], tmp_path / "c").fits == 5
+    # a deleted model file counts as absent
+    store = Store(tmp_path / "a")
+    next((tmp_path / "a" / "models").glob("*.pkl")).unlink()
+    with pytest.raises(BenchInputError, match="not in"):
+        _run(tiny_dataset, ["noisy20"], tmp_path / "a")
+    assert len(store.rows("done")) == 10
