@@ -1,6 +1,7 @@
 """The environment recorded with every run: versions, git commit, device, machine."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -44,4 +45,13 @@ def environment(device: str) -> dict:
         "device": device,
         "git_commit": git_commit(),
         "packages": {p: _version(p) for p in PACKAGES},
+        "threads": threads(),
     }
+
+
+def threads() -> dict:
+    """CPU parallelism, which decides whether a CPU training repeats bit for bit: the cores, OMP_NUM_THREADS,
+    and torch's intra-op threads when torch is loaded (not imported for this alone)."""
+    torch = sys.modules.get("torch")
+    return {"cpu_count": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch": torch.get_num_threads() if torch is not None else None}

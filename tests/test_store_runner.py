@@ -286,3 +286,16 @@ def test_a_fold_whose_model_is_elsewhere_is_not_refitted_for_the_other_protocols
     with pytest.raises(BenchInputError, match="not in"):
         _run(tiny_dataset, ["noisy20"], tmp_path / "a")
     assert len(store.rows("done")) == 10
+
+
+def test_rows_record_the_cpu_parallelism(killer, tiny_dataset, tmp_path, monkeypatch):
+    """A CPU training repeats bit for bit only at the same thread count, so every row says what it ran with."""
+    import json
+    import os
+
+    import torch  # loaded, as it is for every deep method (env never imports it for this alone)
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    _run(tiny_dataset, ["clean"], tmp_path)
+    env = json.loads(Store(tmp_path).rows("done")[0]["env"])
+    assert env["threads"] == {"cpu_count": os.cpu_count(), "omp_num_threads": "1", "torch": torch.get_num_threads()}
