@@ -286,6 +286,14 @@ def test_a_fold_whose_model_is_elsewhere_is_not_refitted_for_the_other_protocols
     with pytest.raises(BenchInputError, match="not in"):
         _run(tiny_dataset, ["noisy20"], tmp_path / "a")
     assert len(store.rows("done")) == 10
+    # a model file that is there but unreadable: refused when the fold comes to be fitted
+    # (folds before it take noisy30 from their own models; nothing finished is touched, nothing refitted)
+    next((tmp_path / "c" / "models").glob("*.pkl")).write_bytes(b"not a pickle")
+    fits, noisy10 = killer.fits, Store(tmp_path / "c").rows("done")
+    with pytest.raises(BenchInputError, match="cannot be read"):
+        _run(tiny_dataset, ["noisy30"], tmp_path / "c")
+    assert killer.fits == fits
+    assert [r for r in Store(tmp_path / "c").rows("done") if r["protocol"] == "noisy10"] == noisy10
 
 
 def test_rows_record_the_cpu_parallelism(killer, tiny_dataset, tmp_path, monkeypatch):
