@@ -21,7 +21,9 @@ install: $(STAMP)
 # `make bench`: the clinical and feature methods over the whole sweep, about 16 minutes on 2 cores from an
 # empty cache (measured), ending with the leaderboard. `make bench-deep`: the deep image methods over the
 # clean and noisy protocols (one training per fold serves every noise fraction; about 6 minutes per fold and
-# method on 2 cores). Both are resumable: run again after a kill and only the missing jobs run.
+# method on 2 cores). Both are resumable: run again after a kill and only the missing jobs run. A fold whose
+# finished rows came from another store (bench store import) has no fitted model here: bench run refuses to
+# refit it for more noise levels (two models in one fold); drop that experiment and rerun every protocol.
 NOISE := noisy10,noisy20,noisy30,noisy40,noisy50,noisy60,noisy70,noisy80,noisy90,noisy100
 SWEEP ?= clean,$(NOISE),loco,center-split
 METHODS ?= coxph,oracle,radiomics-cox,lasso-cox,rsf,deepsurv

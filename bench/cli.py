@@ -395,8 +395,9 @@ def store_cmd() -> None:
 
     A results store is one SQLite file and is not committed; `bench store export` files every finished
     (method, protocol, fold, seed) row as JSON, and `bench store import` puts them back, so a sweep cut
-    between folds resumes elsewhere without redoing the folds it finished. Fitted models are not carried:
-    a protocol that needs a model not there refits it."""
+    between folds resumes elsewhere without redoing the folds it finished. Fitted models are not carried, so
+    a fold with finished rows cannot take more protocols (noise levels) in another store: `bench run` refuses
+    rather than refit and score them with a second model."""
 
 
 @store_cmd.command("export")

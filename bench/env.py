@@ -50,8 +50,10 @@ def environment(device: str) -> dict:
 
 
 def threads() -> dict:
-    """CPU parallelism, which decides whether a CPU training repeats bit for bit: the cores, OMP_NUM_THREADS,
-    and torch's intra-op threads when torch is loaded (not imported for this alone)."""
+    """CPU parallelism, which decides whether a CPU training repeats bit for bit: the cores this process may use,
+    OMP_NUM_THREADS, and torch's intra-op threads when torch is loaded (not imported for this alone; the runner
+    records it again when a job finishes, after the method's fit has loaded its libraries)."""
     torch = sys.modules.get("torch")
-    return {"cpu_count": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu_count": cores, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "torch": torch.get_num_threads() if torch is not None else None}

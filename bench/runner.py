@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from bench.config import config_hash, overrides_by_method, resolve_config
 from bench.corruptions import corrupted_files, corruption_manifest
 from bench.data import Dataset, cache_dir
-from bench.env import environment
+from bench.env import environment, threads
 from bench.errors import BenchInputError, PredictionError
 from bench.hashing import content_hash
 from bench.method import SCALES, Method, Prediction, RunContext
@@ -225,8 +225,8 @@ def _refuse_mixed_fits(todo, dataset, store: Store, results_dir: Path) -> None:
             "these folds have finished rows scored by a fitted model that is not in "
             f"{results_dir} (imported rows? fitted models are not exported), so a new fit would score the "
             "protocols asked for now with another model than theirs:\n" + "\n".join(lines) + "\nRun these "
-            "protocols where that model is, or redo the experiment with every protocol in one run "
-            "(`bench store drop METHOD --config HASH8`, then `bench run`).")
+            "protocols in the store that holds that model, or redo the experiment here with every protocol "
+            "(`bench store drop METHOD --config HASH8`, then `bench run`). Nothing was run.")
 
 
 def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, device, report, bar) -> None:
@@ -254,7 +254,9 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
         if not reused and store.scored_protocols(train_key):  # listed but unreadable: the same refusal
             raise BenchInputError(f"{plan.name} {fold.name} seed {seed}: the fitted model that scored "
                                   f"{', '.join(store.scored_protocols(train_key))} cannot be read from "
-                                  f"{store.model_path(train_key)}; a new fit would mix two models in one fold")
+                                  f"{store.model_path(train_key)}; a new fit would mix two models in one fold "
+                                  f"(to redo the experiment: `bench store drop {plan.name} --config "
+                                  f"{plan.config_hash[:8]}`, then `bench run` with every protocol)")
         if reused:
             method, fit_seconds = stored
             method.ctx = ctx
@@ -305,7 +307,7 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
             store.finish(
                 key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=fit_seconds,
                 predict_seconds=predict_seconds, model_reused=reused, predictions=predictions,
-                manifest=scored.manifest, bootstrap=scored.replicates, provenance=provenance,
+                manifest=scored.manifest, bootstrap=scored.replicates, provenance=provenance, threads=threads(),
             )
             report.ran += 1
             bar.update(1)

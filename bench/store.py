@@ -161,11 +161,15 @@ class Store:
 
     def finish(self, key: RunKey, *, metrics: dict, notes: list[str], corruption: dict, predictions: dict[str, Any],
                fit_seconds: float, predict_seconds: float, model_reused: bool, manifest: dict | None = None,
-               bootstrap: dict[str, np.ndarray] | None = None, provenance: dict[str, str] | None = None) -> None:
+               bootstrap: dict[str, np.ndarray] | None = None, provenance: dict[str, str] | None = None,
+               threads: dict | None = None) -> None:
         with self._connect() as con:
-            if provenance:  # kept with the environment: what the fitted model read beyond its config
-                con.execute(f"UPDATE runs SET env=json_set(coalesce(env, '{{}}'), '$.provenance', json(?)) WHERE {WHERE_KEY}",
-                            (json.dumps(provenance), *key.as_tuple()))
+            # kept with the environment: what the fitted model read beyond its config; the CPU threads once the
+            # method has loaded its libraries (torch is often imported by fit itself)
+            for path, value in (("$.provenance", provenance), ("$.threads", threads)):
+                if value:
+                    con.execute(f"UPDATE runs SET env=json_set(coalesce(env, '{{}}'), '{path}', json(?)) WHERE {WHERE_KEY}",
+                                (json.dumps(value), *key.as_tuple()))
             con.execute(
                 f"""UPDATE runs SET status='done', error=NULL, finished_at=?, fit_seconds=?, predict_seconds=?,
                     model_reused=?, metrics=?, notes=?, corruption=?, predictions=?, manifest=?, bootstrap=?
@@ -233,7 +237,7 @@ class Store:
             with open(path, "rb") as fh:
                 return pickle.load(fh), float(row[1] or 0.0)
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-            return None  # missing or unreadable: the caller refits and overwrites it
+            return None  # missing or unreadable: refitted when no finished row used it, else refused (runner)
 
     def save_model(self, train_key: str, model: Any, info: dict[str, Any]) -> None:
         path = self.model_path(train_key)

@@ -33,3 +33,17 @@ def test_bounds_script_runs_at_smoke_scale(tmp_path):
         assert all(np.isfinite(v[0]) and v[1] >= 0 for v in probes.values())
     assert list(res["supervised"]) == ["0", "1", "2"]
     assert all(np.isfinite(r["train_r2"]) and np.isfinite(r["held_out_r2"]) for r in res["supervised"].values())
+
+
+def test_readme_quotes_the_committed_bounds():
+    """The README's CT-FM bounds are the committed result file's numbers (rounded as quoted)."""
+    from helpers import ROOT
+
+    res = json.loads((ROOT / "benchmarks" / "results" / "cpu-2026-12-01-ct-fm-bounds.json").read_text())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    soft = res["histogram"]["soft_tissue -200…300 HU"]["log_mtv"][0]
+    fm = res["histogram"]["fm_window -1000…2000 HU"]["log_mtv"][0]
+    last = res["supervised"][str(max(map(int, res["supervised"])))]
+    assert f"(R² {soft:.2f}; in the FM window's 75 HU bins {fm:.2f})" in readme
+    assert (f"{last['train_r2']:.2f} on that half and {last['held_out_r2']:.2f} on the other".replace("-", "−")
+            in readme)

@@ -218,26 +218,35 @@ def test_bad_config_values_are_input_errors(name):
 
 def test_lasso_cox_inner_cv_refits_the_inputs_without_the_held_out_patients(synthetic_smoke, monkeypatch):
     """Nested inner CV: each inner fold's feature inputs (imputation, scaling, outcome-driven selection when
-    ``select_k`` > 0) are fitted on its inner training part only, and the final inputs on every patient."""
+    ``select_k`` > 0) are fitted on its inner training part only and transform that part and its held-out part;
+    the final inputs are fitted on every patient."""
     from baselines import radiomics_cox
     from baselines.radiomics_cox import LassoCox
     from bench.config import resolve_config
     from bench.method import RunContext
 
-    fitted = []
-    real_fit = radiomics_cox.FeatureInputs.fit
+    fitted, transformed = {}, {}
+    real_fit, real_transform = radiomics_cox.FeatureInputs.fit, radiomics_cox.FeatureInputs.transform
 
     def recording_fit(self, cohort):
-        fitted.append(set(cohort.ids))
+        fitted[id(self)] = set(cohort.ids)
         return real_fit(self, cohort)
 
+    def recording_transform(self, cohort):
+        transformed.setdefault(id(self), []).append(set(cohort.ids))
+        return real_transform(self, cohort)
+
     monkeypatch.setattr(radiomics_cox.FeatureInputs, "fit", recording_fit)
+    monkeypatch.setattr(radiomics_cox.FeatureInputs, "transform", recording_transform)
     cfg = resolve_config("lasso-cox", LassoCox, "smoke") | {"select_k": 4}
     ids = list(synthetic_smoke.ids)
     m = LassoCox(RunContext(config=cfg, scale="smoke", progress=False))
     m.fit(synthetic_smoke.cohort(ids, with_outcomes=True), synthetic_smoke.cohort([], with_outcomes=True))
-    outer, inner = fitted[0], fitted[1:]
-    assert outer == set(ids) and len(inner) == cfg["inner_folds"]
-    held_out = [outer - part for part in inner]
-    assert all(h and not (h & part) for h, part in zip(held_out, inner))  # no held-out patient in its inner fit
-    assert set().union(*held_out) == outer and sum(map(len, held_out)) == len(outer)  # a partition of the fold
+    outer = fitted.pop(id(m.inputs_))
+    assert outer == set(ids) and len(fitted) == cfg["inner_folds"]
+    held_out = []
+    for key, part in fitted.items():
+        fit_part, held = transformed[key]  # each inner inputs object transforms its own two parts, in that order
+        assert fit_part == part and held == outer - part and held  # held-out patients: transformed, never fitted
+        held_out.append(held)
+    assert sum(map(len, held_out)) == len(outer) and set().union(*held_out) == outer  # a partition of the fold
