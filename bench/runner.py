@@ -251,9 +251,10 @@ def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, dev
                        if uses_images and protocol0.train_corruption else {})
         stored = store.load_model(train_key)
         reused = stored is not None
-        if not reused and store.scored_protocols(train_key):  # listed but unreadable: the same refusal
+        earlier = [] if reused else store.scored_protocols(train_key)
+        if earlier:  # listed but unreadable: the same refusal as _refuse_mixed_fits
             raise BenchInputError(f"{plan.name} {fold.name} seed {seed}: the fitted model that scored "
-                                  f"{', '.join(store.scored_protocols(train_key))} cannot be read from "
+                                  f"{', '.join(earlier)} cannot be read from "
                                   f"{store.model_path(train_key)}; a new fit would mix two models in one fold "
                                   f"(to redo the experiment: `bench store drop {plan.name} --config "
                                   f"{plan.config_hash[:8]}`, then `bench run` with every protocol)")

@@ -218,24 +218,27 @@ class Store:
             return sorted({r[0] for r in con.execute(
                 "SELECT protocol FROM runs WHERE train_key=? AND status='done'", (train_key,))})
 
-    def has_model(self, train_key: str) -> bool:
+    def _model_entry(self, train_key: str) -> tuple[Path, float] | None:
+        """(file, fit seconds) of the model listed for ``train_key``, or None when none is listed."""
         with self._connect() as con:
-            row = con.execute("SELECT path FROM models WHERE train_key=?", (train_key,)).fetchone()
-        return row is not None and (self.root / row[0]).is_file()
+            row = con.execute("SELECT path, fit_seconds FROM models WHERE train_key=?", (train_key,)).fetchone()
+        return None if row is None else (self.root / row[0], float(row[1] or 0.0))
+
+    def has_model(self, train_key: str) -> bool:
+        entry = self._model_entry(train_key)
+        return entry is not None and entry[0].is_file()
 
     def model_path(self, train_key: str) -> Path:
         return self.root / "models" / f"{train_key}.pkl"
 
     def load_model(self, train_key: str) -> tuple[Any, float] | None:
         """The stored fitted model and the seconds its fit took, or None."""
-        with self._connect() as con:
-            row = con.execute("SELECT path, fit_seconds FROM models WHERE train_key=?", (train_key,)).fetchone()
-        if row is None:
+        entry = self._model_entry(train_key)
+        if entry is None:
             return None
-        path = self.root / row[0]
         try:
-            with open(path, "rb") as fh:
-                return pickle.load(fh), float(row[1] or 0.0)
+            with open(entry[0], "rb") as fh:
+                return pickle.load(fh), entry[1]
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
             return None  # missing or unreadable: refitted when no finished row used it, else refused (runner)
 
