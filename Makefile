@@ -33,12 +33,12 @@ DEEP_SWEEP ?= clean,$(NOISE)
 bench: $(STAMP)
 	$(BIN)/bench run --method $(METHODS) --protocol $(SWEEP) --scale quick
 	$(BIN)/bench leaderboard --results results --out leaderboards
-	cat leaderboards/synthetic-quick-0/cv.md
+	cat leaderboards/synthetic-quick-v3-0/cv.md
 
 bench-deep: $(STAMP)
 	$(BIN)/bench run --method $(DEEP_METHODS) --protocol $(DEEP_SWEEP) --scale quick
 	$(BIN)/bench leaderboard --results results --out leaderboards
-	cat leaderboards/synthetic-quick-0/cv.md
+	cat leaderboards/synthetic-quick-v3-0/cv.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

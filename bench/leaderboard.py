@@ -50,7 +50,8 @@ DEFAULT_REFERENCE = "coxph"
 
 
 def dataset_slug(name: str) -> str:
-    """``synthetic:quick:0`` → ``synthetic-quick-0``; a real dataset's path becomes its folder name."""
+    """``synthetic:quick:v3:0`` → ``synthetic-quick-v3-0`` (v2 records, named ``synthetic:quick:0``, keep
+    ``synthetic-quick-0``); a real dataset's path becomes its folder name."""
     kind, _, rest = name.partition(":")
     if kind == "hecktor2022":
         return "hecktor2022-" + Path(rest).name

@@ -32,7 +32,8 @@ def tiny_dataset(tiny_dataset_dir):
 def synthetic_smoke(tmp_path_factory):
     """The smoke synthetic cohort (40 patients, images, masks, ground truth), generated once per session."""
     from bench.data.hecktor import load_hecktor
+    from bench.data import synthetic_name
     from bench.data.synthetic import generate, scale_config
 
     root = generate(tmp_path_factory.mktemp("synthetic") / "smoke", scale_config("smoke"), 0, progress=False)
-    return load_hecktor(root, name="synthetic:smoke:0")
+    return load_hecktor(root, name=synthetic_name("smoke", 0))

@@ -30,18 +30,23 @@ def test_tour_commands_run(tmp_path):
     assert (tmp_path / "results" / "runs.sqlite").is_file()
 
 
-_COLUMNS = {"clean": "cindex_td", "C-td clean": "cindex_td", "1-year td-AUROC": "td_auc_1y",
-            "DSC GTVp": "dice_gtvp", "DSC GTVn": "dice_gtvn"}
+V2, V3 = "synthetic:quick:0", "synthetic:quick:v3:0"
+_COLUMNS = {  # header → (dataset, protocol, metric)
+    "clean": (V2, "clean", "cindex_td"), "C-td clean": (V2, "clean", "cindex_td"),
+    "1-year td-AUROC": (V2, "clean", "td_auc_1y"), "DSC GTVp": (V2, "clean", "dice_gtvp"),
+    "DSC GTVn": (V2, "clean", "dice_gtvn"),
+    "C-td clean (v3)": (V3, "clean", "cindex_td"), "C-td loco (v3)": (V3, "loco", "cindex_td"),
+    "Harrell C clean (v3)": (V3, "clean", "cindex_harrell"),
+}
 
 
 def test_measured_numbers_in_the_readme_are_the_committed_records():
-    """Every 'method | C-td …' row of the README's measured tables states what the committed clean record of
-    that method says (mean ± sd (95 % CI) as the leaderboard prints it), in every column whose header names a
-    clean metric (C-td, 1-year td-AUROC, DSC)."""
+    """Every 'method | C-td …' row of the README's measured tables states what the committed record of that
+    method says (mean ± sd (95 % CI) as the leaderboard prints it), in every column whose header names a
+    metric: generator v2's clean records for the plain headers, v3's records for the '(v3)' ones."""
     from bench import leaderboard as lb
 
-    records = {r["method"]: r for r in lb.load_records(ROOT / "leaderboards")
-               if r["protocol"] == "clean" and r["dataset"] == "synthetic:quick:0"}
+    records = {(r["dataset"], r["protocol"], r["method"]): r for r in lb.load_records(ROOT / "leaderboards")}
     checked = cells_checked = 0
     header: list[str] = []
     headers: set[str] = set()
@@ -56,15 +61,32 @@ def test_measured_numbers_in_the_readme_are_the_committed_records():
         if len(cells) < 2 or not re.match(r"^\d\.\d{3} ± \d\.\d{3}", cells[1]):
             continue
         method = cells[0].split()[0]
-        if method not in records:
-            continue
+        row_checked = False
         for name, cell in zip(header[1:], cells[1:]):
-            if name in _COLUMNS:
-                expected = lb._cell(records[method], _COLUMNS[name], False)
+            if name in _COLUMNS and (_COLUMNS[name][0], _COLUMNS[name][1], method) in records:
+                dataset, protocol, metric = _COLUMNS[name]
+                expected = lb._cell(records[(dataset, protocol, method)], metric, False)
                 assert re.match(r"^(\d\.\d{3} ± \d\.\d{3}|—)", cell), (method, name, cell)
                 assert cell == expected or expected.startswith(cell), (method, name, cell, expected)
                 cells_checked += 1
                 headers.add(name)
-        checked += 1
-    assert checked >= 8 and cells_checked >= checked
-    assert headers >= {"clean", "C-td clean", "DSC GTVp", "DSC GTVn"}, headers
+                row_checked = True
+        checked += row_checked
+    assert checked >= 10 and cells_checked >= checked
+    assert headers >= {"clean", "C-td clean", "DSC GTVp", "DSC GTVn", "C-td clean (v3)", "C-td loco (v3)"}, headers
+
+
+def test_the_readme_cohort_table_is_the_committed_target_files():
+    import json
+
+    import numpy as np
+
+    from helpers import load_script
+
+    mod = load_script("benchmarks/synthetic_targets.py")
+    res = ROOT / "benchmarks" / "results"
+    targets = json.loads((res / "synthetic-v3-targets.json").read_text())
+    calibration = json.loads((res / "synthetic-v3-calibration.json").read_text())
+    assert mod.markdown_table(targets, calibration) in README
+    seconds = [r["generation_seconds"] for r in targets["per_seed"] if r["generation_seconds"]]
+    assert f"generates in {np.mean(seconds):.0f} s" in README

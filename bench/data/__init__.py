@@ -3,7 +3,8 @@
 Dataset specs:
     synthetic[:SCALE[:SEED]]  the synthetic multi-centre PET/CT cohort (bench.data.synthetic), generated on
                               first use into the cache directory; SCALE smoke|quick|full|large. The default:
-                              the scale that matches the run (smoke → smoke, quick → quick, paper → full)
+                              the scale that matches the run (smoke → smoke, quick → quick, paper → full).
+                              Recorded as synthetic:SCALE:vVERSION:SEED (the generator version)
     demo[:SEED]               the clinical-only demo cohort (the two CSVs, no images)
     hecktor2022:PATH          a folder in the HECKTOR 2022 training layout
     PATH                      same as hecktor2022:PATH
@@ -21,7 +22,7 @@ DEFAULT_DATASET = "synthetic"
 DATASET_KINDS = ("synthetic[:SCALE[:SEED]]", "demo[:SEED]", "hecktor2022:PATH")
 RUN_SCALE_TO_SYNTHETIC = {"smoke": "smoke", "quick": "quick", "paper": "full"}
 
-__all__ = ["Cohort", "Dataset", "ImageFiles", "cache_dir", "load_dataset", "DEFAULT_DATASET"]
+__all__ = ["Cohort", "Dataset", "ImageFiles", "cache_dir", "load_dataset", "synthetic_name", "DEFAULT_DATASET"]
 
 
 def cache_dir() -> Path:
@@ -48,6 +49,15 @@ def synthetic_root(scale: str, seed: int, *, progress: bool = True) -> Path:
     return generate(path, scale_config(scale), seed, progress=progress)
 
 
+def synthetic_name(scale: str, seed: int) -> str:
+    """The recorded name of a synthetic cohort: it carries the generator version, so records, pages and
+    their paths of one generator never mix with another's (``synthetic:quick:v3:0`` → pages under
+    ``synthetic-quick-v3-0``)."""
+    from bench.data.synthetic import GENERATOR_VERSION
+
+    return f"synthetic:{scale}:v{GENERATOR_VERSION}:{seed}"
+
+
 def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool = True) -> Dataset:
     """Resolve a ``--dataset`` spec (see the module docstring) to a loaded, validated ``Dataset``."""
     spec = spec or f"{DEFAULT_DATASET}:{RUN_SCALE_TO_SYNTHETIC.get(run_scale, 'quick')}"
@@ -61,7 +71,7 @@ def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool =
             raise BenchInputError(f"--dataset {spec}: unknown synthetic scale {scale!r} "
                                   f"(choose {', '.join(SYNTH_SCALES)})")
         seed = _seed(spec, seed_text)
-        return load_hecktor(synthetic_root(scale, seed, progress=progress), name=f"synthetic:{scale}:{seed}")
+        return load_hecktor(synthetic_root(scale, seed, progress=progress), name=synthetic_name(scale, seed))
     if kind == "demo":
         from bench.data.demo import GENERATOR_VERSION, write_demo
 

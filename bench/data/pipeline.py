@@ -95,8 +95,14 @@ def process(files, cfg: PipelineConfig) -> dict[str, np.ndarray]:
     """One patient through the pipeline (no cache): arrays (z, y, x) float32 ct, pet in [0, 1], uint8 mask."""
     import SimpleITK as sitk
 
-    ct = sitk.ReadImage(str(files.ct))
-    pet = sitk.ReadImage(str(files.pet))
+    mask = None if files.mask is None else sitk.ReadImage(str(files.mask))
+    return process_images(sitk.ReadImage(str(files.ct)), sitk.ReadImage(str(files.pet)), mask, cfg)
+
+
+def process_images(ct, pet, mask, cfg: PipelineConfig) -> dict[str, np.ndarray]:
+    """``process`` on SimpleITK images already in memory (``mask`` may be None)."""
+    import SimpleITK as sitk
+
     centre = _hot_centre(pet, cfg)
     # The output grid is axis-aligned in LPS whatever the input's direction: array axes (z, y, x) run
     # inferior → superior, anterior → posterior, right → left for every scanner.
@@ -112,8 +118,7 @@ def process(files, cfg: PipelineConfig) -> dict[str, np.ndarray]:
         "pet": np.clip(pet_r / cfg.pet_suv_max, 0, 1).astype(np.float32),
         "origin": np.asarray(ref.GetOrigin()), "centre": centre,
     }
-    if files.mask is not None:
-        mask = sitk.ReadImage(str(files.mask))
+    if mask is not None:
         out["mask"] = sitk.GetArrayFromImage(sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
                                                            sitk.sitkUInt8))
     return out
