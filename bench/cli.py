@@ -127,15 +127,16 @@ def data_cmd() -> None:
 def data_synth(ctx, scale: str, seed: int, out: Path | None, workers: int | None) -> None:
     """Write the synthetic multi-centre head-and-neck PET/CT cohort in the HECKTOR 2022 layout.
 
-    CT, PET and masks as NIfTI, the two CSVs, and the ground truth (linear predictor, true volumes) in
-    groundtruth/ outside the layout. Same scale and seed → same bytes; a complete cohort is not rewritten,
-    and a killed generation resumes with the patients already written.
+    CT, PET and masks as NIfTI, the two CSVs, and the ground truth (linear predictor η and each term's
+    contribution, the latent traits h and g, necrosis, true volumes) in groundtruth/ outside the layout.
+    Same scale and seed → same bytes; a complete cohort is not rewritten, and a killed generation resumes
+    with the patients already written.
     """
     import time
 
     from bench.data import cache_dir
     from bench.data.hecktor import load_hecktor
-    from bench.data.synthetic import default_path, generate, scale_config
+    from bench.data.synthetic import GENERATOR_VERSION, default_path, generate, scale_config
 
     if not 0 <= seed < 2**32:
         raise BenchInputError("--seed must be an integer in [0, 2**32)")
@@ -146,8 +147,9 @@ def data_synth(ctx, scale: str, seed: int, out: Path | None, workers: int | None
     generate(target, scale_config(scale), seed, workers=workers, progress=not ctx.obj["quiet"])
     ds = load_hecktor(target)
     events = int(ds.outcomes.event.sum())
-    click.echo(f"{target}: {len(ds.ids)} patients in {len(set(ds.centres.values))} centres, {events} events "
-               f"({events / len(ds.ids):.0%}), fingerprint {ds.fingerprint} ({time.perf_counter() - t0:.1f} s)")
+    click.echo(f"{target}: generator v{GENERATOR_VERSION}, {len(ds.ids)} patients in {len(set(ds.centres.values))} "
+               f"centres, {events} events ({events / len(ds.ids):.0%}), fingerprint {ds.fingerprint} "
+               f"({time.perf_counter() - t0:.1f} s)")
 
 
 @data_cmd.command("show")

@@ -49,6 +49,16 @@ NOISE_FRACTION = {"clean": 0.0, **{f"noisy{k}": k / 100 for k in range(10, 101, 
 DEFAULT_REFERENCE = "coxph"
 
 
+def _dataset_note(name: str) -> list[str]:
+    """Which generator made a synthetic cohort's records: v3 and later carry it in the name
+    (``synthetic:quick:v3:0``); the names of v2's records have none."""
+    parts = name.split(":")
+    if parts[0] != "synthetic":
+        return []
+    version = next((p[1:] for p in parts[2:] if p.startswith("v")), "2")
+    return [f"Synthetic cohort, generator v{version}; numbers from different generator versions are not comparable.", ""]
+
+
 def dataset_slug(name: str) -> str:
     """``synthetic:quick:v3:0`` → ``synthetic-quick-v3-0`` (v2 records, named ``synthetic:quick:0``, keep
     ``synthetic-quick-0``); a real dataset's path becomes its folder name."""
@@ -455,7 +465,8 @@ def render(out: Path, reference: str = DEFAULT_REFERENCE) -> list[Page]:
         gen = _generalisation_page(slug, recs, reference)
         if gen:
             made.append(gen)
-        index += [f"## `{recs[0]['dataset']}`", ""] + [f"- [{Path(p.path).stem}]({p.path})" for p in made] + [""]
+        index += [f"## `{recs[0]['dataset']}`", ""] + _dataset_note(recs[0]["dataset"]) \
+            + [f"- [{Path(p.path).stem}]({p.path})" for p in made] + [""]
         pages += made
     pages.append(Page("README.md", "\n".join(index).rstrip() + "\n", []))
     return pages

@@ -159,10 +159,13 @@ def draw_pictures(scale: str, seed: int, out_dir: Path, *, workers: int = 2) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for arch in sorted({c["archetype"] for c in centres.values()}):
-        centre = next(name for name, c in centres.items() if c["archetype"] == arch)
-        pid = next(p for p in ds.ids if p.startswith(centre + "-"))
-        written.append(show_patient(ds.images[pid], f"{pid} — {arch} PET, "
-                                    f"{'contrast' if centres[centre]['contrast'] else 'no contrast'} CT",
+        # the patient of this archetype's centres that shows most: a necrotic node if any, then the largest h + g
+        mine = truth[[ds.centres[p] in centres and centres[ds.centres[p]]["archetype"] == arch for p in truth.index]]
+        pid = (mine.node_necrosis * 10 + mine.h + mine.g).idxmax()
+        c = centres[ds.centres[pid]]
+        written.append(show_patient(ds.images[pid], f"{pid} — {arch} PET, {'contrast' if c['contrast'] else 'no contrast'} "
+                                    f"CT; h {mine.h[pid]:.2f}, g {mine.g[pid]:.2f}, "
+                                    f"{'a necrotic node' if mine.node_necrosis[pid] else 'no necrotic node'}",
                                     out_dir / f"synthetic-v3-{arch}.png"))
     c5 = f"pet{SEVERITY5['pet-noise']:g}"
     panels = [("h", "suv_cov", f"suv_cov@{c5}", "PET heterogeneity h", "SUV CoV in GTVp",
@@ -186,7 +189,7 @@ def draw_pictures(scale: str, seed: int, out_dir: Path, *, workers: int = 2) -> 
     necrotic = truth["node_necrosis"].astype(bool)
     data = [px.loc[nodes & ~necrotic, "gtvn_cold_fraction"], px.loc[nodes & necrotic, "gtvn_cold_fraction"],
             px.loc[nodes & ~necrotic, "gtvn_hypodense_fraction"], px.loc[nodes & necrotic, "gtvn_hypodense_fraction"]]
-    ax.boxplot(data, labels=["PET\nno necr.", "PET\nnecrotic", "CT\nno necr.", "CT\nnecrotic"])
+    ax.boxplot(data, tick_labels=["PET\nno necr.", "PET\nnecrotic", "CT\nno necr.", "CT\nnecrotic"])
     ax.set_ylabel("share of GTVn cold (SUV<1.5) / hypodense (<25 HU)")
     ax.set_title("node necrosis", fontsize=9)
     fig.suptitle(f"synthetic cohort v3, {scale} seed {seed}: each latent against its image proxy on the quick "

@@ -36,7 +36,6 @@ _COLUMNS = {  # header → (dataset, protocol, metric)
     "1-year td-AUROC": (V2, "clean", "td_auc_1y"), "DSC GTVp": (V2, "clean", "dice_gtvp"),
     "DSC GTVn": (V2, "clean", "dice_gtvn"),
     "C-td clean (v3)": (V3, "clean", "cindex_td"), "C-td loco (v3)": (V3, "loco", "cindex_td"),
-    "Harrell C clean (v3)": (V3, "clean", "cindex_harrell"),
 }
 
 

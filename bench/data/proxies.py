@@ -14,8 +14,8 @@ benchmarked image method gets, not about the generator's internals:
   GTVn below SUV 1.5 on PET and below 25 HU on CT.
 
 ``corrupted`` applies the noise corruptions of ``bench.corruptions`` (CT Gaussian σ × range, PET Poisson
-at a count level per unit SUV) to the native images first, as a protocol does. The generator's targets
-(``SynthTargets``) and how they are computed over seeds live in benchmarks/synthetic_targets.py.
+at a count level per unit SUV) to the native images first, as a protocol does. ``SYNTH_TARGETS`` is the
+spec's table of targets; benchmarks/synthetic_targets.py computes it over seeds.
 """
 from __future__ import annotations
 

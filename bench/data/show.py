@@ -50,7 +50,7 @@ def show_patient(files, pid: str, out_png: str | Path) -> Path:
         return [a[z], np.flipud(a[:, y, :]), np.flipud(a[:, :, x])]
 
     fig, axes = plt.subplots(3, 3, figsize=(10, 10))
-    suv_max = max(float(np.percentile(pet_a, 99.9)), 1.0)
+    suv_max = max(float(pet_a.max()), 1.0)  # the full range: heterogeneity inside a tumour stays visible
     for j, (c, p) in enumerate(zip(planes(ct_a), planes(pet_a))):
         axes[0, j].imshow(c, cmap="gray", vmin=-200, vmax=300)
         axes[1, j].imshow(p, cmap="hot", vmin=0, vmax=suv_max)

@@ -89,7 +89,7 @@ class Appearance:
 
     pet_het_amplitude: float = 0.9  # sd of log SUV per unit h, before the PSF
     pet_het_scale_mm: float = 4.0  # Gaussian sigma of the heterogeneity field (blobs of 1-2 PSF widths)
-    pet_profile_falloff: float = 0.2  # SUV = SUVmax (1 - falloff r²) ... at normalised radius r
+    pet_profile_falloff: float = 0.2  # uptake falls as (1 - falloff · r²) from centre (r 0) to edge (r 1)
     ct_texture_hu: float = 40.0  # sd of tumour attenuation (HU) per unit g
     ct_texture_scale_mm: float = 2.5  # Gaussian sigma of the attenuation field
     margin_warp: float = 0.10  # smooth boundary irregularity of every tumour (fraction of the radius)
@@ -131,38 +131,17 @@ class SynthConfig:
         return content_hash(self.to_dict(), 16)
 
 
-def scale_config(scale: str, **overrides) -> SynthConfig:
-    """The config of a scale; ``overrides``: ``coefficients`` / ``appearance`` dicts or top-level fields."""
+def scale_config(scale: str) -> SynthConfig:
     if scale not in SYNTH_SCALES:
         raise ValueError(f"unknown synthetic scale {scale!r}; choose one of {', '.join(SYNTH_SCALES)}")
     if scale == "smoke":
-        cfg = SynthConfig(scale, centres={"CHUM": 14, "CHUP": 13, "MDA": 13}, fov_mm=112.0, truth_spacing_mm=3.5,
-                          ct_inplane_mm=3.5, ct_min_slice_mm=3.5, pet_spacing_scale=1.5)
-    elif scale == "full":
-        cfg = SynthConfig(scale, fov_mm=200.0, truth_spacing_mm=1.5, ct_inplane_mm=0.98, ct_min_slice_mm=1.25)
-    elif scale == "large":
-        cfg = SynthConfig(scale, centres={c: 4 * n for c, n in CENTRES.items()})
-    else:
-        cfg = SynthConfig(scale)
-    coef = overrides.pop("coefficients", None)
-    look = overrides.pop("appearance", None)
-    cfg = replace(cfg, **overrides)
-    if coef:
-        cfg = replace(cfg, coefficients=replace(cfg.coefficients, **coef))
-    if look:
-        cfg = replace(cfg, appearance=replace(cfg.appearance, **look))
-    return cfg
-
-
-def config_from_dict(d: dict[str, Any]) -> SynthConfig:
-    """The inverse of ``SynthConfig.to_dict`` (e.g. a cohort's ``groundtruth/config.json``)."""
-    d = {k: v for k, v in d.items() if k in SynthConfig.__dataclass_fields__}
-    look = dict(d.pop("appearance", {}))
-    for k, v in look.items():
-        if isinstance(v, list):
-            look[k] = tuple(v)
-    return SynthConfig(**d | {"coefficients": Coefficients(**d.pop("coefficients", {})),
-                              "appearance": Appearance(**look)})
+        return SynthConfig(scale, centres={"CHUM": 14, "CHUP": 13, "MDA": 13}, fov_mm=112.0, truth_spacing_mm=3.5,
+                           ct_inplane_mm=3.5, ct_min_slice_mm=3.5, pet_spacing_scale=1.5)
+    if scale == "full":
+        return SynthConfig(scale, fov_mm=200.0, truth_spacing_mm=1.5, ct_inplane_mm=0.98, ct_min_slice_mm=1.25)
+    if scale == "large":
+        return SynthConfig(scale, centres={c: 4 * n for c, n in CENTRES.items()})
+    return SynthConfig(scale)
 
 
 # --- pass 1: cohort-level draws -----------------------------------------------------------------------
@@ -573,5 +552,5 @@ def default_path(root: Path, scale: str, seed: int) -> Path:
     return Path(root) / f"synthetic-{scale}-v{GENERATOR_VERSION}-{cfg.hash()[:8]}-seed{seed}"
 
 
-__all__ = ["SynthConfig", "Coefficients", "Appearance", "ETA_GROUPS", "eta_terms", "config_from_dict", "scale_config", "generate", "render_patient", "default_path",
+__all__ = ["SynthConfig", "Coefficients", "Appearance", "ETA_GROUPS", "eta_terms", "scale_config", "generate", "render_patient", "default_path",
            "SYNTH_SCALES", "GENERATOR_VERSION", "is_complete", "replace"]
