@@ -55,8 +55,8 @@ def _dataset_note(name: str) -> list[str]:
     parts = name.split(":")
     if parts[0] != "synthetic":
         return []
-    version = next((p[1:] for p in parts[2:] if p.startswith("v")), "2")
-    return [f"Synthetic cohort, generator v{version}; numbers from different generator versions are not comparable.", ""]
+    version = next((f"v{p[1:]}" for p in parts[2:] if p.startswith("v")), "v2 or earlier (the name carries no version)")
+    return [f"Synthetic cohort, generator {version}; numbers from different generator versions are not comparable.", ""]
 
 
 def dataset_slug(name: str) -> str:

@@ -13,7 +13,9 @@ bound and whether the mean meets it.
 
 Development seeds 5–9 calibrate (``--calibrate`` also scans the PET-noise count level of severity 5 and
 reports the largest one whose mean h-proxy ρ stays <= 0.25, a margin under the target's 0.3); seeds 0–4 are
-only asserted. Resumable: per-seed results are kept beside the output until the run completes.
+only asserted. Resumable: per-seed results are kept beside the output until the run completes (and reused
+only by a run of the same generator, config, proxy definitions and options). Every seed records its
+generation and total seconds, the worker count and the machine's CPU count.
 """
 from __future__ import annotations
 
@@ -31,7 +33,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.data.proxies import SEVERITY5, SYNTH_TARGETS, meets, patient_proxies  # noqa: E402
+from bench.data.proxies import SEVERITY5, SYNTH_TARGETS, VISIBILITY_CHECKS, definition, meets, patient_proxies  # noqa: E402,E501
+from bench.hashing import content_hash  # noqa: E402
 
 CALIBRATION_COUNTS = (1.0, 0.5, 0.3, 0.25, 0.2, 0.15, 0.1)  # PET counts per unit SUV scanned by --calibrate
 CALIBRATION_MARGIN = 0.25  # severity 5 is the least noise whose mean ρ(SUV CoV, h) on seeds 5-9 is <= this
@@ -88,7 +91,7 @@ def measure_seed(scale: str, seed: int, *, pet_counts=(SEVERITY5["pet-noise"],),
     root = default_path(cache_dir() / "datasets", scale, seed)
     t0 = time.perf_counter()
     fresh = not is_complete(root, cfg, seed)
-    generate(root, cfg, seed, progress=progress)
+    generate(root, cfg, seed, workers=workers, progress=progress)
     gen_s = time.perf_counter() - t0 if fresh else None
     ds = load_hecktor(root, name=f"synthetic:{scale}:{seed}")
     truth = pd.read_csv(root / GROUNDTRUTH_FILE).set_index("PatientID").loc[list(ds.ids)]
@@ -109,7 +112,8 @@ def measure_seed(scale: str, seed: int, *, pet_counts=(SEVERITY5["pet-noise"],),
     centres = json.loads((root / "groundtruth" / "centres.json").read_text())
     c5 = f"pet{SEVERITY5['pet-noise']:g}"
     out = {
-        "seed": seed, "n": len(ds.ids), "events": int(e.sum()), "generation_seconds": gen_s,
+        "seed": seed, "n": len(ds.ids), "events": int(e.sum()), "generation_seconds": gen_s, "workers": workers,
+        "cpu_count": os.cpu_count(),
         "oracle_c": cindex_harrell(t, e, eta),
         "fine_drop": cindex_harrell(t, e, eta) - cindex_harrell(t, e, eta - fine + fine.mean()),
         "pet_volume_c": cindex_harrell(t, e, px["pet_volume_cc"].to_numpy(float)),
@@ -136,11 +140,13 @@ def measure_seed(scale: str, seed: int, *, pet_counts=(SEVERITY5["pet-noise"],),
         out |= {"coxph_harrell_folds": folds, "coxph_harrell": float(np.mean(folds))}
     if frames is not None:
         frames["proxies"], frames["truth"], frames["root"] = px, truth, root
+    out["seconds"] = time.perf_counter() - t0
     return out
 
 
 def draw_pictures(scale: str, seed: int, out_dir: Path, *, workers: int = 2) -> list[Path]:
-    """docs pictures: `bench data show` of the first patient of a centre of each scanner archetype, and each
+    """docs pictures: `bench data show` of one patient per scanner archetype — the one that shows most (a
+    necrotic node if any, then the largest h + g), named with its h, g and necrosis in the title — and each
     latent against its image proxy (clean and at severity 5 of the matching noise)."""
     import matplotlib
 
@@ -206,7 +212,7 @@ def summarise(per_seed: list[dict]) -> dict:
             and all(isinstance(r.get(k), (int, float)) for r in per_seed)]
     mean = {k: float(np.mean([r[k] for r in per_seed])) for k in keys}
     checks = {}
-    for k, (op, bound) in SYNTH_TARGETS.items():
+    for k, (op, bound) in (SYNTH_TARGETS | VISIBILITY_CHECKS).items():
         v = mean.get(k)
         checks[k] = {"target": [op, bound], "mean": v, "met": meets(op, bound, v)}
     return {"mean": mean, "targets": checks, "all_met": all(c["met"] for c in checks.values())}
@@ -227,6 +233,8 @@ LABELS = {
     "share_fine": "share of var(η): h, g, necrosis",
     "share_clinical": "share of var(η): clinical",
     "share_volume": "share of var(η): volumes",
+    "auc_necrosis_pet": "AUROC of node necrosis from the cold share of GTVn (ours)",
+    "auc_necrosis_ct": "AUROC of node necrosis from the hypodense share of GTVn (ours)",
 }
 
 
@@ -237,7 +245,7 @@ def markdown_table(targets: dict, calibration: dict) -> str:
         return f"{b[0]:g}–{b[1]:g}" if op == "in" else f"{op} {b:g}".replace(">=", "≥").replace("<=", "≤").replace("==", "=")
 
     lines = ["| quantity | target | seeds 0–4 | seeds 5–9 (calibration) |", "|---|---|---|---|"]
-    for key, (op, b) in SYNTH_TARGETS.items():
+    for key, (op, b) in (SYNTH_TARGETS | VISIBILITY_CHECKS).items():
         lines.append(f"| {LABELS[key]} | {bound(op, b)} | {targets['targets'][key]['mean']:.3f} | "
                      f"{calibration['targets'][key]['mean']:.3f} |")
     return "\n".join(lines)
@@ -264,11 +272,21 @@ def finish(per_seed: list[dict], scale: str, *, calibrate: bool) -> dict:
                 r["rho_suv_cov_h_s5"] = r["pet_counts_scan"][chosen]["rho_suv_cov_h"]
                 r["rho_pet_volume_clean_s5"] = r["pet_counts_scan"][chosen]["rho_pet_volume_clean"]
     result = {"scale": scale, "seeds": [r["seed"] for r in per_seed], "generator_version": GENERATOR_VERSION,
-              "config_hash": scale_config(scale).hash(), "severity5": severity5, **summarise(per_seed),
+              "config_hash": scale_config(scale).hash(), "proxies_hash": content_hash(definition(), 12),
+              "severity5": severity5, **summarise(per_seed),
               "per_seed": per_seed}
     if calibration:
         result["pet_noise_calibration"] = calibration
     return result
+
+
+def run_stamp(scale: str, pet_counts, coxph: bool) -> dict:
+    """What a per-seed row depends on: a kept row is reused only under the same stamp."""
+    from bench.data.synthetic import GENERATOR_VERSION, scale_config
+
+    return {"scale": scale, "generator_version": GENERATOR_VERSION, "config_hash": scale_config(scale).hash(),
+            "proxies_hash": content_hash(definition(), 12), "pet_counts": [float(c) for c in pet_counts],
+            "coxph": coxph}
 
 
 def main(argv=None) -> int:
@@ -290,13 +308,16 @@ def main(argv=None) -> int:
         ap.error("--out is required")
     counts = sorted(set(CALIBRATION_COUNTS) | {SEVERITY5["pet-noise"]}, reverse=True) if a.calibrate \
         else (SEVERITY5["pet-noise"],)
+    # finished seeds are kept beside the output and reused only by a run that measures the same thing
+    stamp = run_stamp(a.scale, counts, not a.no_coxph)
     partial = a.out.with_suffix(".partial.json")
-    done = {r["seed"]: r for r in json.loads(partial.read_text())} if partial.is_file() else {}
+    saved = json.loads(partial.read_text()) if partial.is_file() else {}
+    done = {r["seed"]: r for r in saved.get("rows", [])} if saved.get("stamp") == stamp else {}
     for seed in _seeds(a.seeds):
         if seed in done:
             continue
         done[seed] = measure_seed(a.scale, seed, pet_counts=counts, workers=a.workers, coxph=not a.no_coxph)
-        partial.write_text(json.dumps(list(done.values()), indent=1))
+        partial.write_text(json.dumps({"stamp": stamp, "rows": list(done.values())}, indent=1))
         print(json.dumps({k: v for k, v in done[seed].items() if not isinstance(v, (dict, list))}), flush=True)
     result = finish([done[s] for s in _seeds(a.seeds)], a.scale, calibrate=a.calibrate)
     a.out.parent.mkdir(parents=True, exist_ok=True)

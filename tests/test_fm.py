@@ -245,7 +245,7 @@ def test_fm_ctpet_runs_from_the_command_line_and_its_row_names_the_weights(tmp_p
     assert "5 job(s) run" in done.stdout
     lb = run_bench("leaderboard", "--results", str(res), "--out", str(tmp_path / "lb"))
     assert lb.returncode == 0, lb.stderr[-2000:]
-    cv = (tmp_path / "lb" / "synthetic-smoke-0" / "cv.md").read_text()
+    cv = (tmp_path / "lb" / "synthetic-smoke-v3-0" / "cv.md").read_text()
     assert "ct-fm weights: pretrained by the harness on synthetic:smoke:1" in cv
     assert "pet-fm weights: pretrained by the harness on synthetic:smoke:1" in cv
     rep = run_bench("report", "fm-ctpet", "--protocol", "clean", "--results", str(res))

@@ -25,7 +25,7 @@ def test_pages_come_from_records_and_check_catches_staleness(smoke_results, tmp_
     out = tmp_path / "leaderboards"
     done = run_bench("leaderboard", "--results", str(smoke_results), "--out", str(out))
     assert done.returncode == 0, done.stderr
-    slug = "synthetic-smoke-0"
+    slug = "synthetic-smoke-v3-0"
     records = sorted((out / "records" / slug).glob("*.json"))
     assert len(records) == 3 * 4
     cv = (out / slug / "cv.md").read_text()

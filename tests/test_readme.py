@@ -88,4 +88,9 @@ def test_the_readme_cohort_table_is_the_committed_target_files():
     calibration = json.loads((res / "synthetic-v3-calibration.json").read_text())
     assert mod.markdown_table(targets, calibration) in README
     seconds = [r["generation_seconds"] for r in targets["per_seed"] if r["generation_seconds"]]
-    assert f"generates in {np.mean(seconds):.0f} s" in README
+    total = [r["seconds"] for r in targets["per_seed"] if r["generation_seconds"]]
+    assert seconds and f"generation takes {np.mean(seconds):.0f} s" in README
+    assert f"({np.mean(total):.0f} s per seed on 2 cores" in README
+    assert all(r["workers"] == 2 and r["cpu_count"] == 2 for r in targets["per_seed"])
+    scan = calibration["pet_noise_calibration"]["rho_suv_cov_h_by_counts_per_suv"]
+    assert f"ρ {scan['1']:.2f} at even 1 count per SUV" in README

@@ -1,7 +1,7 @@
 """Datasets: the HECKTOR 2022 layout loader, the built-in demo cohort and the ``--dataset`` spec parser.
 
 Dataset specs:
-    synthetic[:SCALE[:SEED]]  the synthetic multi-centre PET/CT cohort (bench.data.synthetic), generated on
+    synthetic[:SCALE[:[vN:]SEED]]  the synthetic multi-centre PET/CT cohort (bench.data.synthetic), generated on
                               first use into the cache directory; SCALE smoke|quick|full|large. The default:
                               the scale that matches the run (smoke → smoke, quick → quick, paper → full).
                               Recorded as synthetic:SCALE:vVERSION:SEED (the generator version)
@@ -65,7 +65,16 @@ def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool =
     if kind == "synthetic":
         from bench.data.synthetic import SYNTH_SCALES
 
+        from bench.data.synthetic import GENERATOR_VERSION
+
         scale, _, seed_text = arg.partition(":")
+        version, sep, rest = seed_text.partition(":")
+        if version.startswith("v"):  # the recorded name, synthetic:SCALE:vN:SEED, is accepted as a spec
+            if version[1:] != GENERATOR_VERSION:
+                raise BenchInputError(f"--dataset {spec}: generator {version} is not this harness's "
+                                      f"(v{GENERATOR_VERSION}); its records stay readable, its cohort cannot be "
+                                      f"generated here")
+            seed_text = rest
         scale = scale or RUN_SCALE_TO_SYNTHETIC.get(run_scale, "quick")
         if scale not in SYNTH_SCALES:
             raise BenchInputError(f"--dataset {spec}: unknown synthetic scale {scale!r} "

@@ -5,7 +5,8 @@ region) with the reference GTVp resampled onto that box, so a number here is a n
 benchmarked image method gets, not about the generator's internals:
 
 - ``pet_volume_cc`` — the unfitted PET-volume statistic: voxels with SUV >= 2.5 that are face-connected to
-  the hottest voxel of the box, in cc (no mask read).
+  the hottest voxel of the box (the first in raster order among ties at the pipeline's SUV ceiling), in cc
+  (no mask read).
 - ``suv_cov`` — the proxy of PET heterogeneity h: sd / mean of SUV inside the reference GTVp.
 - ``ct_texture_hu`` — the proxy of the CT latent g: the robust sd (interquartile range / 1.349) of HU inside
   the reference GTVp. Robust, because the GTVp borders air and fat, and a few partial-volume voxels there
@@ -28,6 +29,7 @@ from bench.hashing import content_hash
 
 QUICK_PIPELINE = PipelineConfig(spacing_mm=3.0, size=(32, 32, 32))
 PET_VOLUME_THRESHOLD_SUV = 2.5
+PROXIES_VERSION = "1"  # bump on any change to what a proxy measures: result files record it
 
 # Severity 5 of the two noise corruptions: CT σ = 0.1 × the image's range (RobSurv's "high"); PET counts per
 # unit SUV calibrated on development seeds 5-9 (benchmarks/synthetic_targets.py --calibrate; result in
@@ -52,6 +54,21 @@ SYNTH_TARGETS = {
     "share_clinical": ("in", (0.25, 0.35)),
     "share_volume": ("<=", 0.20),
 }
+
+
+# Checks of the project's own beside the spec's table: node necrosis must be visible on both modalities
+# (AUROC of the GTVn cold / hypodense share for the necrosis flag, over patients with a GTVn).
+VISIBILITY_CHECKS = {
+    "auc_necrosis_pet": (">=", 0.7),
+    "auc_necrosis_ct": (">=", 0.7),
+}
+
+
+def definition() -> dict[str, Any]:
+    """What the proxies and the severity-5 noise are: result files store its hash, so a changed definition
+    makes them stale."""
+    return {"version": PROXIES_VERSION, "pipeline": QUICK_PIPELINE.key(), "pet_volume_threshold_suv":
+            PET_VOLUME_THRESHOLD_SUV, "severity5": SEVERITY5, "targets": SYNTH_TARGETS, "checks": VISIBILITY_CHECKS}
 
 
 def meets(op: str, bound, value) -> bool:
@@ -96,7 +113,7 @@ def necrosis_fractions(pet_suv: np.ndarray, ct_hu: np.ndarray, mask: np.ndarray)
 
 
 def proxies_of_box(box: dict[str, np.ndarray], cfg: PipelineConfig = QUICK_PIPELINE) -> dict[str, float]:
-    """The three proxies of one pipeline output (``process``'s dict, with its mask)."""
+    """The proxies of one pipeline output (``process``'s dict, with its mask), by name."""
     lo, hi = cfg.ct_window
     ct_hu = box["ct"].astype(np.float64) * (hi - lo) + lo
     pet_suv = box["pet"].astype(np.float64) * cfg.pet_suv_max

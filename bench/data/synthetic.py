@@ -251,6 +251,9 @@ def _draw_neck(coords, contrast: bool, look: dict):
     inner = (x / 50.0) ** 2 + (y / 40.0) ** 2 <= 1
     hu[body], suv[body] = -100.0, 0.3
     hu[inner], suv[inner] = muscle_hu, 0.8
+    for side in (-1, 1):  # parapharyngeal fat planes, lateral to the oropharynx: where an infiltrative margin shows
+        plane = (((x - side * 21.0) / 3.5) ** 2 + ((y - 9.0) / 9.0) ** 2 <= 1) & (z > -5) & (z < 45)
+        hu[plane], suv[plane] = -100.0, 0.3
     airway = ((x / 9.0) ** 2 + ((y - 14.0) / 7.0) ** 2 <= 1) & (z > -60)
     hu[airway], suv[airway] = -1000.0, 0.0
     vertebra = (x / 13.0) ** 2 + ((y + 22.0) / 12.0) ** 2 <= 1
@@ -385,13 +388,19 @@ def _write_image(img, path: Path) -> None:
 
 # --- pass 3: outcomes and files -----------------------------------------------------------------------
 
+def _node_flags(pats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per patient: any necrotic node; any node at level IV or V."""
+    necrosis = np.array([any(nd["necrotic"] for nd in ns) for ns in pats.nodes], dtype=float)
+    low = np.array([any(nd["level"] in ("IV", "V") for nd in ns) for ns in pats.nodes], dtype=float)
+    return necrosis, low
+
+
 def eta_terms(cfg: SynthConfig, pats: pd.DataFrame, centres: dict) -> pd.DataFrame:
     """Each term's contribution to η (coefficient × term), one column per term of ``ETA_GROUPS``; η is
     their row sum. ``pats``: the cohort draws with the measured volumes (``mtv_primary_cc``, ``mtv_nodes_cc``)."""
     c = cfg.coefficients
     df = pats
-    node_necrosis = np.array([any(nd["necrotic"] for nd in ns) for ns in df.nodes], dtype=float)
-    low_node = np.array([any(nd["level"] in ("IV", "V") for nd in ns) for ns in df.nodes], dtype=float)
+    node_necrosis, low_node = _node_flags(df)
     suv_z = (np.log(df.suvmax_primary) - np.log(11.0)) / 0.3
     return pd.DataFrame({
         "hpv": c.hpv * df.hpv, "age": c.age * (df.age - 62), "pack_years": c.pack_years * df.pack_years,
@@ -411,8 +420,7 @@ def _outcomes(cfg: SynthConfig, seed: int, pats: pd.DataFrame, centres: dict, me
     rng = np.random.default_rng([seed, 3])
     terms = eta_terms(cfg, df, centres)
     eta = terms.sum(axis=1).to_numpy(float)
-    node_necrosis = np.array([any(nd["necrotic"] for nd in ns) for ns in df.nodes], dtype=float)
-    low_node = np.array([any(nd["level"] in ("IV", "V") for nd in ns) for ns in df.nodes], dtype=float)
+    node_necrosis, low_node = _node_flags(df)
     frailty = terms["frailty"].to_numpy()
     censor = np.minimum(rng.uniform(400, 3000, n), rng.exponential(5000, n))
     u = rng.uniform(size=n)
