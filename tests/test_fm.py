@@ -167,7 +167,7 @@ def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort
     cfg = encoder_config("pet-fm", "smoke")
     path = pretrain("pet-fm", "smoke", cfg, cache=tmp_path, progress=False)
     c = card(path)
-    assert c["corpus"] == "synthetic:smoke:1" and c["corpus_patients"] == 40
+    assert c["corpus"] == "synthetic:smoke:v3:1" and c["corpus_patients"] == 40
     assert c["loss_per_epoch"][-1] < c["loss_per_epoch"][0]
     assert c["weights_sha256"] == file_hash(path) and c["torch"] == torch.__version__ and c["threads"] >= 1
     assert set(c["probe"]["targets"]) == {"log_mtv", "eta", "necrosis"}
@@ -177,7 +177,7 @@ def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort
     mtime = path.stat().st_mtime_ns
     assert pretrain("pet-fm", "smoke", cfg, cache=tmp_path, progress=False) == path and path.stat().st_mtime_ns == mtime
     w, desc = resolve_weights("pet-fm", "smoke", cfg, cache=tmp_path, progress=False)
-    assert w == path and "synthetic:smoke:1" in desc and file_hash(path)[:12] in desc
+    assert w == path and "synthetic:smoke:v3:1" in desc and file_hash(path)[:12] in desc
     # pretraining repeats bit for bit (seeded masks, picks and flips; bytes independent of the file name),
     # so the sha256 a leaderboard row names can be reproduced
     again = pretrain("pet-fm", "smoke", cfg, cache=tmp_path / "again", progress=False)
@@ -246,8 +246,8 @@ def test_fm_ctpet_runs_from_the_command_line_and_its_row_names_the_weights(tmp_p
     lb = run_bench("leaderboard", "--results", str(res), "--out", str(tmp_path / "lb"))
     assert lb.returncode == 0, lb.stderr[-2000:]
     cv = (tmp_path / "lb" / "synthetic-smoke-v3-0" / "cv.md").read_text()
-    assert "ct-fm weights: pretrained by the harness on synthetic:smoke:1" in cv
-    assert "pet-fm weights: pretrained by the harness on synthetic:smoke:1" in cv
+    assert "ct-fm weights: pretrained by the harness on synthetic:smoke:v3:1" in cv
+    assert "pet-fm weights: pretrained by the harness on synthetic:smoke:v3:1" in cv
     rep = run_bench("report", "fm-ctpet", "--protocol", "clean", "--results", str(res))
     assert rep.returncode == 0 and "inputs beyond the config" in rep.stdout and "sha256" in rep.stdout
 
