@@ -81,7 +81,7 @@ def measure_seed(scale: str, seed: int, *, pet_counts=(SEVERITY5["pet-noise"],),
     ``frames``, when given, receives the per-patient proxies and ground truth."""
     from scipy.stats import spearmanr
 
-    from bench.data import cache_dir
+    from bench.data import cache_dir, synthetic_name
     from bench.data.hecktor import GROUNDTRUTH_FILE, load_hecktor
     from bench.data.synthetic import ETA_GROUPS, default_path, generate, is_complete, scale_config
     from bench.metrics import cindex_harrell
@@ -93,7 +93,7 @@ def measure_seed(scale: str, seed: int, *, pet_counts=(SEVERITY5["pet-noise"],),
     fresh = not is_complete(root, cfg, seed)
     generate(root, cfg, seed, workers=workers, progress=progress)
     gen_s = time.perf_counter() - t0 if fresh else None
-    ds = load_hecktor(root, name=f"synthetic:{scale}:{seed}")
+    ds = load_hecktor(root, name=synthetic_name(scale, seed))
     truth = pd.read_csv(root / GROUNDTRUTH_FILE).set_index("PatientID").loc[list(ds.ids)]
     corruptions = {f"pet{c:g}": ("pet-noise", float(c)) for c in pet_counts}
     corruptions["ct5"] = ("ct-noise", SEVERITY5["ct-noise"])
@@ -119,10 +119,9 @@ def measure_seed(scale: str, seed: int, *, pet_counts=(SEVERITY5["pet-noise"],),
         "pet_volume_c": cindex_harrell(t, e, px["pet_volume_cc"].to_numpy(float)),
         "rho_suv_cov_h": rho(px["suv_cov"], truth["h"]),
         "rho_ct_texture_g": rho(px["ct_texture_hu"], truth["g"]),
-        "rho_suv_cov_h_s5": rho(px[f"suv_cov@{c5}"], truth["h"]) if f"suv_cov@{c5}" in px else None,
+        "rho_suv_cov_h_s5": rho(px[f"suv_cov@{c5}"], truth["h"]),
         "rho_ct_texture_g_s5": rho(px["ct_texture_hu@ct5"], truth["g"]),
-        "rho_pet_volume_clean_s5": rho(px["pet_volume_cc"], px[f"pet_volume_cc@{c5}"]) if f"suv_cov@{c5}" in px
-        else None,
+        "rho_pet_volume_clean_s5": rho(px["pet_volume_cc"], px[f"pet_volume_cc@{c5}"]),
         "rho_h_g": abs(rho(truth["h"], truth["g"])),
         "rho_suv_cov_g": rho(px["suv_cov"], truth["g"]), "rho_ct_texture_h": rho(px["ct_texture_hu"], truth["h"]),
         "rho_pet_volume_true_volume": rho(px["pet_volume_cc"], truth["mtv_primary_cc"]),
@@ -254,8 +253,6 @@ def markdown_table(targets: dict, calibration: dict) -> str:
 def finish(per_seed: list[dict], scale: str, *, calibrate: bool) -> dict:
     """The result file's content. With ``calibrate``: choose PET severity 5 from the scan, and report the
     severity-5 quantities at the chosen level."""
-    from bench.data.synthetic import GENERATOR_VERSION, scale_config
-
     severity5 = dict(SEVERITY5)
     calibration = None
     if calibrate:
@@ -271,22 +268,24 @@ def finish(per_seed: list[dict], scale: str, *, calibrate: bool) -> dict:
             for r in per_seed:
                 r["rho_suv_cov_h_s5"] = r["pet_counts_scan"][chosen]["rho_suv_cov_h"]
                 r["rho_pet_volume_clean_s5"] = r["pet_counts_scan"][chosen]["rho_pet_volume_clean"]
-    result = {"scale": scale, "seeds": [r["seed"] for r in per_seed], "generator_version": GENERATOR_VERSION,
-              "config_hash": scale_config(scale).hash(), "proxies_hash": content_hash(definition(), 12),
-              "severity5": severity5, **summarise(per_seed),
-              "per_seed": per_seed}
+    result = {"scale": scale, "seeds": [r["seed"] for r in per_seed], **provenance(scale), "severity5": severity5,
+              **summarise(per_seed), "per_seed": per_seed}
     if calibration:
         result["pet_noise_calibration"] = calibration
     return result
 
 
-def run_stamp(scale: str, pet_counts, coxph: bool) -> dict:
-    """What a per-seed row depends on: a kept row is reused only under the same stamp."""
+def provenance(scale: str) -> dict:
+    """What was measured: generator version, config hash and the proxies' definition hash."""
     from bench.data.synthetic import GENERATOR_VERSION, scale_config
 
-    return {"scale": scale, "generator_version": GENERATOR_VERSION, "config_hash": scale_config(scale).hash(),
-            "proxies_hash": content_hash(definition(), 12), "pet_counts": [float(c) for c in pet_counts],
-            "coxph": coxph}
+    return {"generator_version": GENERATOR_VERSION, "config_hash": scale_config(scale).hash(),
+            "proxies_hash": content_hash(definition(), 12)}
+
+
+def run_stamp(scale: str, pet_counts, coxph: bool) -> dict:
+    """What a per-seed row depends on: a kept row is reused only under the same stamp."""
+    return {"scale": scale, **provenance(scale), "pet_counts": [float(c) for c in pet_counts], "coxph": coxph}
 
 
 def main(argv=None) -> int:

@@ -63,12 +63,10 @@ def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool =
     spec = spec or f"{DEFAULT_DATASET}:{RUN_SCALE_TO_SYNTHETIC.get(run_scale, 'quick')}"
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
-        from bench.data.synthetic import SYNTH_SCALES
-
-        from bench.data.synthetic import GENERATOR_VERSION
+        from bench.data.synthetic import GENERATOR_VERSION, SYNTH_SCALES
 
         scale, _, seed_text = arg.partition(":")
-        version, sep, rest = seed_text.partition(":")
+        version, _, rest = seed_text.partition(":")
         if version.startswith("v"):  # the recorded name, synthetic:SCALE:vN:SEED, is accepted as a spec
             if version[1:] != GENERATOR_VERSION:
                 raise BenchInputError(f"--dataset {spec}: generator {version} is not this harness's "

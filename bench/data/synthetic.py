@@ -172,7 +172,7 @@ def _draw_cohort(cfg: SynthConfig, seed: int) -> tuple[pd.DataFrame, dict[str, d
     frailty = _standardised(np.array([c["frailty_drawn"] for c in centres.values()]), cfg.coefficients.frailty_sd)
     for c, f in zip(centres.values(), frailty):
         c["frailty"] = float(f)
-    min_node_mm = 2 * look.necrosis_min_core_mm / (2 * look.necrosis_core_fraction)
+    min_node_mm = look.necrosis_min_core_mm / look.necrosis_core_fraction  # node diameter holding such a core
     rows = []
     for name, n in cfg.centres.items():
         c = centres[name]
@@ -399,7 +399,7 @@ def eta_terms(cfg: SynthConfig, pats: pd.DataFrame, centres: dict) -> pd.DataFra
     """Each term's contribution to η (coefficient × term), one column per term of ``ETA_GROUPS``; η is
     their row sum. ``pats``: the cohort draws with the measured volumes (``mtv_primary_cc``, ``mtv_nodes_cc``)."""
     c = cfg.coefficients
-    df = pats
+    df = pats  # the cohort draws with measured volumes
     node_necrosis, low_node = _node_flags(df)
     suv_z = (np.log(df.suvmax_primary) - np.log(11.0)) / 0.3
     return pd.DataFrame({
