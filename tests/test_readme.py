@@ -92,5 +92,14 @@ def test_the_readme_cohort_table_is_the_committed_target_files():
     assert seconds and f"generation takes {np.mean(seconds):.0f} s" in README
     assert f"({np.mean(total):.0f} s per seed on 2 cores" in README
     assert all(r["workers"] == 2 and r["cpu_count"] == 2 for r in targets["per_seed"])
+    shares = targets["targets"]
+    pct = {k: f"{100 * shares[k]['mean']:.0f} %" for k in ("share_clinical", "share_volume", "share_fine")}
+    assert (f"ECOG: {pct['share_clinical']} of var(η)" in README and f"nodal volume: {pct['share_volume']})" in README
+            and f"image traits ({pct['share_fine']})" in README)
+    from bench.data.proxies import SEVERITY5
+
+    assert f"PET Poisson noise at {SEVERITY5['pet-noise']:g} counts per unit SUV" in README
+    first = json.loads((res / "superseded" / "synthetic-v3-targets-eta-scale-1.json").read_text())
+    assert f"the clinical Cox band ({first['targets']['coxph_harrell']['mean']:.3f})" in README
     scan = calibration["pet_noise_calibration"]["rho_suv_cov_h_by_counts_per_suv"]
     assert f"ρ {scan['1']:.2f} at even 1 count per SUV" in README
