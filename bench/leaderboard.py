@@ -30,7 +30,9 @@ import numpy as np
 
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path, write_if_changed
+from bench.metric_registry import MetricSpec, column_order, loaded_specs, spec_of_column
 from bench.metrics import bootstrap_p_value, holm, percentile_interval
+from bench.protocols import shipped_content
 from bench.reported import reported
 from bench.results import FLAGS, metric_columns, pooled_replicates, results_frame
 from bench.store import Store, provenance_of, unpack_arrays
@@ -38,14 +40,19 @@ from bench.store import Store, provenance_of, unpack_arrays
 log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
 PRIMARY = "cindex_td"
-CI_METRICS = ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "td_auc_1y", "ibs", "dice_gtvp", "dice_gtvn")
-COLUMNS = [  # (metric, header, higher is better)
-    ("cindex_td", "C-td", True), ("cindex_harrell", "Harrell C", True), ("cindex_uno", "Uno C", True),
-    ("td_auc", "td-AUROC (mean)", True), ("td_auc_1y", "AUROC 1y", True), ("td_auc_2y", "AUROC 2y", True),
-    ("td_auc_3y", "AUROC 3y", True), ("td_auc_5y", "AUROC 5y", True), ("ibs", "IBS", False),
-    ("dice_gtvp", "DSC GTVp", True), ("dice_gtvn", "DSC GTVn", True), ("logrank_p", "log-rank p", False),
-]
-NOISE_FRACTION = {"clean": 0.0, **{f"noisy{k}": k / 100 for k in range(10, 101, 10)}}
+
+
+def _columns(recs: list[dict]) -> list[tuple[str, str, MetricSpec | None]]:
+    """(column, header, spec) of every metric column the records hold, in registry order; a column whose
+    metric is not registered here keeps its stored name and no best mark."""
+    present = {m for r in recs for f in r["folds"] for m in f["metrics"]}
+    out = []
+    for column in sorted(present, key=column_order):
+        found = spec_of_column(column)
+        out.append((column, found[1].label_of(column), found[1]) if found else (column, column, None))
+    return out
+
+
 DEFAULT_REFERENCE = "coxph"
 
 
@@ -147,8 +154,9 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
         env = json.loads(first["env"]) if first.get("env") else {}
         ci = {}
         replicates = {}
-        for m in CI_METRICS:
-            pooled = pooled_replicates(g, m) if m in metrics else None
+        for m in metrics:
+            found = spec_of_column(m)
+            pooled = pooled_replicates(g, m) if found and found[1].keeps_ci(m) else None
             if pooled is None:
                 continue
             lo, hi = percentile_interval(pooled)
@@ -211,12 +219,12 @@ def _summary(rec: dict, metric: str) -> tuple[float, float, int]:
     return (float(v.mean()) if len(v) else np.nan, float(v.std(ddof=1)) if len(v) > 1 else np.nan, len(v))
 
 
-def _cell(rec: dict, metric: str, bold: bool) -> str:
+def _cell(rec: dict, metric: str, bold: bool, spec: MetricSpec | None = None) -> str:
     mean, sd, n = _summary(rec, metric)
     if n == 0:
         return "—"
-    text = f"{mean:.3g}" if metric == "logrank_p" else f"{mean:.3f}"
-    if n > 1 and metric != "logrank_p":
+    text = format(mean, spec.number_format if spec else ".3f")
+    if n > 1 and (spec is None or spec.show_sd):
         text += f" ± {sd:.3f}"
     if bold:
         text = f"**{text}**"
@@ -234,9 +242,12 @@ def _label(rec: dict) -> str:
 def _table(recs: list[dict], protocol: str) -> str:
     from tabulate import tabulate
 
-    shown = [(m, h, up) for m, h, up in COLUMNS if any(_summary(r, m)[2] for r in recs)]
+    shown = [(m, h, spec) for m, h, spec in _columns(recs) if any(_summary(r, m)[2] for r in recs)]
     best = {}
-    for m, _, up in shown:
+    for m, _, spec in shown:
+        if spec is None:
+            continue
+        up = spec.higher_is_better
         means = [(_summary(r, m)[0], i) for i, r in enumerate(recs) if not r.get("method_info", {}).get("ceiling")]
         means = [(v, i) for v, i in means if np.isfinite(v)]
         if means:
@@ -245,7 +256,7 @@ def _table(recs: list[dict], protocol: str) -> str:
     rows = []
     for i, r in enumerate(recs):
         row = [_label(r), f"`{r['config_hash'][:8]}`", f"{len(r['folds'])}"]
-        row += [_cell(r, m, i in best.get(m, set())) for m, _, _ in shown]
+        row += [_cell(r, m, i in best.get(m, set()), spec) for m, _, spec in shown]
         row.append(reported(r["method"], protocol) or "")
         rows.append(row)
     headers = ["method", "config", "jobs"] + [h for _, h, _ in shown] + ["reported (real data)"]
@@ -343,8 +354,25 @@ def _km_plot(rec: dict):
     return draw
 
 
+def _noise_point(rec: dict) -> tuple[str, float] | None:
+    """Where a record sits on the noise-fraction axis, read from its protocol's content (a shipped protocol
+    with the record's hash): (series, fraction). Series: the corruption's other parameters, so fractions of
+    one noise recipe form one curve; "" for an uncorrupted protocol, which starts every curve. None for a
+    protocol off that axis (train-side or other corruption) or whose content is not known here."""
+    content = shipped_content(rec["protocol"], rec["protocol_hash"])
+    if content is None:
+        return None
+    c = content["corruption"]
+    if c["kind"] == "none":
+        return "", 0.0
+    if c["kind"] == "noise" and c["apply_to"] == ["test"]:
+        return json.dumps({k: v for k, v in c.items() if k != "fraction"}, sort_keys=True), float(c["fraction"])
+    return None
+
+
 def _cv_page(slug: str, recs: list[dict], reference: str) -> Page:
-    protocols = sorted({r["protocol"] for r in recs}, key=lambda p: (NOISE_FRACTION.get(p, 2.0), p))
+    level = {r["protocol"]: (_noise_point(r) or ("", 2.0))[1] for r in recs}
+    protocols = sorted(level, key=lambda p: (level[p], p))
     lines = _header(f"{slug}: cross-validation (clean and noisy test images)", recs)
     plots = []
     for protocol in protocols:
@@ -366,11 +394,17 @@ def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
     """C-td against the fraction of noisy test patients, per method (and config)."""
     from tabulate import tabulate
 
-    sweep = [r for r in recs if r["protocol"] in NOISE_FRACTION]
-    experiments: dict[tuple[str, str], dict[float, dict]] = {}
-    for r in sweep:
-        experiments.setdefault((r["method"], r["config_hash"]), {})[NOISE_FRACTION[r["protocol"]]] = r
-    experiments = {k: v for k, v in experiments.items() if 0.0 in v and len(v) > 1}
+    points = [(r, _noise_point(r)) for r in recs]
+    clean = {(r["method"], r["config_hash"], json.dumps(r["split"], sort_keys=True)): r
+             for r, p in points if p == ("", 0.0)}
+    experiments: dict[tuple[str, str, str, str], dict[float, dict]] = {}
+    for r, p in points:
+        if p is None or p[0] == "":
+            continue
+        exp = (r["method"], r["config_hash"], json.dumps(r["split"], sort_keys=True))
+        if exp in clean:
+            experiments.setdefault(exp + (p[0],), {0.0: clean[exp]})[p[1]] = r
+    summaries = [s for s in loaded_specs(summaries=True) if s.axis == "noise_fraction"]
     if not experiments:
         return None
     fractions = sorted({f for v in experiments.values() for f in v})
@@ -381,16 +415,12 @@ def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
               "fractions run (1.0 = perfect at every level; RobSurv reports a 3.8–4.5 % drop at 50 % noise on "
               "real data).", ""]
     rows = []
-    for (method, cfg), by in sorted(experiments.items(), key=lambda kv: -_summary(kv[1][0.0], PRIMARY)[0]):
+    for (method, cfg, *_), by in sorted(experiments.items(), key=lambda kv: -_summary(kv[1][0.0], PRIMARY)[0]):
         means = {f: _summary(r, PRIMARY)[0] for f, r in by.items()}
         row = [_label(by[0.0]), f"`{cfg[:8]}`"] + [f"{means[f]:.3f}" if f in means else "—" for f in fractions]
-        last = max(by)
-        row.append(f"{100 * (means[0.0] - means[last]) / means[0.0]:.1f} % (at {last:.0%})")
-        fs = sorted(means)
-        area = np.trapezoid([means[f] for f in fs], fs) / (fs[-1] - fs[0])
-        row.append(f"{area:.3f}")
+        row += [s.format(s.compute(means), means) for s in summaries]
         rows.append(row)
-    headers = ["method", "config"] + [f"{f:.0%}" for f in fractions] + ["relative drop", "area (mean C-td)"]
+    headers = ["method", "config"] + [f"{f:.0%}" for f in fractions] + [s.label for s in summaries]
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), "",
               "![C-td against the noise fraction](plots/robustness.png)", ""]
 
@@ -401,7 +431,7 @@ def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-        for (method, cfg), by in sorted(experiments.items()):
+        for _key, by in sorted(experiments.items()):
             fs = sorted(by)
             mean = [_summary(by[f], PRIMARY)[0] for f in fs]
             line, = ax.plot(fs, mean, marker="o", label=_label(by[fs[0]]))

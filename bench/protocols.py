@@ -7,6 +7,7 @@ The content hash (of the parsed content, so comments do not count) is stored wit
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import tomllib
@@ -17,11 +18,11 @@ from typing import Any, Callable
 
 from bench.errors import BenchInputError
 from bench.hashing import content_hash
+from bench.metric_registry import get_metric, job_metric_names
 
 SPLIT_KINDS = ("kfold", "loco", "center-split")
 CORRUPTION_KINDS = ("none", "noise")
 LEVELS = ("low", "medium", "high")
-METRIC_KEYS = ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice", "logrank_p")
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,17 @@ CORRUPTION = {
         "ct_sigma": _levels, "pet_counts_per_suv": _levels,
     },
 }
-METRICS = {
-    "primary": _one_of(METRIC_KEYS), "report": _subset_of(METRIC_KEYS), "horizons_years": _horizons,
-    "bootstrap": _int_in(0, 1_000_000), "bootstrap_seed": _int_in(0, MAX_SEED), "logrank_split": _one_of(("train-median",)),
-}
+
+
+def metrics_schema() -> dict[str, Check]:
+    """The [metrics] table's keys; metric names are the registry's (bench.metric_registry), so an outside
+    metric is reportable as soon as it is registered."""
+    names = tuple(job_metric_names())
+    return {
+        "primary": _one_of(names), "report": _subset_of(names), "horizons_years": _horizons,
+        "bootstrap": _int_in(0, 1_000_000), "bootstrap_seed": _int_in(0, MAX_SEED),
+        "logrank_split": _one_of(("train-median",)),
+    }
 
 
 def _check_table(table: dict, schema: dict[str, Check], where: str, source: str) -> None:
@@ -182,9 +190,14 @@ def parse_protocol(data: dict[str, Any], source: str) -> Protocol:
             f"protocol {source}: corruption.kind = {ckind!r} must be one of {list(CORRUPTION_KINDS)}"
         )
     _check_table(corruption, CORRUPTION[ckind], "corruption.", source)
-    _check_table(metrics, METRICS, "metrics.", source)
+    _check_table(metrics, metrics_schema(), "metrics.", source)
     if metrics["primary"] not in metrics["report"]:
         raise BenchInputError(f"protocol {source}: metrics.primary {metrics['primary']!r} is not in metrics.report")
+    for name in metrics["report"]:
+        try:
+            get_metric(name)
+        except BenchInputError as exc:
+            raise BenchInputError(f"protocol {source}: metrics.report {name!r}: {exc}") from None
     return Protocol(data["name"], data["version"], data["description"], split, corruption, metrics, source)
 
 
@@ -233,6 +246,18 @@ def load_protocol(spec: str) -> Protocol:
     if protocol.name != spec:
         raise BenchInputError(f"protocol builtin:{spec}: its name field is {protocol.name!r}, expected {spec!r}")
     return protocol
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped(name: str) -> Protocol | None:
+    return load_protocol(name) if name in builtin_names() else None
+
+
+def shipped_content(name: str, protocol_hash: str) -> dict[str, Any] | None:
+    """The content of the shipped protocol ``name`` if its hash is ``protocol_hash`` (a stored run's
+    protocol, read back from the file that made it), else None."""
+    protocol = _shipped(name)
+    return protocol.content() if protocol is not None and protocol.hash == protocol_hash else None
 
 
 def resolve_protocols(spec: str) -> list[Protocol]:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchInputError
+from bench.metric_registry import column_order
 from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.store import RunKey, Store, unpack_arrays
 
@@ -53,17 +54,7 @@ def results_frame(store: Store, keys: list[RunKey] | None = None, *, with_bootst
     if frame.empty:
         return pd.DataFrame(columns=ID_COLUMNS + TAIL_COLUMNS + extra)
     metric_cols = [c for c in frame.columns if c not in ID_COLUMNS + TAIL_COLUMNS + HIDDEN]
-    return frame[ID_COLUMNS + sorted(metric_cols, key=_metric_order) + TAIL_COLUMNS + extra]
-
-
-METRIC_ORDER = ["cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn", "logrank_p"]
-
-
-def _metric_order(name: str) -> tuple:
-    base = "td_auc" if name.startswith("td_auc") else name
-    rank = METRIC_ORDER.index(base) if base in METRIC_ORDER else len(METRIC_ORDER)
-    horizon = float(name[7:-1]) if name.startswith("td_auc_") and name.endswith("y") else -1.0
-    return rank, horizon, name
+    return frame[ID_COLUMNS + sorted(metric_cols, key=column_order) + TAIL_COLUMNS + extra]
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:

@@ -1,7 +1,8 @@
 """Score one job: every metric its protocol reports, bootstrap replicates for the CIs, and a metric manifest.
 
 Inputs are the stored per-patient predictions (so a stored run can be rescored later without refitting):
-test ids/risk/time/event, optional survival curves, and the training fold's ids/risk/time/event.
+test ids/risk/time/event, optional survival curves, and the training fold's ids/risk/time/event. What each
+metric computes, needs and bootstraps is its ``MetricSpec`` (bench.metric_registry).
 """
 from __future__ import annotations
 
@@ -14,27 +15,10 @@ import numpy as np
 
 from bench import metrics as M
 from bench.hashing import content_hash
+from bench.metric_registry import DAYS_PER_YEAR, MetricSpec, ScoreInputs, get_metric, horizon_key
 
 log = logging.getLogger("bench.scoring")
-DAYS_PER_YEAR = 365.25
-IBS_POINTS = 100
-BOOTSTRAPPED = ("cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs")
-
-DEFINITIONS = {
-    "cindex_td": "Antolini time-dependent C on survival curves (pycox concordance_td('antolini')); curves read "
-                 "as right-continuous steps, ties in S count 0",
-    "cindex_harrell": "Harrell's C on the risk; ties in risk count 1/2; an event is comparable with later "
-                      "times and censorings at its own time (scikit-survival concordance_index_censored)",
-    "cindex_uno": "Uno's IPCW C, weights 1/G(T)^2 with G the censoring Kaplan-Meier of the training fold; "
-                  "tau = none, test events after the last training time left out (sksurv concordance_index_ipcw)",
-    "td_auc": "cumulative/dynamic AUROC at each horizon (IPCW cases, controls alive after it), mean weighted "
-              "by the test Kaplan-Meier (sksurv cumulative_dynamic_auc); horizons outside the test or "
-              "training follow-up are NaN and left out of the mean",
-    "ibs": "IPCW integrated Brier score (sksurv integrated_brier_score) on 100 equally spaced times in "
-           "(0, last horizon], restricted to the test follow-up [min, max) and the training follow-up",
-    "logrank_p": "log-rank p between risk > training-fold median risk and the rest (lifelines logrank_test)",
-    "dice": "aggregate Dice per label over the fold's patients, 2*sum|A∩B| / sum(|A|+|B|) (HECKTOR)",
-}
+__all__ = ["Scored", "score", "bootstrap_seed", "horizon_key", "DAYS_PER_YEAR"]
 
 
 @dataclass
@@ -45,10 +29,6 @@ class Scored:
     replicates: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def horizon_key(years: float) -> str:
-    return f"td_auc_{years:g}y"
-
-
 def bootstrap_seed(protocol_metrics: dict, split_hash: str, fold: int) -> int:
     """One resample stream per (split, fold): every method, noise level and run seed of that fold is
     bootstrapped on the same patient resamples, so paired comparisons line up and extra run seeds do not
@@ -57,93 +37,68 @@ def bootstrap_seed(protocol_metrics: dict, split_hash: str, fold: int) -> int:
                              "fold": fold}, 12), 16)
 
 
+def _inputs(pred: dict[str, Any], years: list[float], manifest: dict) -> ScoreInputs:
+    seg = None
+    if "dice_inter" in pred:
+        seg = (np.asarray(pred["dice_inter"], float), np.asarray(pred["dice_size"], float))
+    return ScoreInputs(
+        time=np.asarray(pred["time"], dtype=float), event=np.asarray(pred["event"]).astype(bool),
+        risk=np.asarray(pred["risk"], dtype=float), train_time=np.asarray(pred["train_time"], dtype=float),
+        train_event=np.asarray(pred["train_event"]).astype(bool),
+        train_risk=np.asarray(pred["train_risk"], dtype=float), horizons_years=years, segmentation=seg,
+        manifest=manifest)
+
+
+def _attach_curves(x: ScoreInputs, pred: dict[str, Any], specs: list[MetricSpec], metrics: dict) -> None:
+    """The method's survival curves, or a Breslow baseline from the training fold when a metric needs
+    curves; without a training event there is none, and those metrics are NaN with the reason."""
+    surv, times = pred.get("survival"), pred.get("times")
+    if surv is not None:
+        x.survival, x.surv_times = np.asarray(surv, dtype=float), np.asarray(times, dtype=float)
+        x.manifest["survival_curves"] = {"source": "method"}
+        return
+    curved = [s.name for s in specs if "curves" in s.needs]
+    if not curved:
+        return
+    if x.train_event.any():
+        from bench.survival import breslow_curves
+
+        x.survival, x.surv_times, info = breslow_curves(x.train_time, x.train_event, x.train_risk, x.risk)
+        x.manifest["survival_curves"] = info
+        return
+    x.manifest["survival_curves"] = {"source": "none: no event in the training fold, so no baseline"}
+    for name in curved:
+        metrics[name] = M._nan(f"{name}: the method gives no survival curves and the training fold "
+                               f"has no event to fit a Breslow baseline")
+
+
 def score(protocol_metrics: dict, pred: dict[str, Any], *, boot_seed: int) -> Scored:
     """Score one job from its stored prediction arrays (see module docstring)."""
-    report = list(protocol_metrics["report"])
+    specs = [get_metric(name) for name in protocol_metrics["report"]]
     years = sorted(float(y) for y in protocol_metrics.get("horizons_years", [1, 2, 3, 5]))
-    horizons = np.asarray(years) * DAYS_PER_YEAR
     n_boot = int(protocol_metrics.get("bootstrap", 0))
-    t = np.asarray(pred["time"], dtype=float)
-    e = np.asarray(pred["event"]).astype(bool)
-    risk = np.asarray(pred["risk"], dtype=float)
-    train_risk = np.asarray(pred["train_risk"], dtype=float)
-    tt = np.asarray(pred["train_time"], dtype=float)
-    te = np.asarray(pred["train_event"]).astype(bool)
     manifest: dict[str, Any] = {
         "metrics_version": M.METRICS_VERSION, "time_unit": "days", "horizons_years": years,
-        "horizons_days": horizons.tolist(),
-        "definitions": {k: DEFINITIONS[k] for k in report if k in DEFINITIONS},
+        "horizons_days": (np.asarray(years) * DAYS_PER_YEAR).tolist(),
+        "definitions": {s.name: s.definition for s in specs},
         "bootstrap": {"n": n_boot, "seed": boot_seed, "kind": "patient resamples within the fold; pooled CI "
                       "= percentiles of the fold-mean over the same resample index"},
     }
+    x = _inputs(pred, years, manifest)
     metrics: dict[str, float | None] = {}
     replicates: dict[str, np.ndarray] = {}
-    ibs_grid = np.linspace(0.0, horizons[-1], IBS_POINTS + 1)[1:]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", M.MetricWarning)
-        surv, times = pred.get("survival"), pred.get("times")
-        if surv is not None:
-            surv, times = np.asarray(surv, dtype=float), np.asarray(times, dtype=float)
-            manifest["survival_curves"] = {"source": "method"}
-        elif any(k in report for k in ("cindex_td", "ibs")):
-            if te.any():
-                from bench.survival import breslow_curves
-
-                surv, times, info = breslow_curves(tt, te, train_risk, risk)
-                manifest["survival_curves"] = info
-            else:
-                manifest["survival_curves"] = {"source": "none: no event in the training fold, so no baseline"}
-                for key in ("cindex_td", "ibs"):
-                    if key in report:
-                        metrics[key] = M._nan(f"{key}: the method gives no survival curves and the training fold "
-                                              f"has no event to fit a Breslow baseline")
-        calls = {
-            "cindex_td": (M.cindex_td, (t, e, surv), {"surv_times": times}),
-            "cindex_harrell": (M.cindex_harrell, (t, e, risk), {}),
-            "cindex_uno": (M.cindex_uno, (t, e, risk), {"train_time": tt, "train_event": te}),
-            "td_auc": (M.td_auc, (t, e, risk), {"horizons": horizons, "train_time": tt, "train_event": te}),
-            "ibs": (M.integrated_brier, (t, e, surv),
-                    {"surv_times": times, "train_time": tt, "train_event": te, "horizons": ibs_grid}),
-        }
-        for key in report:
-            if key in ("cindex_td", "ibs") and surv is None:
+        _attach_curves(x, pred, specs, metrics)
+        for spec in specs:
+            if "curves" in spec.needs and x.survival is None:
                 continue
-            if key in calls:
-                fn, args, kw = calls[key]
-                value = fn(*args, **kw)
-                if key == "td_auc":
-                    aucs, mean = value
-                    metrics["td_auc"] = mean
-                    for y, a in zip(years, aucs):
-                        metrics[horizon_key(y)] = a
-                else:
-                    metrics[key] = value
-                if n_boot > 0 and key in BOOTSTRAPPED:
-                    reps = M.bootstrap_replicates(fn, *args, n=n_boot, seed=boot_seed, full=key == "td_auc", **kw)
-                    if key == "td_auc":
-                        replicates["td_auc"] = reps[:, -1]
-                        for j, y in enumerate(years):
-                            replicates[horizon_key(y)] = reps[:, j]
-                    else:
-                        replicates[key] = reps
-            elif key == "logrank_p":
-                threshold = float(np.median(train_risk))
-                metrics["logrank_p"] = M.logrank_p(t, e, risk, threshold)
-                manifest["logrank_threshold"] = threshold
-            elif key == "dice":
-                if "dice_inter" in pred:
-                    inter, size = np.asarray(pred["dice_inter"], float), np.asarray(pred["dice_size"], float)
-                    for j, label in enumerate(("gtvp", "gtvn")):
-                        s = size[:, j].sum()
-                        metrics[f"dice_{label}"] = 2 * inter[:, j].sum() / s if s else M._nan(
-                            f"dice_{label}: the label is in no mask of this fold")
-                    if n_boot > 0:  # the same patient resamples as the survival metrics
-                        reps = M.dice_replicates(inter, size, n=n_boot, seed=boot_seed)
-                        for j, label in enumerate(("gtvp", "gtvn")):
-                            replicates[f"dice_{label}"] = reps[:, j]
-                        manifest["bootstrap"]["dice"] = True
-                else:
-                    manifest["dice"] = "not applicable: the method outputs no segmentation"
+            if "segmentation" in spec.needs and x.segmentation is None:
+                manifest[spec.name] = "not applicable: the method outputs no segmentation"
+                continue
+            metrics.update(spec.values(x))
+            if n_boot > 0:
+                replicates.update(spec.bootstrap_replicates(x, n_boot, boot_seed))
     notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, M.MetricWarning)))
     clean = {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in metrics.items()}
-    return Scored(clean, notes, manifest, {k: v.astype(np.float32) for k, v in replicates.items()})
+    return Scored(clean, notes, manifest, {k: np.asarray(v).astype(np.float32) for k, v in replicates.items()})
