@@ -78,6 +78,34 @@ def list_cmd(verbose: bool) -> None:
     click.echo(tabulate(rows, headers=["method", "package", "consumes", "produces", "scales", "mask at test"]))
 
 
+@cli.command("metrics")
+@click.option("-v", "--verbose", is_flag=True, help="Also print each metric's definition.")
+def metrics_cmd(verbose: bool) -> None:
+    """List registered metrics: survbench's own and those of installed packages (entry points of group
+    bench.metrics). A protocol's metrics.report may name any per-job metric; summary metrics are computed
+    across protocols on the leaderboard pages."""
+    from tabulate import tabulate
+
+    from bench.metric_registry import MetricSpec, available
+
+    rows, definitions = [], []
+    for entry in available().values():
+        try:
+            spec = entry.load()
+        except BenchInputError as exc:
+            rows.append((entry.name, entry.package, f"cannot load: {exc}", "", "", "", ""))
+            continue
+        per_job = isinstance(spec, MetricSpec)
+        rows.append((spec.name, entry.package, "per job" if per_job else f"across protocols ({spec.axis})",
+                     spec.label, "higher" if spec.higher_is_better else "lower",
+                     ",".join(spec.needs) if per_job else "", spec.bootstrap if per_job else ""))
+        definitions.append(f"{spec.name}: {spec.definition}")
+    click.echo(tabulate(rows, headers=["metric", "package", "kind", "label", "better", "needs", "bootstrap"],
+                        disable_numparse=True))
+    if verbose:
+        click.echo("\n" + "\n".join(definitions))
+
+
 # --- protocols ------------------------------------------------------------------------------------------
 @cli.group("protocols", invoke_without_command=True)
 @click.pass_context
@@ -263,6 +291,7 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
     from tabulate import tabulate
 
     from bench.data import load_dataset
+    from bench.metric_registry import run_summary_columns
     from bench.protocols import resolve_protocols
     from bench.registry import resolve_names
     from bench.results import results_frame, summarise
@@ -281,7 +310,7 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
     for skipped in report.skipped_methods:
         click.echo(f"skipped {skipped}", err=True)
     frame = results_frame(Store(results), [k for k, _ in report.keys], with_bootstrap=True)
-    summary = summarise(frame, metrics=RUN_SUMMARY_METRICS)
+    summary = summarise(frame, metrics=run_summary_columns())
     click.echo(f"\ndataset {ds.name} ({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}, "
                f"device {dev}")
     click.echo(tabulate(summary, headers="keys", showindex=False) if not summary.empty else "no results")
@@ -297,8 +326,6 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
             click.echo(f"  - {f}", err=True)
         sys.exit(1)
 
-
-RUN_SUMMARY_METRICS = ["cindex_td", "cindex_harrell", "cindex_uno", "td_auc", "ibs", "dice_gtvp", "dice_gtvn"]
 
 
 @cli.command("results")
