@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 INPUTS = ("ct", "pet", "mask", "clinical", "groundtruth")  # groundtruth: the oracle ceiling only
 OUTPUTS = ("risk", "survival", "segmentation")
 SCALES = ("smoke", "quick", "paper")
+FAMILIES = ("clinical", "feature", "deep", "foundation", "reference", "other")
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Method:
     segmentation where the model gives them) and ``configs = {scale: {...}}`` for smoke, quick and paper.
     ``needs_mask_at_test = True`` lets ``predict`` see reference contours (flagged on leaderboards).
     ``ceiling = True`` marks a row that is a bound, not a method (the oracle; flagged on leaderboards).
+    ``family`` (one of FAMILIES) is what pages may group rows by: clinical tables only, engineered image
+    features, deep image networks, pretrained foundation-model encoders, reference rows; "other" by default.
     Bump ``version`` when a code change alters results: it is part of the config hash.
     """
 
@@ -52,10 +55,17 @@ class Method:
     configs: ClassVar[dict[str, dict[str, Any]]] = {}
     needs_mask_at_test: ClassVar[bool] = False
     ceiling: ClassVar[bool] = False
+    family: ClassVar[str] = "other"
     version: ClassVar[str] = "1"
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
+
+    def attach(self, ctx: RunContext) -> Method:
+        """Give a fitted method, read back from the store, this run's context (device, logger, progress bars,
+        cache); the context is not part of the model. A subclass that keeps device-bound state may extend it."""
+        self.ctx = ctx
+        return self
 
     @property
     def config(self) -> dict[str, Any]:
@@ -95,7 +105,9 @@ class Prediction:
     """A method's output for one cohort, validated on creation.
 
     ``risk`` (n,): higher means an earlier event. ``survival`` (n, T) on increasing ``times`` (T,), values
-    in [0, 1]; optional for risk-only methods. ``segmentation``: optional per-patient label maps.
+    in [0, 1]; optional for risk-only methods. ``segmentation``: optional per-patient label maps. The
+    harness checks the length against the cohort and names the method in any complaint (``checked``);
+    ``method`` and ``n_expected`` are accepted for plugins written before it did.
     """
 
     risk: np.ndarray
@@ -104,6 +116,11 @@ class Prediction:
     segmentation: dict[str, np.ndarray] | None = None
     method: str = "<method>"
     n_expected: int | None = None
+
+    def checked(self, method: str, n_expected: int) -> Prediction:
+        """This prediction validated for a cohort of ``n_expected`` patients, complaints naming ``method``."""
+        return Prediction(self.risk, self.survival, self.times, self.segmentation, method=method,
+                          n_expected=n_expected)
 
     def __post_init__(self) -> None:
         risk = np.asarray(self.risk, dtype=float)

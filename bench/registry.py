@@ -12,7 +12,7 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 from bench.errors import BenchInputError
-from bench.method import INPUTS, OUTPUTS, Method
+from bench.method import FAMILIES, INPUTS, OUTPUTS, Method
 
 GROUP = "bench.methods"
 
@@ -55,6 +55,8 @@ def check_method_class(name: str, cls: object) -> None:
             f"method {name!r}: consumes must be a subset of {INPUTS} and produces of {OUTPUTS} including "
             f"'risk' (got consumes={cls.consumes}, produces={cls.produces})"
         )
+    if cls.family not in FAMILIES:
+        raise BenchInputError(f"method {name!r}: family must be one of {FAMILIES} (got {cls.family!r})")
     if not cls.configs or not all(isinstance(v, dict) for v in cls.configs.values()):
         raise BenchInputError(f"method {name!r}: configs must map each scale to a dict of settings")
 

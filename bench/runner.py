@@ -1,9 +1,11 @@
 """Run every (method, protocol, fold, seed) job: split, fit (or reuse a fitted model), predict, score, store.
 
-Jobs are grouped by training key — (method, config, dataset, split, fold, seed, train-side corruption) —
-so protocols that differ only in test-side corruption (clean, noisy10 … noisy100) share one fitted model
-per fold, in this run and in later ones (the model is stored). Finished jobs are skipped; a job killed
-half-way is redone.
+A ``Job`` is one training — (method, config, dataset, split, fold, seed, train-side corruption) — with the
+protocols its model scores, so protocols that differ only in test-side corruption (clean, noisy10 …
+noisy100) share one fitted model per fold, in this run and in later ones (the model is stored). Each job
+goes through three steps, usable on their own (the contract test does): ``obtain_model`` (the stored model
+or a new fit), ``job_predictions`` (test and training predictions as stored arrays) and ``score_job``.
+Finished rows are skipped; a job killed half-way is redone.
 """
 from __future__ import annotations
 
@@ -32,8 +34,8 @@ from bench.method import SCALES, Method, Prediction, RunContext
 from bench.metrics import METRICS_VERSION, dice_counts
 from bench.protocols import Protocol
 from bench.registry import get_method
-from bench.scoring import bootstrap_seed, score
-from bench.splits import Fold, split_plan
+from bench.scoring import Scored, bootstrap_seed, score
+from bench.splits import Fold, SplitPlan, split_plan
 from bench.store import RunKey, Store, unpack_arrays
 
 log = logging.getLogger("bench.runner")
@@ -97,7 +99,7 @@ def method_info(cls: type[Method]) -> dict[str, Any]:
     """What a leaderboard must say about a row, stored with every job (no method import needed later)."""
     return {"class": f"{cls.__module__}.{cls.__qualname__}", "version": cls.version, "consumes": list(cls.consumes),
             "produces": list(cls.produces), "needs_mask_at_test": bool(cls.needs_mask_at_test),
-            "ceiling": bool(cls.ceiling)}
+            "ceiling": bool(cls.ceiling), "family": cls.family}
 
 
 def plan_methods(names: list[str], scale: str, overrides: list[str]) -> list[MethodPlan]:
@@ -119,7 +121,55 @@ def _train_key(plan: MethodPlan, dataset: Dataset, protocol: Protocol, fold: Fol
     }, 24)
 
 
-def _score(pr: Protocol, predictions: dict, fold: Fold):
+@dataclass(frozen=True)
+class Job:
+    """One training — a method's (fold, run seed) under one split and train-side corruption — and the
+    protocols its fitted model scores, each with its store key."""
+
+    plan: MethodPlan
+    fold: Fold
+    seed: int
+    fit_ids: tuple[str, ...]
+    val_ids: tuple[str, ...]
+    train_key: str
+    protocols: tuple[tuple[Protocol, RunKey], ...]
+
+    @property
+    def train_ids(self) -> list[str]:
+        return list(self.fit_ids) + list(self.val_ids)
+
+    @property
+    def split_hash(self) -> str:
+        return self.protocols[0][0].split_hash
+
+    @property
+    def train_corruption(self) -> dict | None:
+        return self.protocols[0][0].train_corruption
+
+    @property
+    def name(self) -> str:
+        return f"{self.plan.name} {self.fold.name} seed {self.seed}"
+
+
+def make_job(plan: MethodPlan, dataset: Dataset, splits: SplitPlan, fold: Fold, seed: int,
+             protocols: list[Protocol]) -> Job:
+    """The job that fits ``plan`` on ``fold`` (run seed ``seed``) and scores ``protocols`` (one split and
+    train-side corruption) with it."""
+    fit_ids, val_ids = splits.fit_val(fold, seed)
+    keys = tuple((pr, RunKey(plan.name, plan.config_hash, dataset.fingerprint, pr.hash, fold.index, seed))
+                 for pr in protocols)
+    return Job(plan, fold, seed, tuple(fit_ids), tuple(val_ids), _train_key(plan, dataset, protocols[0], fold, seed),
+               keys)
+
+
+def method_context(plan: MethodPlan, *, scale: str, seed: int, device: str, progress: bool) -> RunContext:
+    return RunContext(config=plan.config, scale=scale, seed=seed, device=device, progress=progress,
+                      cache_dir=cache_dir() / "methods" / plan.name,
+                      logger=logging.getLogger(f"bench.method.{plan.name}"), method_name=plan.name)
+
+
+def score_job(pr: Protocol, predictions: dict, fold: Fold) -> Scored:
+    """Every metric ``pr`` reports, on the fold's shared bootstrap resamples; notes go to the log."""
     scored = score(pr.metrics, predictions, boot_seed=bootstrap_seed(pr.metrics, pr.split_hash, fold.index))
     for note in scored.notes:
         log.info("%s", note)
@@ -133,7 +183,7 @@ def _rescore(store: Store, key: RunKey, pr: Protocol, fold: Fold, seed: int) -> 
     if not row or not row["predictions"]:
         return False
     try:
-        scored = _score(pr, unpack_arrays(row["predictions"]), fold)
+        scored = score_job(pr, unpack_arrays(row["predictions"]), fold)
     except Exception:  # a damaged old record must not stop the sweep
         log.error("could not rescore %s / %s / fold %s / seed %s; kept as it was:\n%s",
                   key.method, pr.name, fold.index, seed, traceback.format_exc())
@@ -141,6 +191,14 @@ def _rescore(store: Store, key: RunKey, pr: Protocol, fold: Fold, seed: int) -> 
     store.rescore(key, metrics=scored.metrics, notes=scored.notes, manifest=scored.manifest,
                   bootstrap=scored.replicates)
     return True
+
+
+@dataclass
+class JobOutcome:
+    ran: int = 0
+    fitted: bool = False
+    reused: bool = False
+    failed: list[str] = field(default_factory=list)
 
 
 def run_jobs(
@@ -169,56 +227,75 @@ def run_jobs(
     for p in plans:
         check_dataset_fits(p.name, p.cls, dataset)
     env = environment(device)
-    split_plans = {pr.split_hash: split_plan(dataset, pr.split, results_dir, seeds) for pr in protocols}
-    groups: dict[tuple, list[Protocol]] = defaultdict(list)
-    for pr in protocols:
-        groups[(pr.split_hash, content_hash(pr.train_corruption))].append(pr)
-
-    # Every (method, protocol, fold, seed) job; skip the finished ones.
-    todo: list[tuple[MethodPlan, tuple, Fold, int, list[tuple[Protocol, RunKey]]]] = []
-    for plan in plans:
-        for gkey, group in groups.items():
-            folds = split_plans[group[0].split_hash].folds
-            for seed in seeds:
-                for fold in folds:
-                    pending = []
-                    for pr in group:
-                        key = RunKey(plan.name, plan.config_hash, dataset.fingerprint, pr.hash, fold.index, seed)
-                        report.keys.append((key, pr.name))
-                        status, version = store.state(key)
-                        if status == "done":
-                            if version != METRICS_VERSION:
-                                report.rescored += _rescore(store, key, pr, fold, seed)
-                            report.skipped += 1
-                        else:
-                            pending.append((pr, key))
-                    if pending:
-                        todo.append((plan, gkey, fold, seed, pending))
-
-    _refuse_mixed_fits(todo, dataset, store, results_dir)
-    n_jobs = sum(len(t[4]) for t in todo)
-    bar = tqdm(total=n_jobs, desc="bench run", unit="job", disable=not progress or None, leave=False)
+    jobs = _pending_jobs(plans, protocols, dataset, seeds, store, results_dir, report)
+    _refuse_mixed_fits(jobs, store, results_dir)
+    bar = tqdm(total=sum(len(j.protocols) for j in jobs), desc="bench run", unit="job",
+               disable=not progress or None, leave=False)
     try:
-        for plan, _, fold, seed, pending in todo:
-            bar.set_postfix_str(f"{plan.name} {fold.name} seed {seed}")
-            _run_fold(plan, pending, fold, seed, dataset, split_plans[pending[0][0].split_hash], store, env,
-                      scale, device, report, bar)
+        for job in jobs:
+            bar.set_postfix_str(job.name)
+            ctx = method_context(job.plan, scale=scale, seed=job.seed, device=device, progress=progress)
+            outcome = run_job(job, dataset, store, ctx, env, on_scored=lambda: bar.update(1))
+            report.ran += outcome.ran
+            report.fits += outcome.fitted
+            report.reused_models += outcome.reused
+            report.failed += outcome.failed
     finally:
         bar.close()
     return report
 
 
-def _refuse_mixed_fits(todo, dataset, store: Store, results_dir: Path) -> None:
+def _pending_jobs(plans, protocols, dataset, seeds, store: Store, results_dir: Path, report: RunReport) -> list[Job]:
+    """Every training job with at least one unfinished protocol. Finished (method, protocol, fold, seed) rows
+    are counted as skipped (and rescored when their metric definitions are older); protocols that differ only
+    in test-side corruption share a job, so one fitted model per fold serves them all."""
+    split_plans = {pr.split_hash: split_plan(dataset, pr.split, results_dir, seeds) for pr in protocols}
+    groups: dict[tuple, list[Protocol]] = defaultdict(list)
+    for pr in protocols:
+        groups[(pr.split_hash, content_hash(pr.train_corruption))].append(pr)
+    jobs = []
+    for plan in plans:
+        for group in groups.values():
+            splits = split_plans[group[0].split_hash]
+            for seed in seeds:
+                for fold in splits.folds:
+                    job = make_job(plan, dataset, splits, fold, seed, group)
+                    pending = []
+                    for pr, key in job.protocols:
+                        report.keys.append((key, pr.name))
+                        status, version = store.state(key)
+                        if status != "done":
+                            pending.append(pr)
+                            continue
+                        if version != METRICS_VERSION:
+                            report.rescored += _rescore(store, key, pr, fold, seed)
+                        report.skipped += 1
+                    if pending:
+                        jobs.append(make_job(plan, dataset, splits, fold, seed, pending))
+    return jobs
+
+
+def _scored_without_model(job: Job, store: Store, *, readable: bool) -> list[str]:
     """Protocols that differ only in test-side corruption are scored with one fitted model per fold, so that
-    clean and noisy columns differ by the noise alone. When some of them are finished but their model is not in
-    this store (rows imported from another machine: models are not exported), a new fit would score the rest
-    with another model; refuse that before any work, naming the folds and the way out."""
+    clean and noisy columns differ by the noise alone. The protocols this job's model already scored when
+    that model is not in this store (rows imported from another machine: models are not exported), or —
+    ``readable`` — cannot be read from it: a new fit would score the rest with another model. Empty when the
+    job may fit."""
+    scored = store.scored_protocols(job.train_key)
+    if not scored:
+        return []
+    present = store.load_model(job.train_key) is not None if readable else store.has_model(job.train_key)
+    return [] if present else scored
+
+
+def _refuse_mixed_fits(jobs: list[Job], store: Store, results_dir: Path) -> None:
+    """Refuse, before any work, every job whose fold would mix two fitted models; name them and the way out."""
     mixed: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for plan, _, fold, seed, pending in todo:
-        train_key = _train_key(plan, dataset, pending[0][0], fold, seed)
-        scored = store.scored_protocols(train_key)
-        if scored and not store.has_model(train_key):
-            mixed[(plan.name, plan.config_hash[:8])].append(f"{fold.name} seed {seed} ({', '.join(scored)})")
+    for job in jobs:
+        scored = _scored_without_model(job, store, readable=False)
+        if scored:
+            mixed[(job.plan.name, job.plan.config_hash[:8])].append(
+                f"{job.fold.name} seed {job.seed} ({', '.join(scored)})")
     if mixed:
         lines = [f"  {name} (config {cfg}): {'; '.join(folds)}" for (name, cfg), folds in mixed.items()]
         raise BenchInputError(
@@ -229,104 +306,123 @@ def _refuse_mixed_fits(todo, dataset, store: Store, results_dir: Path) -> None:
             "(`bench store drop METHOD --config HASH8`, then `bench run`). Nothing was run.")
 
 
-def _run_fold(plan, pending, fold, seed, dataset, splits, store, env, scale, device, report, bar) -> None:
-    protocol0 = pending[0][0]
-    train_key = _train_key(plan, dataset, protocol0, fold, seed)
-    for pr, key in pending:
+@dataclass
+class FittedModel:
+    method: Method
+    fit_seconds: float
+    reused: bool
+    train_images: dict  # noisy image files of the training patients, under a train-side corruption
+
+
+def obtain_model(job: Job, dataset: Dataset, store: Store, ctx: RunContext) -> FittedModel:
+    """The job's fitted model: the stored one when this store has it, else fitted now and stored."""
+    cls = job.plan.cls
+    uses_images = any(c in ("ct", "pet") for c in cls.consumes)
+    train_images = (corrupted_files(dataset, job.train_corruption, job.train_ids, cache_dir() / "corrupted")
+                    if uses_images and job.train_corruption else {})
+    stored = store.load_model(job.train_key)
+    if stored is not None:
+        method, fit_seconds = stored
+        return FittedModel(method.attach(ctx), fit_seconds, True, train_images)
+    earlier = _scored_without_model(job, store, readable=True)
+    if earlier:  # listed when the sweep started, unreadable now
+        raise BenchInputError(f"{job.name}: the fitted model that scored {', '.join(earlier)} cannot be read "
+                              f"from {store.model_path(job.train_key)}; a new fit would mix two models in one "
+                              f"fold (to redo the experiment: `bench store drop {job.plan.name} --config "
+                              f"{job.plan.config_hash[:8]}`, then `bench run` with every protocol)")
+    method = cls(ctx)
+    truth = "groundtruth" in cls.consumes
+    train = dataset.cohort(list(job.fit_ids), with_outcomes=True, name=f"{job.fold.name}/train",
+                           replace_images=train_images, with_groundtruth=truth)
+    val = dataset.cohort(list(job.val_ids), with_outcomes=True, name=f"{job.fold.name}/val",
+                         replace_images=train_images, with_groundtruth=truth)
+    _seed_everything(job.seed)
+    t0 = time.perf_counter()
+    method.fit(train, val)
+    fit_seconds = time.perf_counter() - t0
+    store.save_model(job.train_key, method, {
+        "method": job.plan.name, "config_hash": job.plan.config_hash, "dataset_fp": dataset.fingerprint,
+        "split_hash": job.split_hash, "fold": job.fold.index, "seed": job.seed,
+        "train_corruption": job.train_corruption, "fit_seconds": fit_seconds,
+    })
+    return FittedModel(method, fit_seconds, False, train_images)
+
+
+def job_predictions(job: Job, model: FittedModel, dataset: Dataset, protocol: Protocol,
+                    train_pred: Prediction) -> tuple[dict[str, Any], float]:
+    """The stored arrays of one protocol's test predictions (and the training fold's, for the metrics that
+    need them), and the seconds the test prediction took."""
+    cls = job.plan.cls
+    uses_images = any(c in ("ct", "pet") for c in cls.consumes)
+    test = list(job.fold.test)
+    test_images = (corrupted_files(dataset, protocol.corruption, test, cache_dir() / "corrupted")
+                   if uses_images and protocol.corrupts and "test" in protocol.corruption["apply_to"] else {})
+    t0 = time.perf_counter()
+    pred = predict_cohort(job.plan, model.method, dataset, test, f"{job.fold.name}/test", test_images)
+    seconds = time.perf_counter() - t0
+    outcomes = dataset.outcomes
+    predictions = {
+        "ids": np.asarray(test, dtype=str), "risk": pred.risk,
+        "time": outcomes.loc[test, "time"].to_numpy(), "event": outcomes.loc[test, "event"].to_numpy(),
+        "survival": pred.survival, "times": pred.times,
+        "train_ids": np.asarray(job.train_ids, dtype=str), "train_risk": train_pred.risk,
+        "train_time": outcomes.loc[job.train_ids, "time"].to_numpy(),
+        "train_event": outcomes.loc[job.train_ids, "event"].to_numpy(),
+    }
+    if pred.segmentation is not None:
+        predictions["dice_inter"], predictions["dice_size"] = _segmentation_counts(job.plan.name, pred, dataset, test)
+    return predictions, seconds
+
+
+def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict, *,
+            on_scored=lambda: None) -> JobOutcome:
+    """Fit (or reuse) the job's model, then predict, score and store each of its protocols. Bad input stops
+    the sweep (its rows marked failed); a method's own error is recorded on its rows and the sweep goes on."""
+    plan, fold = job.plan, job.fold
+    outcome = JobOutcome()
+    for pr, key in job.protocols:
         store.start(key, {
             "fold_name": fold.name, "protocol": pr.name, "protocol_version": pr.version, "dataset": dataset.name,
-            "scale": scale, "train_key": train_key, "config": plan.config, "protocol_content": pr.content(),
+            "scale": ctx.scale, "train_key": job.train_key, "config": plan.config, "protocol_content": pr.content(),
             "env": env | {"method": method_info(plan.cls)},
         })
-    ctx = RunContext(
-        config=plan.config, scale=scale, seed=seed, device=device,
-        cache_dir=cache_dir() / "methods" / plan.name, logger=logging.getLogger(f"bench.method.{plan.name}"),
-        method_name=plan.name,
-    )
-    fit_ids, val_ids = splits.fit_val(fold, seed)
-    noisy_dir = cache_dir() / "corrupted"
     uses_images = any(c in ("ct", "pet") for c in plan.cls.consumes)
     try:
-        train_noise = (corrupted_files(dataset, protocol0.train_corruption, list(fit_ids) + list(val_ids), noisy_dir)
-                       if uses_images and protocol0.train_corruption else {})
-        stored = store.load_model(train_key)
-        reused = stored is not None
-        earlier = [] if reused else store.scored_protocols(train_key)
-        if earlier:  # listed but unreadable: the same refusal as _refuse_mixed_fits
-            raise BenchInputError(f"{plan.name} {fold.name} seed {seed}: the fitted model that scored "
-                                  f"{', '.join(earlier)} cannot be read from "
-                                  f"{store.model_path(train_key)}; a new fit would mix two models in one fold "
-                                  f"(to redo the experiment: `bench store drop {plan.name} --config "
-                                  f"{plan.config_hash[:8]}`, then `bench run` with every protocol)")
-        if reused:
-            method, fit_seconds = stored
-            method.ctx = ctx
-            report.reused_models += 1
-        else:
-            method = plan.cls(ctx)
-            truth = "groundtruth" in plan.cls.consumes
-            train = dataset.cohort(fit_ids, with_outcomes=True, name=f"{fold.name}/train", replace_images=train_noise,
-                                   with_groundtruth=truth)
-            val = dataset.cohort(val_ids, with_outcomes=True, name=f"{fold.name}/val", replace_images=train_noise,
-                                 with_groundtruth=truth)
-            _seed_everything(seed)
-            t0 = time.perf_counter()
-            method.fit(train, val)
-            fit_seconds = time.perf_counter() - t0
-            store.save_model(train_key, method, {
-                "method": plan.name, "config_hash": plan.config_hash, "dataset_fp": dataset.fingerprint,
-                "split_hash": protocol0.split_hash, "fold": fold.index, "seed": seed,
-                "train_corruption": protocol0.train_corruption, "fit_seconds": fit_seconds,
-            })
-            report.fits += 1
-        provenance = {str(k): str(v) for k, v in (method.provenance() or {}).items()}
-        train_ids = list(fit_ids) + list(val_ids)
-        train_pred = _predict(plan, method, dataset, train_ids, f"{fold.name}/train-predict", train_noise)
-        outcomes = dataset.outcomes
-        for pr, key in pending:
-            manifest = corruption_manifest(
-                dataset.fingerprint, pr.corruption, fold.test,
-                affects_inputs=uses_images, train_ids=train_ids,
-            )
-            test_noise = (corrupted_files(dataset, pr.corruption, fold.test, noisy_dir)
-                          if uses_images and pr.corrupts and "test" in pr.corruption["apply_to"] else {})
-            t0 = time.perf_counter()
-            pred = _predict(plan, method, dataset, list(fold.test), f"{fold.name}/test", test_noise)
-            predict_seconds = time.perf_counter() - t0
-            test_time = outcomes.loc[list(fold.test), "time"].to_numpy()
-            test_event = outcomes.loc[list(fold.test), "event"].to_numpy()
-            predictions = {
-                "ids": np.asarray(fold.test, dtype=str), "risk": pred.risk, "time": test_time,
-                "event": test_event, "survival": pred.survival, "times": pred.times,
-                "train_ids": np.asarray(train_ids, dtype=str), "train_risk": train_pred.risk,
-                "train_time": outcomes.loc[train_ids, "time"].to_numpy(),
-                "train_event": outcomes.loc[train_ids, "event"].to_numpy(),
-            }
-            if pred.segmentation is not None:
-                predictions["dice_inter"], predictions["dice_size"] = _segmentation_counts(plan.name, pred, dataset, fold.test)
-            scored = _score(pr, predictions, fold)
+        model = obtain_model(job, dataset, store, ctx)
+        outcome.fitted, outcome.reused = not model.reused, model.reused
+        provenance = {str(k): str(v) for k, v in (model.method.provenance() or {}).items()}
+        train_pred = predict_cohort(plan, model.method, dataset, job.train_ids, f"{fold.name}/train-predict",
+                                    model.train_images)
+        for pr, key in job.protocols:
+            manifest = corruption_manifest(dataset.fingerprint, pr.corruption, fold.test,
+                                           affects_inputs=uses_images, train_ids=job.train_ids)
+            predictions, predict_seconds = job_predictions(job, model, dataset, pr, train_pred)
+            scored = score_job(pr, predictions, fold)
             store.finish(
-                key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=fit_seconds,
-                predict_seconds=predict_seconds, model_reused=reused, predictions=predictions,
+                key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=model.fit_seconds,
+                predict_seconds=predict_seconds, model_reused=model.reused, predictions=predictions,
                 manifest=scored.manifest, bootstrap=scored.replicates, provenance=provenance, threads=threads(),
             )
-            report.ran += 1
-            bar.update(1)
+            outcome.ran += 1
+            on_scored()
     except BenchInputError as exc:
-        for _, key in pending:
+        for _, key in job.protocols:
             store.fail(key, str(exc))
         raise
     except Exception as exc:  # a method's own bug: record it, go on with the sweep, exit 1 at the end
         err = str(exc) if isinstance(exc, PredictionError) else traceback.format_exc()
-        for _, key in pending:
+        for _, key in job.protocols:
             if store.fail(key, err):
-                report.failed.append(f"{plan.name} / {key.protocol_hash[:8]} / {fold.name} / seed {seed}")
-                bar.update(1)
-        log.error("method %s failed on %s (seed %s):\n%s", plan.name, fold.name, seed, err)
+                outcome.failed.append(f"{plan.name} / {key.protocol_hash[:8]} / {fold.name} / seed {job.seed}")
+                on_scored()
+        log.error("method %s failed on %s (seed %s):\n%s", plan.name, fold.name, job.seed, err)
+    return outcome
 
 
-def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str], name: str,
-             replace_images: dict | None = None) -> Prediction:
+def predict_cohort(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str], name: str,
+                   replace_images: dict | None = None) -> Prediction:
+    """The method's prediction for patients ``ids``, checked against that cohort (the message names the
+    method)."""
     cohort = dataset.cohort(ids, with_outcomes=False, with_mask=plan.cls.needs_mask_at_test, name=name,
                             replace_images=replace_images, with_groundtruth="groundtruth" in plan.cls.consumes)
     try:
@@ -335,8 +431,7 @@ def _predict(plan: MethodPlan, method: Method, dataset: Dataset, ids: list[str],
         raise PredictionError(plan.name, exc.detail) from None
     if not isinstance(pred, Prediction):
         raise PredictionError(plan.name, f"predict() must return a bench.Prediction, got {type(pred).__name__}")
-    # Re-validate against this cohort and name the method in any message.
-    return Prediction(pred.risk, pred.survival, pred.times, pred.segmentation, method=plan.name, n_expected=len(ids))
+    return pred.checked(plan.name, len(ids))
 
 
 def _segmentation_counts(name: str, pred: Prediction, dataset: Dataset, ids) -> tuple[np.ndarray, np.ndarray]:

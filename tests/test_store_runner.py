@@ -308,3 +308,18 @@ def test_rows_record_the_cpu_parallelism(killer, tiny_dataset, tmp_path, monkeyp
     envs = [json.loads(r["env"]) for r in Store(tmp_path).rows("done")]
     assert all(e["threads"] == threads() for e in envs) and envs[0]["threads"]["omp_num_threads"] == "1"
     assert envs[0]["threads"]["cpu_count"] >= 1
+
+
+def test_quiet_reaches_the_methods_and_a_reused_model_gets_this_runs_context(killer, tiny_dataset, tmp_path,
+                                                                            monkeypatch):
+    """`bench -q` (progress=False) is in the context a method fits and predicts with, and a model read back
+    from the store predicts with the context of the run that reads it."""
+    seen = []
+    monkeypatch.setattr(Killer, "predict", lambda self, cohort: (seen.append(self.ctx.progress),
+                                                                   bench.Prediction(np.zeros(len(cohort))))[1])
+    _run(tiny_dataset, ["clean"], tmp_path)
+    assert seen and not any(seen)
+    seen.clear()
+    run_jobs(plan_methods(["killer"], "smoke", []), [load_protocol("noisy50")], tiny_dataset, scale="smoke",
+             seeds=[0], results_dir=tmp_path, progress=True)
+    assert seen and all(seen) and _count(tmp_path, "done") == 10
