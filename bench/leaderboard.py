@@ -115,9 +115,9 @@ def _installed_method_info(name: str) -> dict:
 def _missing_folds(results_dir: Path, dataset_fp: str, protocol: dict, g) -> list[int]:
     """Folds of the experiment's stored split (results/splits) that some seed of ``g`` has not run; empty when
     the split file is not there to compare with."""
-    from bench.hashing import content_hash
+    from bench.splits import split_file
 
-    path = Path(results_dir) / "splits" / f"{dataset_fp}-{content_hash(protocol.get('split', {}), 12)}.json"
+    path = split_file(results_dir, dataset_fp, protocol.get("split", {}))
     try:
         n = len(json.loads(path.read_text())["folds"])
     except (OSError, ValueError, KeyError, TypeError):

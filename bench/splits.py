@@ -119,9 +119,14 @@ def _write_json(path: Path, data: dict) -> None:
         json.dump(data, fh, indent=1)
 
 
+def split_file(results_dir: Path, dataset_fp: str, split: dict) -> Path:
+    """Where a results folder keeps the folds of (dataset, split section)."""
+    return Path(results_dir) / "splits" / f"{dataset_fp}-{content_hash(split, 12)}.json"
+
+
 def split_plan(dataset: Dataset, split: dict, results_dir: Path, seeds: list[int]) -> SplitPlan:
     """Load the stored split for (dataset, split) or make and store it; add validation carves for seeds."""
-    path = Path(results_dir) / "splits" / f"{dataset.fingerprint}-{content_hash(split, 12)}.json"
+    path = split_file(results_dir, dataset.fingerprint, split)
     if path.is_file():
         try:
             data = json.loads(path.read_text())
