@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench.errors import PredictionError
+from bench.scales import SCALES
 
 if TYPE_CHECKING:
     from bench.data.cohort import Cohort
 
 INPUTS = ("ct", "pet", "mask", "clinical", "groundtruth")  # groundtruth: the oracle ceiling only
 OUTPUTS = ("risk", "survival", "segmentation")
-SCALES = ("smoke", "quick", "paper")
 FAMILIES = ("clinical", "feature", "deep", "foundation", "reference", "other")
 
 

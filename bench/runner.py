@@ -30,9 +30,10 @@ from bench.data import Dataset, cache_dir
 from bench.env import environment, threads
 from bench.errors import BenchInputError, PredictionError
 from bench.hashing import content_hash
-from bench.method import SCALES, Method, Prediction, RunContext
+from bench.method import Method, Prediction, RunContext
 from bench.metrics import METRICS_VERSION, dice_counts
 from bench.protocols import Protocol
+from bench.scales import SCALES
 from bench.registry import get_method
 from bench.scoring import Scored, bootstrap_seed, score
 from bench.splits import Fold, SplitPlan, split_plan

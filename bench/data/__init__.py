@@ -2,8 +2,8 @@
 
 Dataset specs:
     synthetic[:SCALE[:[vN:]SEED]]  the synthetic multi-centre PET/CT cohort (bench.data.synthetic), generated on
-                              first use into the cache directory; SCALE smoke|quick|full|large. The default:
-                              the scale that matches the run (smoke → smoke, quick → quick, paper → full).
+                              first use into the cache directory; SCALE smoke|quick|paper|large (bench.scales;
+                              "full" is read as paper). The default: the run's own scale.
                               Recorded as synthetic:SCALE:vVERSION:SEED (the generator version)
     demo[:SEED]               the clinical-only demo cohort (the two CSVs, no images)
     hecktor2022:PATH          a folder in the HECKTOR 2022 training layout
@@ -17,10 +17,11 @@ from pathlib import Path
 from bench.data.cohort import Cohort, ImageFiles
 from bench.data.hecktor import Dataset, load_hecktor
 from bench.errors import BenchInputError
+from bench.scales import SCALES, synthetic_scale
 
 DEFAULT_DATASET = "synthetic"
 DATASET_KINDS = ("synthetic[:SCALE[:SEED]]", "demo[:SEED]", "hecktor2022:PATH")
-RUN_SCALE_TO_SYNTHETIC = {"smoke": "smoke", "quick": "quick", "paper": "full"}
+RUN_SCALE_TO_SYNTHETIC = {s: s for s in SCALES}  # every run scale has its synthetic cohort of the same name
 
 __all__ = ["Cohort", "Dataset", "ImageFiles", "cache_dir", "load_dataset", "synthetic_name", "DEFAULT_DATASET"]
 
@@ -73,7 +74,7 @@ def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool =
                                       f"(v{GENERATOR_VERSION}); its records stay readable, its cohort cannot be "
                                       f"generated here")
             seed_text = rest
-        scale = scale or RUN_SCALE_TO_SYNTHETIC.get(run_scale, "quick")
+        scale = synthetic_scale(scale or run_scale)
         if scale not in SYNTH_SCALES:
             raise BenchInputError(f"--dataset {spec}: unknown synthetic scale {scale!r} "
                                   f"(choose {', '.join(SYNTH_SCALES)})")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.scales import SYNTHETIC_SCALES, synthetic_scale
 from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, GROUNDTRUTH_FILE, HPV_COLUMN
 from bench.data.simulate import weibull_times
 from bench.errors import BenchInputError
@@ -45,7 +46,7 @@ from bench.parallel import process_map
 GENERATOR_VERSION = "3"  # bump on any change to the output (cached cohorts are keyed by it)
 CENTRES = {"CHUM": 56, "CHUP": 44, "CHUS": 72, "CHUV": 47, "MDA": 197, "HGJ": 55, "HMR": 18}
 CENTRE_IDS = {c: i + 1 for i, c in enumerate(CENTRES)}
-SYNTH_SCALES = ("smoke", "quick", "full", "large")
+SYNTH_SCALES = SYNTHETIC_SCALES
 
 # PET scanner archetypes: voxel (x, y, z) mm, PSF FWHM range mm, count factor
 ARCHETYPES = {
@@ -115,7 +116,7 @@ class SynthConfig:
     centres: dict = field(default_factory=lambda: dict(CENTRES))
     fov_mm: float = 128.0  # side of the head-and-neck box
     truth_spacing_mm: float = 2.0  # the fine grid the anatomy is drawn on
-    ct_inplane_mm: float = 2.0  # 0.98 at full scale
+    ct_inplane_mm: float = 2.0  # 0.98 at paper scale
     ct_min_slice_mm: float = 2.0  # slice thickness: the centre's choice, at least this
     pet_spacing_scale: float = 1.0  # multiplies the archetype voxel (smoke uses coarser PET)
     counts_per_suv: float = 80.0  # expected counts per voxel per unit SUV before the archetype factor
@@ -132,12 +133,13 @@ class SynthConfig:
 
 
 def scale_config(scale: str) -> SynthConfig:
+    scale = synthetic_scale(scale)
     if scale not in SYNTH_SCALES:
         raise ValueError(f"unknown synthetic scale {scale!r}; choose one of {', '.join(SYNTH_SCALES)}")
     if scale == "smoke":
         return SynthConfig(scale, centres={"CHUM": 14, "CHUP": 13, "MDA": 13}, fov_mm=112.0, truth_spacing_mm=3.5,
                            ct_inplane_mm=3.5, ct_min_slice_mm=3.5, pet_spacing_scale=1.5)
-    if scale == "full":
+    if scale == "paper":
         return SynthConfig(scale, fov_mm=200.0, truth_spacing_mm=1.5, ct_inplane_mm=0.98, ct_min_slice_mm=1.25)
     if scale == "large":
         return SynthConfig(scale, centres={c: 4 * n for c, n in CENTRES.items()})
