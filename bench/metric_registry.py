@@ -13,6 +13,7 @@ protocol reports it or a page shows its column.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import warnings
 from dataclasses import dataclass, field, replace
@@ -356,17 +357,26 @@ def unregister_metric(name: str) -> None:
     _in_process.pop(name, None)
 
 
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[MetricEntry, ...]:
+    """The installed packages' metric entry points, read once per process (pages look columns up often)."""
+    own = {s.name for s in BUILTIN + BUILTIN_SUMMARIES}
+    out = []
+    for ep in entry_points(group=GROUP):
+        package = ep.dist.name if ep.dist is not None else "?"
+        if ep.name in own:
+            log.warning("metric entry point %r (package %s) clashes with survbench's own metric; ignored",
+                        ep.name, package)
+            continue
+        out.append(MetricEntry(ep.name, ep.value, package))
+    return tuple(out)
+
+
 def available() -> dict[str, MetricEntry]:
     """Every registered metric and summary metric by name, in column order: the project's own first, then
     outside ones by name. Entry points are not imported."""
     found = {s.name: MetricEntry(s.name, "<builtin>", "survbench", s) for s in BUILTIN + BUILTIN_SUMMARIES}
-    outside: dict[str, MetricEntry] = {}
-    for ep in entry_points(group=GROUP):
-        if ep.name in found:
-            log.warning("metric entry point %r (package %s) clashes with survbench's own metric; ignored",
-                        ep.name, ep.dist.name if ep.dist else "?")
-            continue
-        outside[ep.name] = MetricEntry(ep.name, ep.value, ep.dist.name if ep.dist is not None else "?")
+    outside = {e.name: e for e in _installed() if e.name not in found}
     for name, spec in _in_process.items():
         outside[name] = MetricEntry(name, "<registered in process>", "<registered in process>", spec)
     return found | dict(sorted(outside.items()))

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-METRICS_VERSION = "2"  # 2: bootstrap streams per (split, fold), not per run seed
+METRICS_VERSION = "2"  # bump when a definition changes: finished rows are rescored from their stored predictions
 
 __all__ = [
     "MetricWarning", "cindex_harrell", "cindex_uno", "cindex_td", "td_auc", "integrated_brier", "dice",
