@@ -10,13 +10,16 @@ from pathlib import Path
 
 import click
 
+from bench.commands import CommandGroup
 from bench.errors import BenchInputError
+from bench.scales import RENAMED, RUN_HELP, SCALES, SYNTHETIC_HELP, SYNTHETIC_SCALES, synthetic_scale
 
 RESULTS_HELP = "Results directory (SQLite store, splits, fitted models)."
 
 
-class BenchGroup(click.Group):
-    """Turns BenchInputError into exit 2 with a clean message, wherever it is raised."""
+class BenchGroup(CommandGroup):
+    """Turns BenchInputError into exit 2 with a clean message, wherever it is raised; its commands include
+    those other packages register in the entry-point group ``bench.commands``."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -143,10 +146,8 @@ def data_cmd() -> None:
 
 
 @data_cmd.command("synth")
-@click.option("--scale", type=click.Choice(["smoke", "quick", "full", "large"]), default="quick", show_default=True,
-              help="smoke: 40 patients, 3 centres, coarse voxels (seconds); quick: 489 patients, 7 centres, "
-                   "2 mm CT over a 128 mm box; full: 489 patients, 0.98 mm CT over 200 mm; large: the quick "
-                   "recipe at 1 956 patients, for comparisons that need power.")
+@click.option("--scale", type=click.Choice(SYNTHETIC_SCALES + tuple(RENAMED)), default="quick", show_default=True,
+              help=SYNTHETIC_HELP)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write (default: the cache, where `bench run` finds it).")
@@ -168,6 +169,7 @@ def data_synth(ctx, scale: str, seed: int, out: Path | None, workers: int | None
 
     if not 0 <= seed < 2**32:
         raise BenchInputError("--seed must be an integer in [0, 2**32)")
+    scale = synthetic_scale(scale)
     if workers is not None and workers < 1:
         raise BenchInputError("--workers must be at least 1")
     target = out or default_path(cache_dir() / "datasets", scale, seed)
@@ -274,8 +276,7 @@ def data_demo(out: Path, seed: int) -> None:
 @click.option("--dataset", "-d", default=None,
               help="synthetic[:SCALE[:SEED]] (default: the synthetic PET/CT cohort of the run's scale, "
                    "generated on first use), demo[:SEED] (clinical only) or hecktor2022:PATH.")
-@click.option("--scale", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
-              help="smoke: seconds (tests); quick: a CPU; paper: published sizes, for a GPU.")
+@click.option("--scale", type=click.Choice(SCALES), default="quick", show_default=True, help=RUN_HELP)
 @click.option("--seed", default="0", show_default=True, help="Training seed(s), comma-separated.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config field (TOML value); METHOD:KEY=VALUE targets one method. Repeatable.")
@@ -371,51 +372,6 @@ def results_cmd(results: Path, fmt: str, summary: bool, reference: str | None, m
         empty = f"no finished runs of another method on the same folds as {reference}" if reference else "no runs stored"
         click.echo(tabulate(shown, headers="keys", showindex=False, disable_numparse=True)
                    if not frame.empty else empty)
-
-
-@cli.command("pretrain")
-@click.option("--encoder", "encoders", required=True, help="ct-fm, pet-fm or both (comma-separated).")
-@click.option("--scale", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
-              help="The encoder size and pretraining length of this scale (the one `bench run` uses).")
-@click.option("--force", is_flag=True, help="Pretrain again even when cached weights exist.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.pass_context
-def pretrain_cmd(ctx, encoders: str, scale: str, force: bool, device: str) -> None:
-    """Pretrain a foundation-model encoder self-supervised (masked-image modelling) on the external corpus.
-
-    The corpus is the synthetic cohort of this scale generated with another seed (corpus_seed 1), never the
-    benchmark's patients. Weights are cached (official checkpoint layout) with a card: loss per epoch, and a
-    linear probe (ridge, held-out R² on log tumour volume, the true risk η and necrosis) of the frozen features
-    against the same probe on a randomly initialised encoder, with a verdict per target (above it on the same
-    random halving in at least 9 of 10, and mean R² >= 0.05). `bench run --method fm-ct,...` pretrains on
-    first use; this command does it ahead of time and prints the card."""
-    from bench.data import cache_dir
-    from bench.runner import resolve_device
-    from proposed.fm_encoders import PROBE_SPLITS, ENCODERS, card, encoder_config, file_hash, pretrain
-
-    names = [n.strip() for n in encoders.split(",") if n.strip()]
-    unknown = [n for n in names if n not in ENCODERS]
-    if unknown or not names:
-        raise BenchInputError(f"--encoder {encoders!r}: choose from {', '.join(ENCODERS)}")
-    dev = resolve_device(device)
-    for name in names:
-        path = pretrain(name, scale, encoder_config(name, scale), cache=cache_dir(), device=dev,
-                        progress=not ctx.obj["quiet"], force=force)
-        c = card(path) or {}
-        loss = c.get("loss_per_epoch") or [float("nan")]
-        probe = c.get("probe", {})
-        click.echo(f"{name} ({scale}): {path}\n  sha256 {file_hash(path)[:16]}, corpus {c.get('corpus')} "
-                   f"({c.get('corpus_patients')} patients), {c.get('objective')}\n"
-                   f"  loss {loss[0]:.4f} → {loss[-1]:.4f} over {len(loss)} epochs, {c.get('seconds')} s\n"
-                   f"  linear probe ({probe.get('metric')}):")
-        for t in (probe.get("targets") or {}).values():
-            (a, sa), (b, sb) = t["pretrained"], t["random_init"]
-            verdict = (f"above it in {t['wins']} of {PROBE_SPLITS} halvings: "
-                       f"{'beats' if t['beats_random'] else 'does NOT beat'} the random encoder")
-            click.echo(f"    {t['description']}: pretrained {a:.3f} ± {sa:.3f}, random init {b:.3f} ± {sb:.3f}; "
-                       f"{verdict}")
-        if probe.get("verdict"):
-            click.echo(f"  ({probe['verdict']})")
 
 
 @cli.group("store")

@@ -1,8 +1,8 @@
 """CT-FM at quick scale: what can a linear probe find in the synthetic CT at all? Bounds for the encoder probe.
 
-The pretraining card's probe (``proposed.fm_encoders``) asks whether ridge regression on the frozen, pooled
+The pretraining card's probe (``proposed.fm_encoders.probe``) asks whether ridge regression on the frozen, pooled
 CT-FM embedding predicts the corpus's tumour traits (log tumour volume, true log-hazard η, necrosis) better than
-on the randomly initialised encoder. At quick scale it does not, whatever the self-supervised objective tried.
+on the randomly initialised encoder. At quick scale it does not.
 This script measures, on the same corpus (the external ``synthetic:quick:<corpus_seed>`` cohort), the same
 pipeline box and the same probe:
 
@@ -15,21 +15,7 @@ pipeline box and the same probe:
 
     OMP_NUM_THREADS=2 python benchmarks/ct_fm_probe_bounds.py --out ct_fm_bounds.json
 
-Measured (``benchmarks/results/cpu-2026-12-01-ct-fm-bounds.json``): histogram log volume R² 0.558 in the
-soft-tissue window, 0.562 in −50…150 HU, 0.010 in the FM window (75 HU bins); random encoder −0.005; supervised
-encoder train/held-out R² 0.36/−0.06 at 150 steps, 0.90/−0.28 at 600.
-
-Self-supervised objectives tried for the quick CT-FM (720 steps of 8 on the same corpus; probe on log volume,
-pretrained against random −0.005; none beat it): masked-image modelling (MIM) reconstructing the FM window
-(−0.015); MIM reconstructing the soft-tissue window (−0.002, the shipped recipe); the same with a soft-tissue
-input (−0.016); MIM with the loss on every voxel and a −50…150 HU target (−0.004); MIM at init filters 16
-(−0.066 ± 0.178); SimCLR-style contrastive of two crops (the loss stayed at chance, ln 31, in three settings of
-crop, temperature and noise); CT→PET cross-modal reconstruction (−0.022); MIM plus predicting the box's
-soft-tissue histogram from the pooled embedding (that loss fell only from 0.84 to 0.66 of its variance; probe
-−0.005). The tumour's 5 HU contrast is 0.0017 of the FM window: the narrow quick encoder does not learn that
-intensity resolution within a CPU budget.
-
-About 8 minutes on 2 CPU cores (the corpus's pipeline cache present; its first build takes a few minutes more).
+The committed result is ``benchmarks/results/cpu-2026-12-01-ct-fm-bounds.json``; the README quotes it.
 """
 from __future__ import annotations
 
@@ -74,8 +60,8 @@ def main(argv=None) -> int:
     cfg = F.encoder_config("ct-fm", a.scale)
     if a.init_filters:
         cfg = cfg | {"init_filters": a.init_filters}
-    corpus = F._corpus(a.scale, cfg, True)
-    data = F._Images("ct-fm", F._unlabelled(corpus), F.pipeline_for("ct-fm", cfg), cache_dir(), progress=True)
+    corpus = F.corpus(a.scale, cfg, True)
+    data = F.EncoderImages("ct-fm", F.unlabelled(corpus), cfg, cache_dir(), progress=True)
     x = torch.stack([data[i] for i in range(len(data))])
     targets = F.probe_targets(corpus.groundtruth().loc[data.ids])
     out = {"scale": a.scale, "corpus": corpus.name, "patients": len(data), "config": cfg, "probe": "held-out R², mean ± sd over "

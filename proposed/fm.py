@@ -36,7 +36,9 @@ import torch
 from torch import nn
 
 from bench.nn import ImageSurvivalMethod, width
-from proposed.fm_encoders import ENCODERS, FM_VERSION, cohort_features, encoder_config, encoder_dim, resolve_weights
+from proposed.fm_encoders.features import cohort_features
+from proposed.fm_encoders.pretraining import resolve_weights
+from proposed.fm_encoders.specs import FM_VERSION, SPECS, encoder_config, encoder_dim
 
 
 class DAFT(nn.Module):
@@ -137,9 +139,10 @@ class DeepMTSDAFT(ImageSurvivalMethod):
                            f"of this config's hash (rows trained on other features would be resumed); use the "
                            f"fm-ct, fm-pet or fm-ctpet method, which carries it")
         for key, name in (("ct_fm", "ct-fm"), ("pet_fm", "pet-fm")):
-            extra = sorted(set(config[key]) - set(ENCODERS[name]["quick"]))
+            known = SPECS[name].configs["quick"]
+            extra = sorted(set(config[key]) - set(known))
             if extra:
-                out.append(f"{key}: unknown setting(s) {extra} (known: {', '.join(sorted(ENCODERS[name]['quick']))})")
+                out.append(f"{key}: unknown setting(s) {extra} (known: {', '.join(sorted(known))})")
         if not config["clinical"]:
             out.append("clinical = false: DAFT conditions on the clinical table (use deepmts for images only)")
         return out

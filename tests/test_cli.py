@@ -170,3 +170,112 @@ def test_store_drop_removes_one_superseded_experiment_and_nothing_else(tiny_data
     outs = [again.stdout, base.stdout]
     assert sorted("0 job(s) run, 5 already done" in o for o in outs) == [False, True], outs
     assert sorted(o.startswith("5 job(s) run") or "\n5 job(s) run" in o for o in outs) == [False, True], outs
+
+
+# -- commands from other packages (entry-point group bench.commands) -------------------------------------------
+_PLUGIN = '''
+import click
+
+from bench.errors import BenchInputError
+
+
+@click.command()
+@click.option("--fail", is_flag=True)
+@click.pass_context
+def hello(ctx, fail):
+    """Say hello from outside survbench."""
+    if fail:
+        raise BenchInputError("hello: asked to fail")
+    click.echo(f"hello from a plugin (quiet={ctx.obj['quiet']})")
+
+
+NOT_A_COMMAND = 42
+'''
+_ENTRY_POINTS = """[bench.commands]
+hello = survbench_test_commands:hello
+run = survbench_test_commands:hello
+broken = survbench_test_missing_module:cmd
+notcmd = survbench_test_commands:NOT_A_COMMAND
+"""
+
+
+@pytest.fixture
+def outside_package(tmp_path, monkeypatch):
+    """An installed package (module + dist-info on sys.path) that registers commands: one that works, one named
+    like a built-in, one whose module is missing, one that is not a click command."""
+    (tmp_path / "survbench_test_commands.py").write_text(_PLUGIN)
+    info = tmp_path / "survbench_test_commands-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: survbench-test-commands\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(_ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_a_command_from_an_outside_package_runs_through_bench(outside_package):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    r = CliRunner().invoke(cli, ["-q", "hello"])
+    assert r.exit_code == 0 and "hello from a plugin (quiet=True)" in r.stdout, r.output
+    listing = CliRunner().invoke(cli, ["--help"])
+    assert listing.exit_code == 0, listing.output
+    assert "Say hello from outside survbench." in listing.stdout and "pretrain" in listing.stdout, listing.stdout
+    # BenchInputError raised by an outside command: exit 2, the message, no traceback
+    r = CliRunner().invoke(cli, ["hello", "--fail"])
+    assert r.exit_code == 2 and "error: hello: asked to fail" in r.stderr and "Traceback" not in r.output
+
+
+def test_a_broken_or_clashing_outside_command_is_named_and_breaks_nothing(outside_package):
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    listing = CliRunner().invoke(cli, ["--help"])
+    assert listing.exit_code == 0, listing.output
+    assert "cannot be used: run `bench broken` to see why" in listing.stdout
+    assert "Plugin commands left out" in listing.stdout and "built-in command of bench" in listing.stdout
+    r = CliRunner().invoke(cli, ["broken", "--any", "thing"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert ("command 'broken' ('survbench_test_missing_module:cmd' of package survbench-test-commands) cannot be "
+            "loaded: ModuleNotFoundError" in r.stderr)
+    r = CliRunner().invoke(cli, ["notcmd"])
+    assert r.exit_code == 2 and "is int, not a click command" in r.stderr
+    # the built-in keeps its name and works; the clash is said on stderr
+    r = CliRunner().invoke(cli, ["run", "--help"])
+    assert r.exit_code == 0 and "--protocol" in r.stdout, r.output
+    assert "warning: the command 'run' from 'survbench_test_commands:hello'" in r.stderr
+    assert CliRunner().invoke(cli, ["hello"]).exit_code == 0
+
+
+_LAZY_CHECK = """
+import sys
+from click.testing import CliRunner
+from bench.cli import cli
+
+def loaded(package):
+    return [m for m in sys.modules if m.split(".")[0] == package]
+
+assert CliRunner().invoke(cli, ["protocols"]).exit_code == 0
+assert not loaded("proposed"), "a built-in command imported proposed"
+shown = CliRunner().invoke(cli, ["--help"]).output
+assert "pretrain     Pretrain a foundation-model" in shown, shown
+assert not loaded("torch"), "bench --help imported torch"
+"""
+
+
+def test_commands_of_other_packages_load_only_when_used():
+    """`bench pretrain` is proposed/'s command (entry point): a built-in command does not import it, and
+    `bench --help` lists it without importing torch."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LAZY_CHECK], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pretrain_names_an_unknown_encoder():
+    done = run_bench("pretrain", "--encoder", "ct-fm,mri-fm", "--scale", "smoke")
+    assert done.returncode == 2 and "--encoder 'ct-fm,mri-fm': choose from ct-fm, pet-fm" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -11,8 +11,8 @@ import torch
 from bench.errors import BenchInputError
 from proposed.fm import DAFT, FMCT, FMPET, DeepMTSDAFT, DeepMTSDAFTNet, FMCTPET
 from proposed.fm_encoders import (
-    ENCODERS, PETFMEncoder, _Block, build_encoder, card, cohort_features, encoder_config, encoder_input,
-    file_hash, load_official, masked_decoder, masked_loss, pretrain, probe_r2,
+    ENCODERS, FM_VERSION, SPECS, PETFMEncoder, _Block, build_encoder, card, cohort_features, encoder_config,
+    encoder_dim, encoder_input, file_hash, load_official, masked_decoder, masked_loss, pretrain, probe_r2,
     probe_verdict, reconstruction_target, resolve_weights, save_official,
 )
 
@@ -112,6 +112,23 @@ def test_weights_that_are_missing_or_do_not_match_are_clear_errors(tmp_path):
         resolve_weights("ct-fm", "smoke", cfg | {"weights": str(tmp_path / "nope.pt")}, cache=tmp_path)
 
 
+def test_each_encoder_is_described_by_one_spec():
+    """Everything that differs between the encoders comes from its spec: config, network, width, pipeline box,
+    input convention, reconstruction target."""
+    assert list(SPECS) == list(ENCODERS) == ["ct-fm", "pet-fm"]
+    for name, spec in SPECS.items():
+        for scale in ("smoke", "quick", "paper"):
+            cfg = encoder_config(name, scale)
+            assert cfg == spec.configs[scale] and cfg is not spec.configs[scale]
+            assert encoder_dim(name, cfg) == build_encoder(name, cfg).dim
+    smoke = encoder_config("pet-fm", "smoke")
+    assert SPECS["pet-fm"].pipeline(smoke).size == (16, 16, 16) and SPECS["pet-fm"].target(smoke) is None
+    with pytest.raises(BenchInputError, match="unknown encoder 'mri-fm': choose one of ct-fm, pet-fm"):
+        encoder_config("mri-fm", "smoke")
+    with pytest.raises(BenchInputError, match="unknown encoder setting 'nope'"):
+        encoder_config("ct-fm", "smoke", {"nope": 1})
+
+
 def test_windowed_attention_is_global_attention_when_the_window_covers_the_grid():
     torch.manual_seed(0)
     glob = _Block(16, 2, 2.0, (3, 3, 3), window=0)
@@ -163,7 +180,7 @@ def test_probe_r2_separates_informative_from_noise_features():
     assert probe_r2(rng.normal(size=(80, 6)), target) < 0.2
 
 
-def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort(tmp_path):
+def test_pretraining_lowers_the_loss_caches_resumes_and_never_reads_the_benchmark_cohort(tmp_path, monkeypatch):
     cfg = encoder_config("pet-fm", "smoke")
     path = pretrain("pet-fm", "smoke", cfg, cache=tmp_path, progress=False)
     c = card(path)
@@ -178,10 +195,27 @@ def test_pretraining_lowers_the_loss_caches_and_never_reads_the_benchmark_cohort
     assert pretrain("pet-fm", "smoke", cfg, cache=tmp_path, progress=False) == path and path.stat().st_mtime_ns == mtime
     w, desc = resolve_weights("pet-fm", "smoke", cfg, cache=tmp_path, progress=False)
     assert w == path and "synthetic:smoke:v3:1" in desc and file_hash(path)[:12] in desc
-    # pretraining repeats bit for bit (seeded masks, picks and flips; bytes independent of the file name),
-    # so the sha256 a leaderboard row names can be reproduced
+    # pretraining repeats bit for bit (seeded masks, batches and flips per epoch; bytes independent of the file
+    # name), so the sha256 a leaderboard row names can be reproduced; a killed pretraining resumes from the
+    # trainer's checkpoint to the same weights
+    from bench.nn.trainer import Trainer
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(self, *a):
+        save(self, *a)
+        if a[-1]["epoch"] == 2:
+            raise Killed
+
+    save = Trainer._save
+    monkeypatch.setattr(Trainer, "_save", save_then_die)
+    with pytest.raises(Killed):
+        pretrain("pet-fm", "smoke", cfg, cache=tmp_path / "again", progress=False)
+    monkeypatch.setattr(Trainer, "_save", save)
+    assert len(list((tmp_path / "again" / "fm").glob("*.checkpoint.pt"))) == 1
     again = pretrain("pet-fm", "smoke", cfg, cache=tmp_path / "again", progress=False)
-    assert file_hash(again) == file_hash(path)
+    assert file_hash(again) == file_hash(path) and not list((tmp_path / "again" / "fm").glob("*.checkpoint.pt"))
     with pytest.raises(BenchInputError, match="corpus_seed = 0"):
         pretrain("pet-fm", "smoke", encoder_config("pet-fm", "smoke", {"pretrain": {"corpus_seed": 0}}), cache=tmp_path)
 
@@ -227,7 +261,7 @@ def test_fm_config_problems_are_named():
     problems = DeepMTSDAFT.check_network(DeepMTSDAFT.configs["smoke"] | {"fm": ["ct", "ct", "mri"]})
     assert any("list each of" in p for p in problems)
     assert any("empty ct_fm" in p and "use the fm-ct" in p for p in problems)  # the recipe must be hashed
-    assert FMCT.version == f"{DeepMTSDAFT.version}+fm2"
+    assert FMCT.version == f"{DeepMTSDAFT.version}+fm{FM_VERSION}" and FM_VERSION == "3"
     problems = FMCTPET.check_network(FMCTPET.configs["smoke"] | {"ct_fm": {"nope": 1}, "clinical": False})
     assert any("ct_fm: unknown setting" in p for p in problems) and any("clinical = false" in p for p in problems)
     assert FMCTPET.check_network(FMCTPET.configs["paper"]) == []

@@ -17,11 +17,10 @@ from pathlib import Path
 from bench.data.cohort import Cohort, ImageFiles
 from bench.data.hecktor import Dataset, load_hecktor
 from bench.errors import BenchInputError
-from bench.scales import SCALES, synthetic_scale
+from bench.scales import synthetic_scale
 
 DEFAULT_DATASET = "synthetic"
 DATASET_KINDS = ("synthetic[:SCALE[:SEED]]", "demo[:SEED]", "hecktor2022:PATH")
-RUN_SCALE_TO_SYNTHETIC = {s: s for s in SCALES}  # every run scale has its synthetic cohort of the same name
 
 __all__ = ["Cohort", "Dataset", "ImageFiles", "cache_dir", "load_dataset", "synthetic_name", "DEFAULT_DATASET"]
 
@@ -61,7 +60,7 @@ def synthetic_name(scale: str, seed: int) -> str:
 
 def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool = True) -> Dataset:
     """Resolve a ``--dataset`` spec (see the module docstring) to a loaded, validated ``Dataset``."""
-    spec = spec or f"{DEFAULT_DATASET}:{RUN_SCALE_TO_SYNTHETIC.get(run_scale, 'quick')}"
+    spec = spec or f"{DEFAULT_DATASET}:{run_scale}"
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
         from bench.data.synthetic import GENERATOR_VERSION, SYNTH_SCALES

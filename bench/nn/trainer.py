@@ -173,7 +173,31 @@ def to_device(batch: dict, device: str) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
+@dataclass
+class _Fit:
+    """One call of ``Trainer.fit``: the model, what trains it, and ``history`` / ``state`` (what a checkpoint
+    carries besides the weights and the optimiser)."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ema: Any
+    sampler: BalancedBatchSampler
+    loader: Any
+    n_batches: int
+    history: dict[str, list]
+    state: dict[str, Any]
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validated and kept: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
 class Trainer:
+    """The shared training loop; see the module docstring for what it does."""
+
     def __init__(self, cfg: TrainConfig, *, device: str = "cpu", seed: int = 0, checkpoint: Path | None = None,
                  logger: logging.Logger | None = None, progress: bool = True, desc: str = "train"):
         self.cfg, self.device, self.seed = cfg, device, seed
@@ -189,23 +213,35 @@ class Trainer:
     def fit(self, model: torch.nn.Module, train_data, step: Callable[[torch.nn.Module, dict], dict[str, torch.Tensor]],
             validate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
             loader_fn: Callable | None = None) -> tuple[torch.nn.Module, dict[str, list]]:
-        """Train ``model`` on ``train_data`` (a PetCtDataset, or any dataset with ``events`` for balancing);
-        ``step(model, batch)`` returns {"loss": scalar, other parts...}. Returns (the model holding the best
-        weights, history)."""
+        """Train ``model`` on ``train_data`` (a dataset of dicts with an ``id``; ``events`` for balancing and a
+        ``transform`` with ``set_random_state`` are used when present); ``step(model, batch)`` returns
+        {"loss": scalar, other parts...}. Returns (the model holding the kept weights, history)."""
         from tqdm.auto import tqdm
 
+        run = self._start(model, train_data, loader_fn)
+        self._resume(run)
+        bar = tqdm(total=self.cfg.epochs, initial=run.state["epoch"], desc=self.desc, unit="epoch", leave=False,
+                   disable=not self.progress or None)
+        try:
+            last = run.state["epoch"] if run.state["stopped"] else self.cfg.epochs  # an early-stopped run stays stopped
+            for epoch in range(run.state["epoch"], last):
+                if self._epoch(run, epoch, train_data, step, validate, bar):
+                    break
+        finally:
+            bar.close()
+        return self._finish(run)
+
+    def _start(self, model: torch.nn.Module, train_data, loader_fn: Callable | None) -> _Fit:
+        """Model on the device, optimiser, schedule, gradient scaler, EMA, balanced sampler and loader."""
         from bench.data.torchdata import loader as make_loader
 
         cfg = self.cfg
         if self.device == "cuda":
-            # cuDNN picks each 3D convolution's algorithm by timing it once: one paper-scale DeepMTS epoch on
-            # an H200 took 7.4 s with it against 14.9 s without (benchmarks/gpu_epoch.py); CUDA runs are not
-            # bit-reproducible either way
+            # cuDNN picks each 3D convolution's algorithm by timing it once, which pays off over the many
+            # batches of one input shape; CUDA runs are not bit-reproducible either way
             torch.backends.cudnn.benchmark = True
         model = model.to(self.device)
         opt = _optimiser(cfg, [p for p in model.parameters() if p.requires_grad])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
-        scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16 and self.device == "cuda")
         ema = None
         if cfg.ema > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -218,110 +254,135 @@ class Trainer:
         sampler = BalancedBatchSampler(groups, cfg.batch_size, n_batches, self.seed)
         dl = (loader_fn or make_loader)(train_data, batch_size=cfg.batch_size, shuffle=False, seed=self.seed,
                                         num_workers=cfg.workers, batch_sampler=sampler)
-        history: dict[str, list] = {"epoch": [], "loss": [], "lr": [], "seconds": []}
-        state = {"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "best_weights": None, "bad": 0,
-                 "stopped": False}
-        if self.checkpoint is not None and self.checkpoint.is_file():
-            saved = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            sched.load_state_dict(saved["scheduler"])
-            scaler.load_state_dict(saved["scaler"])
-            if ema is not None and saved.get("ema") is not None:
-                ema.load_state_dict(saved["ema"])
-            history, state = saved["history"], saved["state"]
-            self.resumed_from = state["epoch"]
-            self.log.info("%s: resuming from the checkpoint after epoch %d (%s)", self.desc, state["epoch"],
-                          self.checkpoint)
-        bar = tqdm(total=cfg.epochs, initial=state["epoch"], desc=self.desc, unit="epoch", leave=False,
-                   disable=not self.progress or None)
-        try:
-            last = state["epoch"] if state["stopped"] else cfg.epochs  # an early-stopped run stays stopped
-            for epoch in range(state["epoch"], last):
-                t0 = time.perf_counter()
-                es = self._epoch_seed(epoch)
-                torch.manual_seed(es)
-                sampler.set_epoch(epoch)
-                transform = getattr(train_data, "transform", None)
-                if transform is not None and hasattr(transform, "set_random_state"):
-                    transform.set_random_state(seed=es)
-                model.train()
-                sums: dict[str, float] = {}
-                for batch in dl:
-                    batch = to_device(batch, self.device)
-                    opt.zero_grad(set_to_none=True)
-                    with autocast(self.device, self.dtype):
-                        parts = step(model, batch)
-                    loss = parts["loss"]
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"{self.desc}: the training loss became {loss.item()} in epoch "
-                                                 f"{epoch + 1} (try a lower train.lr or train.grad_clip)")
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip > 0:
-                        scaler.unscale_(opt)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                    if ema is not None:
-                        ema.update_parameters(model)
-                    for k, v in parts.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach())
-                history["epoch"].append(epoch + 1)
-                history["lr"].append(opt.param_groups[0]["lr"])
-                for k, v in sums.items():
-                    history.setdefault(k, [np.nan] * epoch).append(v / n_batches)
-                # a model may keep its own per-epoch statistics (e.g. codebook use) and hand them over here
-                for k, v in (model.epoch_logs() if hasattr(model, "epoch_logs") else {}).items():
-                    history.setdefault(k, [np.nan] * epoch).append(float(v))
-                sched.step()
-                evaluated = ema.module if ema is not None else model
-                if validate is not None:
-                    evaluated.eval()
-                    with torch.no_grad(), autocast(self.device, self.dtype):
-                        val = validate(evaluated)
-                    for k, v in val.items():
-                        history.setdefault(f"val_{k}", [np.nan] * epoch).append(float(v))
-                    score = float(val.get("score", np.nan))
-                else:
-                    score = -history["loss"][-1]
-                improved = np.isfinite(score) and score > state["best_score"]
-                unscored = not np.isfinite(score) and not np.isfinite(state["best_score"])
-                if improved or unscored:
-                    # without any finite score yet (a validation split without events), the latest weights
-                    # stand in for the best and the epoch does not count towards early stopping
-                    state["best_weights"] = copy.deepcopy({k: v.detach().cpu() for k, v in evaluated.state_dict().items()})
-                    state["best_epoch"] = epoch + 1
-                    state["best_score"] = score if improved else state["best_score"]
-                    state["bad"] = 0
-                    if unscored and epoch == 0:
-                        self.log.warning("%s: the validation score is not defined (no event in the validation "
-                                         "split?); early stopping and best-epoch selection fall back to the "
-                                         "latest epoch", self.desc)
-                elif np.isfinite(score):
-                    state["bad"] += 1
-                history["seconds"].append(time.perf_counter() - t0)
-                state["epoch"] = epoch + 1
-                stop = cfg.patience > 0 and state["bad"] >= cfg.patience
-                state["stopped"] = stop  # a run killed after this save must not train on when resumed
-                self._save(model, opt, sched, scaler, ema, history, state)
-                shown = {"loss": f"{history['loss'][-1]:.4f}"}
-                if validate is not None:
-                    shown["val"] = f"{score:.4f}"
-                bar.set_postfix(shown)
-                bar.update(1)
-                self.log.info("%s epoch %d/%d: %s (%.1f s)%s", self.desc, epoch + 1, cfg.epochs,
-                              ", ".join(f"{k} {history[k][-1]:.4f}" for k in history
-                                        if k not in ("epoch", "seconds", "lr")),
-                              history["seconds"][-1], " — early stop" if stop else "")
-                if stop:
-                    break
-        finally:
-            bar.close()
-        final = ema.module if ema is not None else model
-        if cfg.keep == "best":
-            final.load_state_dict(state["best_weights"])
-        history["best_epoch"] = state["best_epoch"]
-        history["kept_epoch"] = state["best_epoch"] if cfg.keep == "best" else state["epoch"]
+        return _Fit(model=model, opt=opt, sched=torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg)),
+                    scaler=torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16 and self.device == "cuda"),
+                    ema=ema, sampler=sampler, loader=dl, n_batches=n_batches,
+                    history={"epoch": [], "loss": [], "lr": [], "seconds": []},
+                    state={"epoch": 0, "best_score": -math.inf, "best_epoch": -1, "best_weights": None, "bad": 0,
+                           "stopped": False})
+
+    def _resume(self, run: _Fit) -> None:
+        """Continue from the checkpoint of an interrupted training, when there is one."""
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return
+        saved = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        run.model.load_state_dict(saved["model"])
+        run.opt.load_state_dict(saved["optimizer"])
+        run.sched.load_state_dict(saved["scheduler"])
+        run.scaler.load_state_dict(saved["scaler"])
+        if run.ema is not None and saved.get("ema") is not None:
+            run.ema.load_state_dict(saved["ema"])
+        run.history, run.state = saved["history"], saved["state"]
+        self.resumed_from = run.state["epoch"]
+        self.log.info("%s: resuming from the checkpoint after epoch %d (%s)", self.desc, run.state["epoch"],
+                      self.checkpoint)
+
+    def _epoch(self, run: _Fit, epoch: int, train_data, step, validate, bar) -> bool:
+        """One epoch: seed, train, record, validate, keep the best weights, checkpoint. True: stop early."""
+        t0 = time.perf_counter()
+        self._seed_epoch(run, epoch, train_data)
+        self._train_epoch(run, epoch, step)
+        run.sched.step()
+        score = self._score(run, epoch, validate)
+        self._keep_best(run, epoch, score)
+        history, state = run.history, run.state
+        history["seconds"].append(time.perf_counter() - t0)
+        state["epoch"] = epoch + 1
+        stop = self.cfg.patience > 0 and state["bad"] >= self.cfg.patience
+        state["stopped"] = stop  # a run killed after this save must not train on when resumed
+        self._save(run.model, run.opt, run.sched, run.scaler, run.ema, history, state)
+        bar.set_postfix({"loss": f"{history['loss'][-1]:.4f}"} | ({"val": f"{score:.4f}"} if validate else {}))
+        bar.update(1)
+        self.log.info("%s epoch %d/%d: %s (%.1f s)%s", self.desc, epoch + 1, self.cfg.epochs,
+                      ", ".join(f"{k} {history[k][-1]:.4f}" for k in history if k not in ("epoch", "seconds", "lr")),
+                      history["seconds"][-1], " — early stop" if stop else "")
+        return stop
+
+    def _seed_epoch(self, run: _Fit, epoch: int, train_data) -> None:
+        """torch's RNG, the sampler and the augmentation state from (seed, epoch): a resumed training draws
+        what an uninterrupted one would."""
+        es = self._epoch_seed(epoch)
+        torch.manual_seed(es)
+        run.sampler.set_epoch(epoch)
+        transform = getattr(train_data, "transform", None)
+        if transform is not None and hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=es)
+
+    def _train_epoch(self, run: _Fit, epoch: int, step) -> None:
+        """Every batch of one epoch; appends the epoch's mean loss parts, learning rate and the model's own
+        epoch logs to the history."""
+        cfg, model, opt, scaler = self.cfg, run.model, run.opt, run.scaler
+        model.train()
+        sums: dict[str, float] = {}
+        for batch in run.loader:
+            batch = to_device(batch, self.device)
+            opt.zero_grad(set_to_none=True)
+            with autocast(self.device, self.dtype):
+                parts = step(model, batch)
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{self.desc}: the training loss became {loss.item()} in epoch "
+                                         f"{epoch + 1} (try a lower train.lr or train.grad_clip)")
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            if run.ema is not None:
+                run.ema.update_parameters(model)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+        history = run.history
+        history["epoch"].append(epoch + 1)
+        history["lr"].append(opt.param_groups[0]["lr"])
+        for k, v in sums.items():
+            history.setdefault(k, [np.nan] * epoch).append(v / run.n_batches)
+        # a model may keep its own per-epoch statistics (e.g. codebook use) and hand them over here
+        for k, v in (model.epoch_logs() if hasattr(model, "epoch_logs") else {}).items():
+            history.setdefault(k, [np.nan] * epoch).append(float(v))
+
+    def _score(self, run: _Fit, epoch: int, validate) -> float:
+        """The epoch's validation score (its numbers go into the history), or minus the training loss."""
+        if validate is None:
+            return -run.history["loss"][-1]
+        evaluated = run.evaluated
+        evaluated.eval()
+        with torch.no_grad(), autocast(self.device, self.dtype):
+            val = validate(evaluated)
+        for k, v in val.items():
+            run.history.setdefault(f"val_{k}", [np.nan] * epoch).append(float(v))
+        return float(val.get("score", np.nan))
+
+    def _keep_best(self, run: _Fit, epoch: int, score: float) -> None:
+        """Keep the weights of a better epoch; count the epochs without one (early stopping)."""
+        state = run.state
+        improved = np.isfinite(score) and score > state["best_score"]
+        unscored = not np.isfinite(score) and not np.isfinite(state["best_score"])
+        if improved or unscored:
+            # without any finite score yet (a validation split without events), the latest weights
+            # stand in for the best and the epoch does not count towards early stopping
+            if self.cfg.keep == "best":  # "last" returns the final weights: no copy to carry
+                state["best_weights"] = copy.deepcopy({k: v.detach().cpu()
+                                                       for k, v in run.evaluated.state_dict().items()})
+            state["best_epoch"] = epoch + 1
+            state["best_score"] = score if improved else state["best_score"]
+            state["bad"] = 0
+            if unscored and epoch == 0:
+                self.log.warning("%s: the validation score is not defined (no event in the validation "
+                                 "split?); early stopping and best-epoch selection fall back to the "
+                                 "latest epoch", self.desc)
+        elif np.isfinite(score):
+            state["bad"] += 1
+
+    def _finish(self, run: _Fit) -> tuple[torch.nn.Module, dict[str, list]]:
+        """The kept weights in the returned model, the kept epoch in the history; the checkpoint removed."""
+        final = run.evaluated
+        if self.cfg.keep == "best":
+            final.load_state_dict(run.state["best_weights"])
+        history = run.history
+        history["best_epoch"] = run.state["best_epoch"]
+        history["kept_epoch"] = run.state["best_epoch"] if self.cfg.keep == "best" else run.state["epoch"]
         if self.checkpoint is not None:
             self.checkpoint.unlink(missing_ok=True)
         return final, history
