@@ -5,6 +5,15 @@ prints its message and exits 2 without a traceback. Anything else is an internal
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, options: Iterable[str]) -> str:
+    """" — did you mean 'a', 'b'?" for the registered names close to a mistyped one, else ""."""
+    close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
+    return f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
 
 class BenchInputError(Exception):
     """Bad input: the message names what and where, and what to do about it."""

@@ -12,7 +12,6 @@ protocol reports it or a page shows its column.
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import logging
 import warnings
@@ -24,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench import metrics as M
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, did_you_mean
 
 log = logging.getLogger("bench.metric_registry")
 GROUP = "bench.metrics"
@@ -386,9 +385,7 @@ def get_entry(name: str) -> MetricEntry:
     entries = available()
     if name in entries:
         return entries[name]
-    close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
-    hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise BenchInputError(f"unknown metric {name!r}{hint} (registered: {', '.join(entries)}; see `bench metrics`)")
+    raise BenchInputError(f"unknown metric {name!r}{did_you_mean(name, entries)} (registered: {', '.join(entries)}; see `bench metrics`)")
 
 
 def get_metric(name: str) -> MetricSpec:

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, did_you_mean
 from bench.hashing import content_hash
 from bench.metric_registry import get_metric, job_metric_names
 
@@ -238,9 +238,7 @@ def load_protocol(spec: str) -> Protocol:
             raise BenchInputError(f"protocol file {path} cannot be read as UTF-8 text ({exc})") from None
         return _load_text(text, str(path))
     if spec not in names:
-        close = difflib.get_close_matches(spec, names, n=3, cutoff=0.5)
-        hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise BenchInputError(f"unknown protocol {spec!r}{hint} (shipped: {', '.join(names)}; or pass a .toml path)")
+        raise BenchInputError(f"unknown protocol {spec!r}{did_you_mean(spec, names)} (shipped: {', '.join(names)}; or pass a .toml path)")
     resource = _builtin_dir() / f"{spec}.toml"
     protocol = _load_text(resource.read_text(), f"builtin:{spec}")
     if protocol.name != spec:

@@ -5,13 +5,12 @@ pull in torch and MONAI); a method's module is imported when it is used.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Callable
 
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, did_you_mean
 from bench.method import FAMILIES, INPUTS, OUTPUTS, Method
 
 GROUP = "bench.methods"
@@ -91,10 +90,8 @@ def get_entry(name: str) -> MethodEntry:
     entries = available()
     if name in entries:
         return entries[name]
-    close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.5)
-    hint = f" — did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise BenchInputError(
-        f"unknown method {name!r}{hint} (registered: {', '.join(entries) or 'none'}; see `bench list`)"
+        f"unknown method {name!r}{did_you_mean(name, entries)} (registered: {', '.join(entries) or 'none'}; see `bench list`)"
     )
 
 
