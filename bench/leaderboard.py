@@ -125,6 +125,48 @@ def _missing_folds(results_dir: Path, dataset_fp: str, protocol: dict, g) -> lis
     return sorted({f for s, gs in g.groupby("seed") for f in set(range(n)) - set(int(v) for v in gs.fold)})
 
 
+def _pooled_ci(g, metrics: list[str]) -> tuple[dict, dict]:
+    """The pooled bootstrap CI of each metric whose spec keeps one, and the primary metric's pooled replicates."""
+    ci, replicates = {}, {}
+    for m in metrics:
+        found = spec_of_column(m)
+        pooled = pooled_replicates(g, m) if found and found[1].keeps_ci(m) else None
+        if pooled is None:
+            continue
+        lo, hi = percentile_interval(pooled)
+        ci[m] = [_r(lo), _r(hi)]
+        if m == PRIMARY:
+            replicates[m] = [_r(v, 4) for v in pooled]
+    return ci, replicates
+
+
+def _record(meta: dict, g, raw: list[dict], metrics: list[str]) -> dict:
+    """The run record of one finished experiment: its jobs ``g`` (frame rows) and ``raw`` (store rows)."""
+    first = raw[0]
+    env = json.loads(first["env"]) if first.get("env") else {}
+    ci, replicates = _pooled_ci(g, metrics)
+    record = {
+        "record_version": RECORD_VERSION,
+        "method": meta["method"], "config_hash": meta["config_hash"], "config": json.loads(first["config"]),
+        "method_info": env.get("method") or _installed_method_info(meta["method"]),
+        "protocol": meta["protocol"], "protocol_version": first["protocol_version"],
+        "protocol_hash": meta["protocol_hash"], "split": json.loads(first["protocol_content"]).get("split", {}),
+        "dataset": meta["dataset"], "dataset_fp": meta["dataset_fp"], "scale": meta["scale"],
+        "harness_version": (env.get("packages") or {}).get("survbench"),
+        "git_commit": env.get("git_commit"),
+        "newest_run": max(str(r["finished_at"]) for r in raw),
+        "manifest": json.loads(first["manifest"]) if first.get("manifest") else {},
+        "folds": [{"fold": int(r.fold), "fold_name": r.fold_name, "seed": int(r.seed),
+                   "fit_seconds": _r(r.fit_seconds, 2), "metrics": {m: _r(getattr(r, m)) for m in metrics}}
+                  for r in g.sort_values(["seed", "fold"]).itertuples()],
+        "ci": ci, "replicates": replicates, "km": _km_groups(raw),
+    }
+    provenance = provenance_of(raw)
+    if provenance:
+        record["provenance"] = provenance
+    return record
+
+
 def export_records(results_dir: Path, out: Path) -> list[Path]:
     """One record per finished experiment (method, config, protocol, dataset, scale) in the store; an
     experiment with unfinished jobs is left out (and its older record, if any, kept). Returns the paths
@@ -151,37 +193,7 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
             log.warning("leaderboard: %s under %s left out, fold(s) %s not run yet (run `bench run` again to finish)",
                         meta["method"], meta["protocol"], missing)
             continue
-        env = json.loads(first["env"]) if first.get("env") else {}
-        ci = {}
-        replicates = {}
-        for m in metrics:
-            found = spec_of_column(m)
-            pooled = pooled_replicates(g, m) if found and found[1].keeps_ci(m) else None
-            if pooled is None:
-                continue
-            lo, hi = percentile_interval(pooled)
-            ci[m] = [_r(lo), _r(hi)]
-            if m == PRIMARY:
-                replicates[m] = [_r(v, 4) for v in pooled]
-        record = {
-            "record_version": RECORD_VERSION,
-            "method": meta["method"], "config_hash": meta["config_hash"], "config": json.loads(first["config"]),
-            "method_info": env.get("method") or _installed_method_info(meta["method"]),
-            "protocol": meta["protocol"], "protocol_version": first["protocol_version"],
-            "protocol_hash": meta["protocol_hash"], "split": json.loads(first["protocol_content"]).get("split", {}),
-            "dataset": meta["dataset"], "dataset_fp": meta["dataset_fp"], "scale": meta["scale"],
-            "harness_version": (env.get("packages") or {}).get("survbench"),
-            "git_commit": env.get("git_commit"),
-            "newest_run": max(str(r["finished_at"]) for r in raw),
-            "manifest": json.loads(first["manifest"]) if first.get("manifest") else {},
-            "folds": [{"fold": int(r.fold), "fold_name": r.fold_name, "seed": int(r.seed),
-                       "fit_seconds": _r(r.fit_seconds, 2), "metrics": {m: _r(getattr(r, m)) for m in metrics}}
-                      for r in g.sort_values(["seed", "fold"]).itertuples()],
-            "ci": ci, "replicates": replicates, "km": _km_groups(raw),
-        }
-        provenance = provenance_of(raw)
-        if provenance:
-            record["provenance"] = provenance
+        record = _record(meta, g, raw, metrics)
         path = out / "records" / dataset_slug(meta["dataset"]) / \
             f"{meta['protocol']}__{meta['method']}__{meta['config_hash'][:8]}.json"
         text = json.dumps(record, indent=1, sort_keys=True) + "\n"
@@ -390,40 +402,23 @@ def _cv_page(slug: str, recs: list[dict], reference: str) -> Page:
     return Page(f"{slug}/cv.md", "\n".join(lines).rstrip() + "\n", plots)
 
 
-def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
-    """C-td against the fraction of noisy test patients, per method (and config)."""
-    from tabulate import tabulate
-
+def _noise_experiments(recs: list[dict]) -> dict[tuple, dict[float, dict]]:
+    """{(method, config, split, noise recipe): {fraction: record}}, each with its clean record at 0.0 and at
+    least one noisy fraction."""
     points = [(r, _noise_point(r)) for r in recs]
     clean = {(r["method"], r["config_hash"], json.dumps(r["split"], sort_keys=True)): r
              for r, p in points if p == ("", 0.0)}
-    experiments: dict[tuple[str, str, str, str], dict[float, dict]] = {}
+    experiments: dict[tuple, dict[float, dict]] = {}
     for r, p in points:
         if p is None or p[0] == "":
             continue
         exp = (r["method"], r["config_hash"], json.dumps(r["split"], sort_keys=True))
         if exp in clean:
             experiments.setdefault(exp + (p[0],), {0.0: clean[exp]})[p[1]] = r
-    summaries = [s for s in loaded_specs(summaries=True) if s.axis == "noise_fraction"]
-    if not experiments:
-        return None
-    fractions = sorted({f for v in experiments.values() for f in v})
-    lines = _header(f"{slug}: robustness to noisy test images", [r for v in experiments.values() for r in v.values()])
-    lines += ["A fraction of the test patients gets CT Gaussian and PET Poisson noise (training stays clean; one "
-              "trained model per fold serves every fraction). Cells: C-td mean over folds. Relative drop: "
-              "(clean − noisy100) / clean. Area: the trapezoid area under C-td against the fraction, over the "
-              "fractions run (1.0 = perfect at every level; RobSurv reports a 3.8–4.5 % drop at 50 % noise on "
-              "real data).", ""]
-    rows = []
-    for (method, cfg, *_), by in sorted(experiments.items(), key=lambda kv: -_summary(kv[1][0.0], PRIMARY)[0]):
-        means = {f: _summary(r, PRIMARY)[0] for f, r in by.items()}
-        row = [_label(by[0.0]), f"`{cfg[:8]}`"] + [f"{means[f]:.3f}" if f in means else "—" for f in fractions]
-        row += [s.format(s.compute(means), means) for s in summaries]
-        rows.append(row)
-    headers = ["method", "config"] + [f"{f:.0%}" for f in fractions] + [s.label for s in summaries]
-    lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), "",
-              "![C-td against the noise fraction](plots/robustness.png)", ""]
+    return experiments
 
+
+def _robustness_plot(experiments: dict[tuple, dict[float, dict]]):
     def draw(path: Path) -> None:
         import matplotlib
 
@@ -444,8 +439,36 @@ def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
         fig.tight_layout()
         fig.savefig(path, metadata={"Software": None})
         plt.close(fig)
+    return draw
 
-    return Page(f"{slug}/robustness.md", "\n".join(lines).rstrip() + "\n", [(f"{slug}/plots/robustness.png", draw)])
+
+def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
+    """C-td against the fraction of noisy test patients, per method (and config), with the registered
+    summary metrics of that axis."""
+    from tabulate import tabulate
+
+    experiments = _noise_experiments(recs)
+    if not experiments:
+        return None
+    summaries = [s for s in loaded_specs(summaries=True) if s.axis == "noise_fraction"]
+    fractions = sorted({f for v in experiments.values() for f in v})
+    lines = _header(f"{slug}: robustness to noisy test images", [r for v in experiments.values() for r in v.values()])
+    lines += ["A fraction of the test patients gets CT Gaussian and PET Poisson noise (training stays clean; one "
+              "trained model per fold serves every fraction). Cells: C-td mean over folds. Relative drop: "
+              "(clean − noisy100) / clean. Area: the trapezoid area under C-td against the fraction, over the "
+              "fractions run (1.0 = perfect at every level; RobSurv reports a 3.8–4.5 % drop at 50 % noise on "
+              "real data).", ""]
+    rows = []
+    for (method, cfg, *_), by in sorted(experiments.items(), key=lambda kv: -_summary(kv[1][0.0], PRIMARY)[0]):
+        means = {f: _summary(r, PRIMARY)[0] for f, r in by.items()}
+        row = [_label(by[0.0]), f"`{cfg[:8]}`"] + [f"{means[f]:.3f}" if f in means else "—" for f in fractions]
+        row += [s.format(s.compute(means), means) for s in summaries]
+        rows.append(row)
+    headers = ["method", "config"] + [f"{f:.0%}" for f in fractions] + [s.label for s in summaries]
+    lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), "",
+              "![C-td against the noise fraction](plots/robustness.png)", ""]
+    return Page(f"{slug}/robustness.md", "\n".join(lines).rstrip() + "\n",
+                [(f"{slug}/plots/robustness.png", _robustness_plot(experiments))])
 
 
 def _generalisation_page(slug: str, recs: list[dict], reference: str) -> Page | None:
