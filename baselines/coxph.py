@@ -30,13 +30,14 @@ def curves_at(fns, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class CoxPH(Method):
     """Cox PH on the clinical table (scikit-survival), ridge ``alpha``, Breslow ties and baseline.
 
-    Same config at every scale: it trains in well under a second. ``n_times``: points of the survival
+    Same config at every scale: it is cheap to fit at any size. ``n_times``: points of the survival
     curve grid (quantiles of the training event times).
     """
 
     consumes = ("clinical",)
+    family = "clinical"
     produces = ("risk", "survival")
-    version = "2"  # 2: survival grid on training event times
+    version = "2"  # history: CHANGELOG.md
     configs = {"smoke": dict(_CONFIG), "quick": dict(_CONFIG), "paper": dict(_CONFIG)}
 
     @classmethod
@@ -64,4 +65,4 @@ class CoxPH(Method):
         x = self.pre_.transform(as_object(cohort.clinical)[self.columns_])
         risk = self.model_.predict(x)
         survival, times = curves_at(self.model_.predict_survival_function(x), self.times_)
-        return Prediction(risk=risk, survival=survival, times=times, method="coxph", n_expected=len(cohort))
+        return Prediction(risk=risk, survival=survival, times=times)

@@ -17,13 +17,13 @@ Scales (every deviation from the paper is here):
   are our choice.
 - ``quick`` (CPU): 32³ crop of a 40³ box at 3 mm (a 96 mm field around the PET hot region), width ½, batch
   8 balanced, Adam 3e-3 with one warm-up epoch and a cosine decay, 20 epochs × 24 steps, the last epoch's
-  weights kept. The higher rate is needed with so few steps: on training patients only (200 train / 60
-  validation, folds untouched) the U-Net reached a validation GTVp Dice of 0.49 after 150 steps at 3e-3
-  against 0.23 at 1e-3. Train step ≈ 0.08 s per sample on 2 CPU cores (U-Net 0.058 + DenseNet 0.020).
+  weights kept. The higher rate is needed with so few steps: at 1e-3 the U-Net segments far worse after the
+  same number of steps (checked on training patients only, folds untouched).
 - ``smoke``: 32³ crop at 6 mm (MONAI BasicUNet needs 32 to keep 2³ at its bottom), width ¼, 2 epochs × 2 steps (seconds; tests only).
 Deviations at every scale: the crop is centred on the PET hot region found from the images (the harness
 never uses reference masks at test time); the paper's DenseNet also received U-Net decoder features — here
 it sees the images and the predicted masks, as the survbench spec describes.
+The measurements behind the quick choices: docs/method-notes.md.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class DeepMTSNet(nn.Module):
 class DeepMTS(ImageSurvivalMethod):
     consumes = ("ct", "pet", "mask")
     produces = ("risk", "survival", "segmentation")
-    version = "2"  # 2: Cox loss keeps a censoring tied with an event in the risk set
+    version = "2"  # history: CHANGELOG.md
     configs = {
         "smoke": _BASE | {"spacing_mm": 6.0, "box": [36, 36, 36], "crop": [32, 32, 32], "width": 0.25,
                           "train": _TRAIN | {"epochs": 2, "steps_per_epoch": 2, "batch_size": 4, "patience": 0}},

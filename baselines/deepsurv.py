@@ -53,9 +53,10 @@ class DeepSurv(Method):
     """
 
     consumes = ("ct", "pet", "mask", "clinical")
+    family = "feature"
     produces = ("risk", "survival")
     needs_mask_at_test = True
-    version = "2"  # 2: no NaN on an event-free batch, no single-patient last batch
+    version = "2"  # history: CHANGELOG.md
     _base = {"corr_max": 0.8, "select_k": 20, "clinical": True, "hidden": [32, 32], "dropout": 0.2,
              "batch_norm": True, "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 64, "epochs": 300,
              "patience": 30, "n_times": 100}
@@ -118,5 +119,4 @@ class DeepSurv(Method):
         pos = np.searchsorted(grid, self.times_, side="right") - 1
         values = surv.to_numpy().T
         survival = np.where(pos[None, :] >= 0, values[:, np.clip(pos, 0, None)], 1.0)
-        return Prediction(risk=risk, survival=survival, times=self.times_, method=self.ctx.method_name or "deepsurv",
-                          n_expected=len(cohort))
+        return Prediction(risk=risk, survival=survival, times=self.times_)

@@ -17,6 +17,7 @@ class Oracle(Method):
     """Risk = the true log-hazard η of the synthetic cohort (its C-index is the best any method can expect)."""
 
     consumes = ("groundtruth",)
+    family = "reference"
     produces = ("risk",)
     configs = {"smoke": {}, "quick": {}, "paper": {}}
     ceiling = True
@@ -27,4 +28,4 @@ class Oracle(Method):
 
     def predict(self, cohort: Cohort) -> Prediction:
         eta = cohort.groundtruth.loc[list(cohort.ids), "eta"].to_numpy(dtype=float)
-        return Prediction(risk=np.asarray(eta), method="oracle", n_expected=len(cohort))
+        return Prediction(risk=np.asarray(eta))

@@ -28,6 +28,7 @@ _INNER_LOG.setLevel(logging.WARNING)
 
 class _CoxnetMethod(Method):
     consumes = ("ct", "pet", "mask", "clinical")
+    family = "feature"
     produces = ("risk", "survival")
     needs_mask_at_test = True
 
@@ -49,8 +50,7 @@ class _CoxnetMethod(Method):
         x = self.inputs_.transform(cohort)
         risk = self.model_.predict(x, alpha=self.alpha_)
         survival, times = curves_at(self.model_.predict_survival_function(x, alpha=self.alpha_), self.times_)
-        return Prediction(risk=risk, survival=survival, times=times, method=self.ctx.method_name or type(self).__name__,
-                          n_expected=len(cohort))
+        return Prediction(risk=risk, survival=survival, times=times)
 
 
 class RadiomicsCox(_CoxnetMethod):
@@ -96,7 +96,7 @@ class LassoCox(_CoxnetMethod):
     selects. ``l1_ratio`` 1 is the lasso (a little ridge, e.g. 0.9, stabilises correlated features).
     """
 
-    version = "2"  # 2: the inner CV refits the inputs on each inner training part (nested)
+    version = "2"  # history: CHANGELOG.md
     _base = {"corr_max": 1.0, "select_k": 0, "l1_ratio": 1.0, "n_alphas": 30, "alpha_min_ratio": 0.02,
              "inner_folds": 5, "one_se": False, "clinical": True, "n_times": 100}
     configs = {"smoke": _base | {"radiomics": RADIOMICS_SMOKE, "inner_folds": 3, "n_alphas": 10},

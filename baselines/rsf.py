@@ -27,6 +27,7 @@ class RSF(Method):
     """
 
     consumes = ("ct", "pet", "mask", "clinical")
+    family = "feature"
     produces = ("risk", "survival")
     needs_mask_at_test = True
     version = "1"
@@ -64,5 +65,4 @@ class RSF(Method):
         x = self.inputs_.transform(cohort)
         risk = self.model_.predict(x)
         survival = self.model_.predict_survival_function(x, return_array=True)
-        return Prediction(risk=risk, survival=survival, times=np.asarray(self.model_.unique_times_, float),
-                          method=self.ctx.method_name or "rsf", n_expected=len(cohort))
+        return Prediction(risk=risk, survival=survival, times=np.asarray(self.model_.unique_times_, float))

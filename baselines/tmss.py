@@ -29,21 +29,17 @@ Scales (every deviation from the paper is here):
 - ``quick`` (CPU): 32³ crop of a 40³ box at 3 mm, patch 8 (64 tokens; patch 16 would leave 8), 6 layers,
   hidden 96, 4 heads, feature size 8 (the floor: 16 × 0.125 would be 2), AdamW 3e-3 with warm-up and
   cosine decay, batch 8 balanced, 16 epochs × 24 steps, last epoch kept. The survival head is a single
-  Linear on the pooled tokens without the MTLR regulariser: checked on training patients only (fold 0's
-  391 training patients split 262 fit / 129 check, 25 check events), the public code's head (64, 16 units at
-  this width, dropout 0.2, C1 = 100) reached a check C-index of 0.615 against 0.675 for the single Linear.
+  Linear on the pooled tokens without the MTLR regulariser: on a check split of fold 0's training patients
+  (never its test patients) it did better than the public code's head scaled to this width.
   ``clinical_dropout = 0.5`` (quick only): in training, each patient's clinical token sees zeros with
   probability ½. Why: on the stored quick fold models the clinical token dominated the risk but did not
-  generalise (zeroing the clinical vector raised the test C-index in 4 of 5 folds). Chosen by 3-fold CVs
-  (``benchmarks/tmss_clinical_dropout.py``, results in ``benchmarks/results/``): on a development cohort
-  that holds no benchmark patient (``synthetic:quick:1``, 489 patients) held-out C-td 0.601 with it against
-  0.584 without (0.638/0.620/0.545 against 0.653/0.568/0.532), Harrell 0.601 against 0.590; on outer fold 0's
-  training patients (which are the test patients of folds 1–4, so this one alone would leak) 0.624 against
-  0.588. Quick 5-fold result with it: C-td 0.594 ± 0.104 (95 % CI 0.531–0.657) against 0.528 ± 0.118
-  (0.469–0.592) without. The paper config keeps the paper's token as it is (no dropout).
-  Measured: about 5–6 minutes per fold on 2 cores when nothing else runs.
+  generalise (zeroing the clinical vector raised the test C-index in most folds). Chosen by 3-fold CVs
+  (``benchmarks/tmss_clinical_dropout.py``) on a development cohort that holds no benchmark patient
+  (``synthetic:quick:1``); a CV on outer fold 0's training patients alone would leak (they are the test
+  patients of folds 1–4). The paper config keeps the paper's token as it is (no dropout).
 - ``smoke``: 32³ at 6 mm, patch 16, 2 layers, hidden 32, survival layers 32 and 16, 2 epochs × 2 steps.
 Deviation at every scale: the crop is centred on the PET hot region found from the images, never on a mask.
+The measurements behind the quick choices: docs/method-notes.md.
 """
 from __future__ import annotations
 
@@ -129,7 +125,7 @@ class TMSSNet(nn.Module):
 class TMSS(ImageSurvivalMethod):
     consumes = ("ct", "pet", "mask", "clinical")
     produces = ("risk", "survival", "segmentation")
-    version = "2"
+    version = "2"  # history: CHANGELOG.md
     configs = {
         "smoke": _BASE | {"spacing_mm": 6.0, "box": [36, 36, 36], "crop": [32, 32, 32], "width": 1.0, "depth": 2,
                           "heads": 2, "hidden": 32, "feature_size": 4, "n_bins": 6, "surv_dense": [32, 16],

@@ -421,9 +421,11 @@ def store_import(src: Path, results: Path) -> None:
 def store_drop(method: str, config: str, results: Path, leaderboards: Path | None, yes: bool) -> None:
     """Remove a superseded experiment (METHOD under one config) from the store and, with --leaderboards,
     from the committed leaderboard files. Other experiments, even of the same method, are untouched."""
+    from bench.leaderboard import LeaderboardFiles
     from bench.store import Store, drop_experiment
 
-    out = drop_experiment(Store(results, create=False), method, config, leaderboards=leaderboards, apply=yes)
+    committed = None if leaderboards is None else LeaderboardFiles(leaderboards)
+    out = drop_experiment(Store(results, create=False), method, config, committed=committed, apply=yes)
     verb = "removed" if yes else "would remove"
     click.echo(f"{method} config {out['config'][0]}: {verb} {len(out['rows'])} stored row(s), "
                f"{len(out['models'])} fitted model(s), {len(out['files'])} leaderboard file(s)")

@@ -35,7 +35,7 @@ from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.protocols import shipped_content
 from bench.reported import reported
 from bench.results import FLAGS, metric_columns, pooled_replicates, results_frame
-from bench.store import Store, provenance_of, unpack_arrays
+from bench.store import Store, _slug, provenance_of, unpack_arrays
 
 log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
@@ -556,4 +556,45 @@ def check(out: Path, pages: list[Page]) -> list[str]:
     return problems
 
 
-__all__ = ["export_records", "load_records", "render", "write", "check", "dataset_slug"]
+# --- the committed files of one experiment -----------------------------------------------------------------
+# Every name carries the first 8 characters of the config hash:
+#   runs/<dataset>/<method>__<protocol>__<config8>-<dataset8>-<protocol8>__fold<k>__seed<s>.json   run rows
+#   records/<dataset>/<protocol>__<method>__<config8>.json                                        records
+#   <dataset>/plots/km__<protocol>__<method>__<config8>.png                                       Kaplan-Meier
+# `bench store drop --leaderboards` removes an experiment's files through LeaderboardFiles.
+
+def experiment_files(out: Path, method: str, config_hash: str) -> list[Path]:
+    """The files of ``method`` under ``config_hash`` (its first 8 characters name them) in the leaderboard
+    folder ``out``: exported run rows, then records, then Kaplan-Meier plots."""
+    m, h = _slug(method), config_hash[:8]
+    return (sorted(out.glob(f"runs/*/{m}__*__{h}-*.json")) + sorted(out.glob(f"records/*/*__{m}__{h}.json"))
+            + sorted(out.glob(f"*/plots/*__{m}__{h}.png")))
+
+
+def committed_configs(out: Path, method: str) -> set[str]:
+    """The config hashes (8 characters) of ``method`` that have exported rows or records under ``out``."""
+    m = _slug(method)
+    return ({p.stem.rsplit("__", 1)[-1] for p in out.glob(f"records/*/*__{m}__*.json")}
+            | {p.name.split("__")[2].split("-")[0] for p in out.glob(f"runs/*/{m}__*.json")})
+
+
+@dataclass(frozen=True)
+class LeaderboardFiles:
+    """The committed files of one leaderboard folder, as ``bench.store.drop_experiment`` asks for them."""
+
+    out: Path
+
+    def __str__(self) -> str:
+        return str(self.out)
+
+    def configs(self, method: str) -> set[str]:
+        if not ((self.out / "records").is_dir() or (self.out / "runs").is_dir()):
+            raise BenchInputError(f"--leaderboards {self.out}: no records/ or runs/ folder in it (give the leaderboard "
+                                  f"folder itself, e.g. leaderboards, not leaderboards/runs)")
+        return committed_configs(self.out, method)
+
+    def files(self, method: str, config_hash: str) -> list[Path]:
+        return experiment_files(self.out, method, config_hash)
+
+
+__all__ = ["export_records", "load_records", "render", "write", "check", "dataset_slug", "LeaderboardFiles"]

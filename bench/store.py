@@ -26,7 +26,7 @@ import numpy as np
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path, write_if_changed
 
-SCHEMA_VERSION = 2  # 2: + manifest (metric manifest JSON) and bootstrap (replicates npz); 1 is migrated
+SCHEMA_VERSION = 2  # bump on a table change and migrate older stores in Store.__init__ (history: CHANGELOG.md)
 DB_NAME = "runs.sqlite"
 
 SCHEMA = """
@@ -371,29 +371,60 @@ def import_rows(store: Store, src: Path) -> tuple[int, int]:
     return imported, kept
 
 
-def drop_experiment(store: Store, method: str, config: str, *, leaderboards: Path | None = None,
-                    apply: bool = False) -> dict[str, list]:
+def drop_experiment(store: Store, method: str, config: str, *, committed=None, apply: bool = False) -> dict[str, list]:
     """Remove one superseded experiment — ``method`` under the config hash starting with ``config`` — from the
-    store (its rows of every protocol and dataset, and its fitted models) and, when ``leaderboards`` is given,
-    its committed files there (exported rows under ``runs/``, records under ``records/``, Kaplan-Meier plots,
-    all named by the hash's first 8 characters). The prefix must name exactly one config of that method, in the
+    store (its rows of every protocol and dataset, and its fitted models) and its committed files, which
+    ``committed`` knows: an object with ``configs(method)`` (the config hashes, 8 characters, that have files)
+    and ``files(method, config8)`` (an experiment's files), e.g. ``bench.leaderboard.LeaderboardFiles(folder)``.
+    The prefix must name exactly one config of that method, in the
     store or among the committed files (which know 8 characters: a longer prefix must match a stored hash).
     ``apply`` False lists what would go and deletes nothing. Returns {"config": [hash], "rows": [(protocol, fold, seed)], "models": [path], "files": [path]}."""
     if len(config) < 4:
         raise BenchInputError(f"--config {config!r}: give at least 4 characters of the config hash")
-    root = Path(leaderboards) if leaderboards is not None else None
-    if root is not None and not ((root / "records").is_dir() or (root / "runs").is_dir()):
-        raise BenchInputError(f"--leaderboards {root}: no records/ or runs/ folder in it (give the leaderboard "
-                              f"folder itself, e.g. leaderboards, not leaderboards/runs)")
+    hashes, prefix = _experiment_config(store, method, config, committed)
+    keys, models = _experiment_rows(store, method, hashes)
+    files: list[Path] = committed.files(method, prefix) if committed is not None else []
+    if apply:
+        _delete_experiment(store, method, hashes, models, files)
+    return {"config": [hashes[0] if hashes else prefix], "rows": keys, "models": models,
+            "files": [str(f) for f in files]}
+
+
+def _where_configs(hashes: list[str]) -> str:
+    return f"method=? AND config_hash IN ({', '.join('?' * len(hashes))})"
+
+
+def _experiment_rows(store: Store, method: str, hashes: list[str]) -> tuple[list[tuple], list[str]]:
+    """The (protocol, fold, seed) of the stored rows of ``method`` under ``hashes`` and their models' paths."""
+    if not hashes:
+        return [], []
+    where = _where_configs(hashes)
+    with store._connect() as con:
+        keys = [tuple(r) for r in con.execute(f"SELECT protocol, fold, seed FROM runs WHERE {where} "
+                                              "ORDER BY protocol, seed, fold", (method, *hashes))]
+        models = [r[0] for r in con.execute(f"SELECT path FROM models WHERE {where}", (method, *hashes))]
+    return keys, models
+
+
+def _delete_experiment(store: Store, method: str, hashes: list[str], models: list[str], files: list[Path]) -> None:
+    if hashes:
+        where = _where_configs(hashes)
+        with store._connect() as con:
+            con.execute(f"DELETE FROM runs WHERE {where}", (method, *hashes))
+            con.execute(f"DELETE FROM models WHERE {where}", (method, *hashes))
+    for rel in models:
+        (store.root / rel).unlink(missing_ok=True)
+    for f in files:
+        f.unlink(missing_ok=True)
+
+
+def _experiment_config(store: Store, method: str, config: str, committed) -> tuple[list[str], str]:
+    """(the stored config hashes of ``method`` that ``config`` names — at most one —, its 8 characters); an input
+    error unless exactly one config starts with ``config`` in the store or among the ``committed`` files."""
+    filed = committed.configs(method) if committed is not None else set()
     with store._connect() as con:
         stored = {r[0] for r in con.execute("SELECT DISTINCT config_hash FROM runs WHERE method=?", (method,))}
         stored |= {r[0] for r in con.execute("SELECT DISTINCT config_hash FROM models WHERE method=?", (method,))}
-    filed = set()
-    if root is not None:
-        for p in root.glob(f"records/*/*__{_slug(method)}__*.json"):
-            filed.add(p.stem.rsplit("__", 1)[-1])
-        for p in root.glob(f"runs/*/{_slug(method)}__*.json"):
-            filed.add(p.name.split("__")[2].split("-")[0])
     full = {h for h in stored if h.startswith(config)}
     if len(config) <= 8:
         short = {h[:8] for h in full} | {h for h in filed if h.startswith(config)}
@@ -404,38 +435,14 @@ def drop_experiment(store: Store, method: str, config: str, *, leaderboards: Pat
         raise BenchInputError(f"no experiment of method {method!r} with a config hash starting {config!r}"
                               + (f" (its configs: {', '.join(known)})" if known else
                                  f" (no rows of {method!r} in {store.root}"
-                                 + (f" or {root}" if root is not None else "") + ")"))
+                                 + (f" or {committed}" if committed is not None else "") + ")"))
     if len(short) > 1 or len(full) > 1:
         names = sorted(full) if len(full) > 1 else sorted(short)
         raise BenchInputError(f"--config {config!r} matches {len(names)} configs of {method!r} "
                               f"({', '.join(names)}): give more characters")
     prefix = next(iter(short))
     sharing = sorted(h for h in stored if h[:8] == prefix)
-    if root is not None and len(sharing) > 1:
+    if committed is not None and len(sharing) > 1:
         raise BenchInputError(f"configs {', '.join(sharing)} of {method!r} share the 8 characters {prefix} that "
                               f"name committed files: drop them from the store one by one without --leaderboards")
-    hashes = sorted(full)
-    where = f"method=? AND config_hash IN ({', '.join('?' * len(hashes))})"
-    keys: list[tuple] = []
-    models: list[str] = []
-    if hashes:
-        with store._connect() as con:
-            keys = [tuple(r) for r in con.execute(f"SELECT protocol, fold, seed FROM runs WHERE {where} "
-                                                  "ORDER BY protocol, seed, fold", (method, *hashes))]
-            models = [r[0] for r in con.execute(f"SELECT path FROM models WHERE {where}", (method, *hashes))]
-    files: list[Path] = []
-    if root is not None:
-        files += sorted(root.glob(f"runs/*/{_slug(method)}__*__{prefix}-*.json"))
-        files += sorted(root.glob(f"records/*/*__{_slug(method)}__{prefix}.json"))
-        files += sorted(root.glob(f"*/plots/*__{_slug(method)}__{prefix}.png"))
-    if apply:
-        if hashes:
-            with store._connect() as con:
-                con.execute(f"DELETE FROM runs WHERE {where}", (method, *hashes))
-                con.execute(f"DELETE FROM models WHERE {where}", (method, *hashes))
-        for rel in models:
-            (store.root / rel).unlink(missing_ok=True)
-        for f in files:
-            f.unlink(missing_ok=True)
-    return {"config": [hashes[0] if hashes else prefix], "rows": keys, "models": models,
-            "files": [str(f) for f in files]}
+    return sorted(full), prefix

@@ -233,6 +233,17 @@ class AdaMSS(ImageSurvivalMethod):
             if self.config["radiomics"]:
                 self._fit_radiomics(train)
 
+    def segmentation_labels(self, data, labels):
+        return self._stage1_labels(data)  # the segmentation is the stage-I network's, as in the paper
+
+    def _stage1_labels(self, data):
+        """The stage-I network's label maps (crop grid) for ``data``."""
+        try:
+            _, segs = self._outputs(self.seg_net_.to(self.ctx.device), data)
+        finally:  # the store pickles the fitted model: keep it on the CPU
+            self.seg_net_ = self.seg_net_.cpu()
+        return segs
+
     def build_network(self, n_clinical: int) -> nn.Module:
         return AdaMSSNet(n_clinical, self.head_.n_outputs, self.config)
 
@@ -278,11 +289,7 @@ class AdaMSS(ImageSurvivalMethod):
         if todo:
             sub = cohort.subset(todo)
             sub_data = self._dataset(sub, train=False, tabular=False)
-            try:
-                _, segs = self._outputs(self.seg_net_.to(self.ctx.device), sub_data)
-            finally:
-                self.seg_net_ = self.seg_net_.cpu()
             files = sub.image_files
-            for pid, seg in self._to_native(sub, sub_data, segs).items():
+            for pid, seg in self._to_native(sub, sub_data, self._stage1_labels(sub_data)).items():
                 save_label(seg, files[pid].ct, paths[pid])
         return cohort.with_masks(paths)

@@ -200,6 +200,7 @@ class _FMVariant(DeepMTSDAFT):
     experiment."""
 
     version = f"{DeepMTSDAFT.version}+fm{FM_VERSION}"
+    family = "foundation"
 
 
 class FMCT(_FMVariant):

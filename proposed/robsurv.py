@@ -67,13 +67,13 @@ Scales:
 - ``quick`` (CPU): 32³ crop of a 40³ box at 3 mm, width 0.125 (VQ channels 4…64, ResNet 8…64, stem stride 2
   and no max pool, so the last ResNet map is 2³), downsample 2 (8³ latent, so 64 tokens as in the paper),
   d_model 256, d_k 64, 1024 codes, batch 8 balanced, Adam 1e-3 with one warm-up epoch and a cosine decay,
-  14 epochs × 24 steps (about 39 s per epoch on 2 cores, measured), last epoch kept, ``dead_code_restart``
-  10 steps. Without the restart the codebook collapsed on fold 0: effective use (perplexity / entries) 5.0 %,
-  1.1 %, 0.4 %, 0.4 % after epochs 1–4, for CT and PET alike; with it, 40 %, 83 %, 83 %, 79 %. Width 0.25
-  with a stride-1 stem cost 4× as much per step (measured side by side on 1 thread: 12 s against 3 s per
-  batch of 8 while other training ran). Paper scale keeps the restart off (the paper names no remedy):
-  watch ``codes_effective`` in ``bench report`` and set it when the codebook collapses.
+  14 epochs × 24 steps, last epoch kept, ``dead_code_restart`` 10 steps: without the restart the codebook
+  collapses within the first epochs. The narrow width and the stride-2 stem keep a CPU epoch affordable (a
+  wider network with a stride-1 stem costs several times as much per step). Paper scale keeps the restart
+  off (the paper names no remedy): watch ``codes_effective`` in ``bench report`` and set it when the
+  codebook collapses.
 - ``smoke``: 16³ at 6 mm, width 1/16, 64 codes, 2 epochs × 2 steps.
+The measurements behind the quick choices: docs/method-notes.md.
 """
 from __future__ import annotations
 
@@ -396,7 +396,7 @@ _BASE = {"head": "deephit", "n_bins": 10, "alpha": 0.2, "sigma": 0.1, "clinical"
 class RobSurv(ImageSurvivalMethod):
     consumes = ("ct", "pet")
     produces = ("risk", "survival")
-    version = "2"
+    version = "2"  # history: CHANGELOG.md
     configs = {
         "smoke": _BASE | {"spacing_mm": 6.0, "box": [20, 20, 20], "crop": [16, 16, 16], "width": 0.0625,
                           "downsample": 2, "codebook_size": 64, "d_model": 32, "d_k": 8, "fuse_depth": 1,

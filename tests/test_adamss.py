@@ -73,8 +73,12 @@ def test_two_stages_resume_after_a_kill_between_them(synthetic_smoke, tmp_path, 
     # the stage-I network is kept for segmentation; survival comes from the stage-II one
     assert m.seg_net_ is not m.net_
     assert any(not torch.equal(a, b) for a, b in zip(m.seg_net_.state_dict().values(), m.net_.state_dict().values()))
-    pred = m.predict(synthetic_smoke.cohort(ids[32:36], with_outcomes=False, name="test"))
+    test = synthetic_smoke.cohort(ids[32:36], with_outcomes=False, name="test")
+    pred = m.predict(test)
     assert len(pred.risk) == 4 and pred.segmentation is not None and len(pred.segmentation) == 4
+    data = m._dataset(test, train=False)  # predict's label maps come from the stage-I network, through the hook
+    stage1 = m._outputs(m.seg_net_, data)[1]
+    assert all(np.array_equal(a, b) for a, b in zip(m.segmentation_labels(data, None), stage1))
 
 
 def test_radiomics_of_the_stage_one_contours_feed_stage_two(synthetic_smoke, tmp_path):

@@ -228,6 +228,7 @@ def test_provenance_of_a_fitted_model_reaches_record_page_and_report(killer, tin
 def test_drop_experiment_keeps_look_alike_methods_and_configs(tmp_path):
     """drop removes one (method, config) only: not a method whose name extends it, not a config sharing its
     first characters; a longer prefix must match in full; a wrong leaderboard folder is refused."""
+    from bench.leaderboard import LeaderboardFiles
     from bench.store import RunKey, Store, drop_experiment
 
     store = Store(tmp_path / "results")
@@ -251,13 +252,13 @@ def test_drop_experiment_keeps_look_alike_methods_and_configs(tmp_path):
     with pytest.raises(BenchInputError, match="no experiment .* starting 'aaaa11112'"):
         drop_experiment(store, "deepmts", "aaaa11112", apply=True)
     with pytest.raises(BenchInputError, match="no records/ or runs/ folder"):
-        drop_experiment(store, "deepmts", "bbbb2222", leaderboards=lb / "runs", apply=True)
+        drop_experiment(store, "deepmts", "bbbb2222", committed=LeaderboardFiles(lb / "runs"), apply=True)
     with pytest.raises(BenchInputError, match="share the 8 characters"):
-        drop_experiment(store, "deepmts", "aaaa11111", leaderboards=lb, apply=True)
+        drop_experiment(store, "deepmts", "aaaa11111", committed=LeaderboardFiles(lb), apply=True)
     # a longer prefix names one of the two configs sharing 8 characters: only its rows go
     out = drop_experiment(store, "deepmts", "aaaa11111", apply=True)
     assert out["config"] == [same8[1]] and len(out["rows"]) == 2 and count("deepmts") == 4
-    out = drop_experiment(store, "deepmts", "bbbb", leaderboards=lb, apply=True)
+    out = drop_experiment(store, "deepmts", "bbbb", committed=LeaderboardFiles(lb), apply=True)
     assert len(out["rows"]) == 2 and len(out["files"]) == 3 and count("deepmts") == 2
     left = sorted(str(p.relative_to(lb)) for p in lb.rglob("*") if p.is_file())
     assert left and all("deepmts-daft" in p for p in left)

@@ -26,7 +26,7 @@ from bench.fsutil import atomic_path
 from bench.hashing import content_hash
 from bench.parallel import progress_map
 
-PIPELINE_VERSION = "2"  # 2: output grid in LPS with identity direction
+PIPELINE_VERSION = "2"  # bump when the output changes: it is part of every cache key (history: CHANGELOG.md)
 
 
 @dataclass(frozen=True)

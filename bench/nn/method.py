@@ -23,6 +23,7 @@ e.g. codebook use), stored per epoch with the run. This class does the rest:
 """
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import ClassVar
@@ -37,6 +38,7 @@ def _zyx(xyz) -> tuple[int, int, int]:
 
 class ImageSurvivalMethod(Method):
     consumes: ClassVar[tuple[str, ...]] = ("ct", "pet", "mask")
+    family: ClassVar[str] = "deep"
     produces: ClassVar[tuple[str, ...]] = ("risk", "survival", "segmentation")
 
     # -- config --------------------------------------------------------------------------------------------
@@ -221,12 +223,19 @@ class ImageSurvivalMethod(Method):
         return step
 
     def fit(self, train, val) -> None:
-        import copy
+        net = self._build(train)
+        net, histories = self._train_stages(net, train, val)
+        self.history_ = self._merged_history(histories)
+        if hasattr(self.head_, "fit_baseline"):  # Cox: Breslow baseline on every training patient
+            self._fit_baseline(net, train, val)
+        self.net_ = net.cpu()
 
+    def _build(self, train):
+        """Fit the clinical encoder and set up the head on the training patients, then build the network
+        (seeded by the run seed)."""
         import torch
 
         from bench.clinical import ClinicalEncoder
-        from bench.nn.trainer import Trainer, TrainConfig
 
         c = self.config
         self.clinical_ = ClinicalEncoder().fit(train.clinical) if c.get("clinical") else None
@@ -239,97 +248,120 @@ class ImageSurvivalMethod(Method):
         if float(c.get("surv_l2", 0.0)) > 0 and not isinstance(getattr(net, "survival_layer", None), torch.nn.Linear):
             raise TypeError(f"{type(self).__name__}: surv_l2 needs the network to expose its last survival layer "
                             f"as `survival_layer` (an nn.Linear)")
+        return net
+
+    def _datasets(self, train, val):
+        """(training dataset, validation dataset or None without validation patients)."""
+        return self._dataset(train, train=True), (self._dataset(val, train=False) if len(val) else None)
+
+    def _validation(self, score: str, val_data, outcomes):
+        """``validate(model)`` for the Trainer: the early-stopping score of the validation split."""
         head = self.head_
 
-        train_data = self._dataset(train, train=True)
-        val_data = self._dataset(val, train=False) if len(val) else None
-        vt = val.outcomes.loc[list(val.ids)] if len(val) else None
+        def validate(model):
+            """Early-stopping score of the validation split: Harrell's C (NaN without an event there) or
+            the mean Dice of GTVp and GTVn (on the crop); the other is logged beside it."""
+            from bench.metrics import cindex_harrell, dice_aggregate
 
-        def make_validate(score: str):
-            def validate(model):
-                """Early-stopping score of the validation split: Harrell's C (NaN without an event there) or
-                the mean Dice of GTVp and GTVn (on the crop); the other is logged beside it."""
-                from bench.metrics import cindex_harrell, dice_aggregate
+            masks: list = []
+            surv_out, segs = self._outputs(model, val_data, masks)
+            res = {"score": float("nan")}
+            if outcomes["event"].any():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res["cindex"] = cindex_harrell(outcomes["time"].to_numpy(), outcomes["event"].to_numpy(),
+                                                   head.risk(surv_out))
+            if segs is not None and len(masks) == len(segs):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    d = dice_aggregate(segs, masks)
+                res |= {"dice_gtvp": d[1], "dice_gtvn": d[2]}
+                if score == "dice":
+                    res["score"] = float(np.nanmean([d[1], d[2]]))
+            if score == "cindex":
+                res["score"] = res.pop("cindex", float("nan"))
+            return res
+        return validate
 
-                masks: list = []
-                surv_out, segs = self._outputs(model, val_data, masks)
-                res = {"score": float("nan")}
-                if vt["event"].any():
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        res["cindex"] = cindex_harrell(vt["time"].to_numpy(), vt["event"].to_numpy(),
-                                                       head.risk(surv_out))
-                if segs is not None and len(masks) == len(segs):
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        d = dice_aggregate(segs, masks)
-                    res |= {"dice_gtvp": d[1], "dice_gtvn": d[2]}
-                    if score == "dice":
-                        res["score"] = float(np.nanmean([d[1], d[2]]))
-                if score == "cindex":
-                    res["score"] = res.pop("cindex", float("nan"))
-                return res
-            return validate
-
+    def _train_stages(self, net, train, val):
+        """Run ``stages()`` in order; returns the last stage's kept network and each stage's history. A
+        finished stage other than the last is saved beside the checkpoint, so a kill of the next one does
+        not retrain it; those files are removed once every stage has run."""
+        train_data, val_data = self._datasets(train, val)
+        val_outcomes = val.outcomes.loc[list(val.ids)] if len(val) else None
         stages = self.stages()
         histories = {}
         base = self._checkpoint_path(train_data, val_data)
         for i, st in enumerate(stages):
-            name = st["name"] or "train"
-            done = base.with_name(f"{base.stem}.{name}.done.pt")  # a finished stage survives a kill of the next
-            if i < len(stages) - 1 and done.is_file():
-                saved = torch.load(done, map_location="cpu", weights_only=False)
-                net.load_state_dict(saved["model"])
-                histories[name] = saved["history"]
+            name, last = st["name"] or "train", i == len(stages) - 1
+            done = _done_path(base, st)
+            if not last and done.is_file():
+                net, histories[name] = self._load_stage(net, done)
             else:
                 ckpt = base if len(stages) == 1 else base.with_name(f"{base.stem}.{name}.pt")
-                trainer = Trainer(TrainConfig.from_dict(st["train"]), device=self.ctx.device, seed=self.ctx.seed + i,
-                                  checkpoint=ckpt, logger=self.ctx.logger, progress=self.ctx.progress,
-                                  desc=" ".join(filter(None, [self.ctx.method_name or type(self).__name__,
-                                                               st["name"]])))
-                net, histories[name] = trainer.fit(net, train_data, self.training_step(st),
-                                                   make_validate(st["score"]) if val_data is not None else None)
-                if i < len(stages) - 1:
-                    from bench.fsutil import atomic_path
-
-                    with atomic_path(done, ".pt") as tmp:
-                        torch.save({"model": net.state_dict(), "history": histories[name]}, tmp)
+                validate = self._validation(st["score"], val_data, val_outcomes) if val_data is not None else None
+                net, histories[name] = self._train_stage(net, st, i, train_data, validate, ckpt)
+                if not last:
+                    _save_stage(done, net, histories[name])
             self.after_stage(st["name"], copy.deepcopy(net).cpu(), train)
-            if i < len(stages) - 1 and self.n_extra_inputs():  # the next stage may see new extra inputs
-                train_data = self._dataset(train, train=True)
-                val_data = self._dataset(val, train=False) if len(val) else None
+            if not last and self.n_extra_inputs():  # the next stage may see new extra inputs
+                train_data, val_data = self._datasets(train, val)
         for st in stages[:-1]:
-            base.with_name(f"{base.stem}.{st['name'] or 'train'}.done.pt").unlink(missing_ok=True)
-        last = stages[-1]["name"] or "train"
-        self.history_ = dict(histories[last])
-        for st in stages[:-1]:  # earlier stages' series under their name
+            _done_path(base, st).unlink(missing_ok=True)
+        return net, histories
+
+    def _train_stage(self, net, stage: dict, index: int, train_data, validate, checkpoint):
+        from bench.nn.trainer import Trainer, TrainConfig
+
+        trainer = Trainer(TrainConfig.from_dict(stage["train"]), device=self.ctx.device, seed=self.ctx.seed + index,
+                          checkpoint=checkpoint, logger=self.ctx.logger, progress=self.ctx.progress,
+                          desc=" ".join(filter(None, [self.ctx.method_name or type(self).__name__, stage["name"]])))
+        return trainer.fit(net, train_data, self.training_step(stage), validate)
+
+    @staticmethod
+    def _load_stage(net, done):
+        import torch
+
+        saved = torch.load(done, map_location="cpu", weights_only=False)
+        net.load_state_dict(saved["model"])
+        return net, saved["history"]
+
+    def _merged_history(self, histories: dict) -> dict:
+        """The last stage's history, with earlier stages' series under ``<stage>_<series>``."""
+        stages = self.stages()
+        history = dict(histories[stages[-1]["name"] or "train"])
+        for st in stages[:-1]:
             for k, v in histories[st["name"] or "train"].items():
-                self.history_[f"{st['name']}_{k}"] = v
-        if hasattr(self.head_, "fit_baseline"):  # Cox: Breslow baseline on every training patient
-            every = train.union(val) if len(val) else train
-            surv_out, _ = self._outputs(net, self._dataset(every, train=False))
-            o = every.outcomes.loc[list(every.ids)]
-            self.head_.fit_baseline(surv_out, o["time"].to_numpy(), o["event"].to_numpy())
-        self.net_ = net.cpu()
+                history[f"{st['name']}_{k}"] = v
+        return history
+
+    def _fit_baseline(self, net, train, val) -> None:
+        """The head's baseline (a Cox head's Breslow estimate) on every training patient's outputs."""
+        every = train.union(val) if len(val) else train
+        surv_out, _ = self._outputs(net, self._dataset(every, train=False))
+        o = every.outcomes.loc[list(every.ids)]
+        self.head_.fit_baseline(surv_out, o["time"].to_numpy(), o["event"].to_numpy())
+
+    def segmentation_labels(self, data, labels):
+        """The label maps (crop grid) predicted for ``data``, given those of the survival network (``labels``;
+        None for a method that does not segment).
+        A method that segments with a network of its own (AdaMSS: the stage-I network) overrides this; it must
+        leave every network it moves to the device back on the CPU, since the store pickles the fitted model."""
+        return labels
 
     def predict(self, cohort) -> Prediction:
-        seg_net = getattr(self, "seg_net_", None)  # a network kept for segmentation (AdaMSS: after stage I)
         try:
             net = self.net_.to(self.ctx.device)
             data = self._dataset(cohort, train=False)
             surv_out, segs = self._outputs(net, data)
-            if seg_net is not None:
-                _, segs = self._outputs(seg_net.to(self.ctx.device), data)
+            segs = self.segmentation_labels(data, segs)
         finally:  # the fitted model is pickled by the store: keep it on the CPU whatever happens
             self.net_ = self.net_.cpu()
-            if seg_net is not None:
-                self.seg_net_ = seg_net.cpu()
         risk, surv, times = self.head_.predict(surv_out)
         segmentation = None
         if segs is not None:
             segmentation = self._to_native(cohort, data, segs)
-        return Prediction(risk=risk, survival=surv, times=times, segmentation=segmentation,
-                          method=self.ctx.method_name or type(self).__name__, n_expected=len(cohort))
+        return Prediction(risk=risk, survival=surv, times=times, segmentation=segmentation)
 
     def _to_native(self, cohort, data, segs) -> dict[str, np.ndarray]:
         from bench.data.pipeline import load, to_native
@@ -346,6 +378,20 @@ class ImageSurvivalMethod(Method):
             origin = load(files[pid], cfg, data.cache, path=data.paths[pid])["origin"]
             out[pid] = to_native(full, origin, cfg, files[pid].ct)
         return out
+
+
+def _done_path(base, stage: dict):
+    """Where a finished stage other than the last is kept until every stage has run."""
+    return base.with_name(f"{base.stem}.{stage['name'] or 'train'}.done.pt")
+
+
+def _save_stage(done, net, history) -> None:
+    import torch
+
+    from bench.fsutil import atomic_path
+
+    with atomic_path(done, ".pt") as tmp:
+        torch.save({"model": net.state_dict(), "history": history}, tmp)
 
 
 def width(channels, factor: float, minimum: int = 4) -> list[int]:
