@@ -35,7 +35,7 @@ from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.protocols import shipped_content
 from bench.reported import reported
 from bench.results import FLAGS, metric_columns, pooled_replicates, results_frame
-from bench.store import Store, _slug, provenance_of, unpack_arrays
+from bench.store import Store, file_slug, provenance_of, unpack_arrays
 
 log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
@@ -410,6 +410,9 @@ def _noise_experiments(recs: list[dict]) -> dict[tuple, dict[float, dict]]:
              for r, p in points if p == ("", 0.0)}
     experiments: dict[tuple, dict[float, dict]] = {}
     for r, p in points:
+        if p is None and shipped_content(r["protocol"], r["protocol_hash"]) is None:
+            log.warning("robustness page: %s under %s left out, its protocol (hash %s) is not a shipped one, so "
+                        "its noise level is not known here", r["method"], r["protocol"], r["protocol_hash"][:12])
         if p is None or p[0] == "":
             continue
         exp = (r["method"], r["config_hash"], json.dumps(r["split"], sort_keys=True))
@@ -462,7 +465,7 @@ def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
     for (method, cfg, *_), by in sorted(experiments.items(), key=lambda kv: -_summary(kv[1][0.0], PRIMARY)[0]):
         means = {f: _summary(r, PRIMARY)[0] for f, r in by.items()}
         row = [_label(by[0.0]), f"`{cfg[:8]}`"] + [f"{means[f]:.3f}" if f in means else "—" for f in fractions]
-        row += [s.format(s.compute(means), means) for s in summaries]
+        row += [s.cell(means) for s in summaries]
         rows.append(row)
     headers = ["method", "config"] + [f"{f:.0%}" for f in fractions] + [s.label for s in summaries]
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), "",
@@ -566,14 +569,14 @@ def check(out: Path, pages: list[Page]) -> list[str]:
 def experiment_files(out: Path, method: str, config_hash: str) -> list[Path]:
     """The files of ``method`` under ``config_hash`` (its first 8 characters name them) in the leaderboard
     folder ``out``: exported run rows, then records, then Kaplan-Meier plots."""
-    m, h = _slug(method), config_hash[:8]
+    m, h = file_slug(method), config_hash[:8]
     return (sorted(out.glob(f"runs/*/{m}__*__{h}-*.json")) + sorted(out.glob(f"records/*/*__{m}__{h}.json"))
             + sorted(out.glob(f"*/plots/*__{m}__{h}.png")))
 
 
 def committed_configs(out: Path, method: str) -> set[str]:
     """The config hashes (8 characters) of ``method`` that have exported rows or records under ``out``."""
-    m = _slug(method)
+    m = file_slug(method)
     return ({p.stem.rsplit("__", 1)[-1] for p in out.glob(f"records/*/*__{m}__*.json")}
             | {p.name.split("__")[2].split("-")[0] for p in out.glob(f"runs/*/{m}__*.json")})
 

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench.errors import PredictionError
-from bench.scales import SCALES
 
 if TYPE_CHECKING:
     from bench.data.cohort import Cohort

@@ -7,8 +7,9 @@ the metrics computed across protocols from per-protocol means (e.g. the area und
 
 The project's own metrics are defined below; an outside package registers its own through the entry-point
 group ``bench.metrics`` (the entry point names a ``MetricSpec`` or ``SummarySpec`` object), or in process
-with ``register_metric``. Entry points are listed without importing them; a spec is imported when a
-protocol reports it or a page shows its column.
+with ``register_metric``. Listing names reads entry-point metadata only; the first lookup of a column's
+metric (results tables, pages) imports every outside spec once, and one that cannot be imported is named
+in a warning and otherwise left out.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from bench.errors import BenchInputError, did_you_mean
 log = logging.getLogger("bench.metric_registry")
 GROUP = "bench.metrics"
 NEEDS = ("risk", "curves", "segmentation")
+SUMMARY_AXES = ("noise_fraction",)
 BOOTSTRAP_KINDS = ("patients", "none")
 DAYS_PER_YEAR = 365.25
 IBS_POINTS = 100
@@ -159,6 +161,20 @@ class SummarySpec:
     format: Callable[[float, dict[float, float]], str] = lambda v, _p: f"{v:.3f}"
     higher_is_better: bool = True
     axis: str = "noise_fraction"
+
+    def __post_init__(self) -> None:
+        if self.axis not in SUMMARY_AXES:
+            raise BenchInputError(f"summary metric {self.name!r}: axis must be one of {SUMMARY_AXES}")
+        if not callable(self.compute) or not callable(self.format):
+            raise BenchInputError(f"summary metric {self.name!r}: compute and format must be callable")
+
+    def cell(self, points: dict[float, float]) -> str:
+        """The page cell for one experiment; a summary that fails on these points shows "n/a" (logged)."""
+        try:
+            return self.format(self.compute(points), points)
+        except Exception as exc:  # an outside summary must not take a page down
+            log.warning("summary metric %s failed on %s: %r", self.name, points, exc)
+            return "n/a"
 
 
 def _resampled_replicates(spec: MetricSpec, inputs: ScoreInputs, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -310,6 +326,8 @@ BUILTIN_SUMMARIES: tuple[SummarySpec, ...] = (
 
 _in_process: dict[str, MetricSpec | SummarySpec] = {}
 _loaded: dict[str, MetricSpec | SummarySpec] = {}
+_failed: dict[str, BenchInputError] = {}  # entry points that could not be loaded: tried once
+_warned: set[str] = set()  # and named once in a warning by the column lookups
 
 
 @dataclass(frozen=True)
@@ -324,13 +342,20 @@ class MetricEntry:
             return self._spec
         if self.name in _loaded:
             return _loaded[self.name]
+        if self.name in _failed:
+            raise _failed[self.name]
+        if self.target.startswith("<unusable>: "):
+            _failed[self.name] = BenchInputError(f"metric {self.name!r}: {self.target.removeprefix('<unusable>: ')}")
+            raise _failed[self.name]
         module_name, _, attr = self.target.partition(":")
         try:
             obj = getattr(import_module(module_name), attr) if attr else import_module(module_name)
-        except (ImportError, AttributeError) as exc:
-            raise BenchInputError(f"metric {self.name!r} (from package {self.package}) cannot be loaded from "
-                                  f"{self.target!r}: {exc}") from exc
-        check_spec(self.name, obj)
+            check_spec(self.name, obj)
+        except Exception as exc:  # whatever an outside package's module raises on import
+            detail = exc if isinstance(exc, BenchInputError) else f"{type(exc).__name__}: {exc}"
+            _failed[self.name] = BenchInputError(f"metric {self.name!r} (from package {self.package}) cannot be "
+                                                 f"loaded from {self.target!r}: {detail}")
+            raise _failed[self.name] from None
         _loaded[self.name] = obj
         return obj
 
@@ -341,13 +366,15 @@ def check_spec(name: str, obj: object) -> None:
     if obj.name != name:
         raise BenchInputError(f"metric {name!r}: the spec is named {obj.name!r}; the entry point and the "
                               f"spec must use the same name")
+    taken = next((s.name for s in BUILTIN if s.label_of(name) is not None), None)
+    if taken or name in {s.name for s in BUILTIN_SUMMARIES}:
+        raise BenchInputError(f"metric {name!r}: the name is survbench's own"
+                              f"{f' (a column of {taken!r})' if taken else ''}; choose another name")
 
 
 def register_metric(spec: MetricSpec | SummarySpec) -> MetricSpec | SummarySpec:
     """Register a metric in this process (notebooks, tests); an entry point does it for an installed package."""
     check_spec(spec.name, spec)
-    if spec.name in {s.name for s in BUILTIN + BUILTIN_SUMMARIES}:
-        raise BenchInputError(f"metric {spec.name!r} is one of survbench's own; choose another name")
     _in_process[spec.name] = spec
     return spec
 
@@ -360,14 +387,22 @@ def unregister_metric(name: str) -> None:
 def _installed() -> tuple[MetricEntry, ...]:
     """The installed packages' metric entry points, read once per process (pages look columns up often)."""
     own = {s.name for s in BUILTIN + BUILTIN_SUMMARIES}
-    out = []
+    by_name: dict[str, list[tuple[str, str]]] = {}
     for ep in entry_points(group=GROUP):
         package = ep.dist.name if ep.dist is not None else "?"
         if ep.name in own:
             log.warning("metric entry point %r (package %s) clashes with survbench's own metric; ignored",
                         ep.name, package)
             continue
-        out.append(MetricEntry(ep.name, ep.value, package))
+        if (ep.value, package) not in by_name.setdefault(ep.name, []):
+            by_name[ep.name].append((ep.value, package))
+    out = []
+    for name, found in by_name.items():
+        if len(found) == 1:
+            out.append(MetricEntry(name, *found[0]))
+        else:  # two packages claim one name: neither is used, and the entry says why when asked for
+            packages = " and ".join(f"{p} ({v})" for v, p in found)
+            out.append(MetricEntry(name, f"<unusable>: registered by {packages}; uninstall one", packages))
     return tuple(out)
 
 
@@ -395,12 +430,6 @@ def get_metric(name: str) -> MetricSpec:
     return spec
 
 
-def job_metric_names() -> list[str]:
-    """Names a protocol's ``metrics.report`` may hold: every registered name but the project's summary
-    metrics (an outside entry point is not imported here; a summary spec behind one is refused when loaded)."""
-    return [n for n, e in available().items() if not isinstance(e._spec, SummarySpec)]
-
-
 def loaded_specs(*, summaries: bool = False) -> list[MetricSpec | SummarySpec]:
     """Every registered spec of one kind, loaded, in registry order; an outside one that cannot be loaded is
     left out with a warning (pages and tables still render, its columns last under their own names)."""
@@ -410,7 +439,9 @@ def loaded_specs(*, summaries: bool = False) -> list[MetricSpec | SummarySpec]:
         try:
             spec = entry.load()
         except BenchInputError as exc:
-            log.warning("%s", exc)
+            if entry.name not in _warned:
+                _warned.add(entry.name)
+                log.warning("%s", exc)
             continue
         if isinstance(spec, kind):
             out.append(spec)

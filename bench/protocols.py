@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from bench.errors import BenchInputError, did_you_mean
 from bench.hashing import content_hash
-from bench.metric_registry import get_metric, job_metric_names
+from bench.metric_registry import get_metric
 
 SPLIT_KINDS = ("kfold", "loco", "center-split")
 CORRUPTION_KINDS = ("none", "noise")
@@ -148,15 +148,19 @@ CORRUPTION = {
 }
 
 
-def metrics_schema() -> dict[str, Check]:
-    """The [metrics] table's keys; metric names are the registry's (bench.metric_registry), so an outside
-    metric is reportable as soon as it is registered."""
-    names = tuple(job_metric_names())
-    return {
-        "primary": _one_of(names), "report": _subset_of(names), "horizons_years": _horizons,
-        "bootstrap": _int_in(0, 1_000_000), "bootstrap_seed": _int_in(0, MAX_SEED),
-        "logrank_split": _one_of(("train-median",)),
-    }
+def _distinct_names(v: Any) -> str | None:
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v) or len(set(v)) != len(v):
+        return "must be a non-empty list of distinct metric names (see `bench metrics`)"
+    return None
+
+
+# Metric names are checked one by one against the registry (bench.metric_registry) after the table's shape,
+# so an outside metric is reportable as soon as it is registered and a typo gets "did you mean".
+METRICS = {
+    "primary": _text, "report": _distinct_names, "horizons_years": _horizons,
+    "bootstrap": _int_in(0, 1_000_000), "bootstrap_seed": _int_in(0, MAX_SEED),
+    "logrank_split": _one_of(("train-median",)),
+}
 
 
 def _check_table(table: dict, schema: dict[str, Check], where: str, source: str) -> None:
@@ -190,7 +194,7 @@ def parse_protocol(data: dict[str, Any], source: str) -> Protocol:
             f"protocol {source}: corruption.kind = {ckind!r} must be one of {list(CORRUPTION_KINDS)}"
         )
     _check_table(corruption, CORRUPTION[ckind], "corruption.", source)
-    _check_table(metrics, metrics_schema(), "metrics.", source)
+    _check_table(metrics, METRICS, "metrics.", source)
     if metrics["primary"] not in metrics["report"]:
         raise BenchInputError(f"protocol {source}: metrics.primary {metrics['primary']!r} is not in metrics.report")
     for name in metrics["report"]:

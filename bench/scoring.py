@@ -7,6 +7,7 @@ metric computes, needs and bootstraps is its ``MetricSpec`` (bench.metric_regist
 from __future__ import annotations
 
 import logging
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ import numpy as np
 
 from bench import metrics as M
 from bench.hashing import content_hash
-from bench.metric_registry import DAYS_PER_YEAR, MetricSpec, ScoreInputs, get_metric, horizon_key
+from bench.metric_registry import BUILTIN, DAYS_PER_YEAR, MetricSpec, ScoreInputs, get_metric, horizon_key
 
 log = logging.getLogger("bench.scoring")
 __all__ = ["Scored", "score", "bootstrap_seed", "horizon_key", "DAYS_PER_YEAR"]
@@ -96,9 +97,15 @@ def score(protocol_metrics: dict, pred: dict[str, Any], *, boot_seed: int) -> Sc
             if "segmentation" in spec.needs and x.segmentation is None:
                 manifest[spec.name] = "not applicable: the method outputs no segmentation"
                 continue
-            metrics.update(spec.values(x))
-            if n_boot > 0:
-                replicates.update(spec.bootstrap_replicates(x, n_boot, boot_seed))
+            try:
+                metrics.update(spec.values(x))
+                if n_boot > 0:
+                    replicates.update(spec.bootstrap_replicates(x, n_boot, boot_seed))
+            except Exception as exc:
+                if spec in BUILTIN:  # the project's own metrics raise only on malformed predictions
+                    raise
+                log.error("metric %s raised on this job:\n%s", spec.name, traceback.format_exc())
+                metrics[spec.name] = M._nan(f"{spec.name}: the metric raised {type(exc).__name__}: {exc}")
     notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, M.MetricWarning)))
     clean = {k: (None if v is None or not np.isfinite(v) else float(v)) for k, v in metrics.items()}
     return Scored(clean, notes, manifest, {k: np.asarray(v).astype(np.float32) for k, v in replicates.items()})

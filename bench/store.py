@@ -278,13 +278,14 @@ _ROW_COLUMNS = ("method", "config_hash", "dataset_fp", "protocol_hash", "fold", 
                 "notes", "corruption", "predictions", "manifest", "bootstrap")
 
 
-def _slug(text: str) -> str:
+def file_slug(text: str) -> str:
+    """A name as it appears in a file name: letters, digits, -, _ and . kept, anything else a dash."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-") or "x"
 
 
 def row_filename(row: dict[str, Any]) -> str:
     """``<dataset>/<method>__<protocol>__<config8>-<dataset8>-<protocol8>__fold<k>__seed<s>.json``."""
-    return (f"{_slug(row['dataset'] or row['dataset_fp'])}/{_slug(row['method'])}__{_slug(row['protocol'])}__"
+    return (f"{file_slug(row['dataset'] or row['dataset_fp'])}/{file_slug(row['method'])}__{file_slug(row['protocol'])}__"
             f"{row['config_hash'][:8]}-{row['dataset_fp'][:8]}-{row['protocol_hash'][:8]}__"
             f"fold{row['fold']}__seed{row['seed']}.json")
 
@@ -444,5 +445,5 @@ def _experiment_config(store: Store, method: str, config: str, committed) -> tup
     sharing = sorted(h for h in stored if h[:8] == prefix)
     if committed is not None and len(sharing) > 1:
         raise BenchInputError(f"configs {', '.join(sharing)} of {method!r} share the 8 characters {prefix} that "
-                              f"name committed files: drop them from the store one by one without --leaderboards")
+                              f"name committed files: drop them from the store one by one, leaving the committed files out")
     return sorted(full), prefix

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from bench.errors import OutcomeLeakError
-from bench.method import FAMILIES, INPUTS, OUTPUTS, SCALES
+from bench.method import FAMILIES, INPUTS, OUTPUTS
+from bench.scales import SCALES
 from bench.protocols import load_protocol, parse_protocol
 from bench.registry import available
 from bench.runner import (check_dataset_fits, job_predictions, make_job, method_context, obtain_model,

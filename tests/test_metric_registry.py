@@ -93,3 +93,78 @@ def test_summary_metrics_registered_in_process_reach_the_robustness_page(tmp_pat
         unregister_metric("worst_level")
     header = next(l for l in page.text.splitlines() if l.startswith("| method"))
     assert header.rstrip(" |").endswith("worst C-td") and "relative drop" in header
+
+
+@pytest.fixture
+def installed(monkeypatch):
+    """Pretend these (name, value) entry points of group bench.metrics are installed."""
+    from importlib.metadata import EntryPoint
+
+    import bench.metric_registry as R
+
+    def install(*pairs):
+        eps = [EntryPoint(n, v, R.GROUP) for n, v in pairs]
+        monkeypatch.setattr(R, "entry_points", lambda group: eps if group == R.GROUP else [])
+        R._installed.cache_clear()
+        for name, _ in pairs:
+            R._failed.pop(name, None), R._loaded.pop(name, None), R._warned.discard(name)
+    yield install
+    R._installed.cache_clear()
+
+
+def test_a_broken_outside_metric_is_named_and_harms_nothing_else(installed, tmp_path, monkeypatch, caplog):
+    (tmp_path / "broken_metric.py").write_text("raise RuntimeError('half-written plugin')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    installed(("broken", "broken_metric:SPEC"))
+    with caplog.at_level("WARNING"):
+        assert sorted(["zzz", "cindex_td"], key=column_order) == ["cindex_td", "zzz"]
+        column_order("ibs")
+    assert sum("half-written plugin" in r.getMessage() for r in caplog.records) == 1  # warned once
+    with pytest.raises(BenchInputError, match="broken.*RuntimeError: half-written plugin"):
+        get_metric("broken")
+    data = load_protocol("clean").content()
+    data["metrics"] = {**data["metrics"], "report": ["cindex_td", "broken"]}
+    with pytest.raises(BenchInputError, match="mine.toml: metrics.report 'broken'"):
+        parse_protocol(data, "mine.toml")
+
+
+def test_two_packages_claiming_one_metric_name_make_it_unusable(installed):
+    installed(("twin", "pkg_a:SPEC"), ("twin", "pkg_b:SPEC"))
+    with pytest.raises(BenchInputError, match="twin.*registered by.*pkg_a:SPEC.*pkg_b:SPEC"):
+        get_metric("twin")
+
+
+def test_an_outside_metric_that_raises_is_nan_with_its_reason_not_a_failed_job():
+    def bad(x):
+        raise KeyError("no such column")
+
+    register_metric(MetricSpec("raises", "R", "always raises", bad))
+    try:
+        scored = score(_metrics(["cindex_harrell", "raises"]), _pred(), boot_seed=1)
+    finally:
+        unregister_metric("raises")
+    assert scored.metrics["raises"] is None and scored.metrics["cindex_harrell"] is not None
+    assert any("raises: the metric raised KeyError" in n for n in scored.notes)
+
+
+def test_report_names_are_checked_one_by_one_with_hints():
+    data = {**load_protocol("clean").content(), "name": "mine"}
+    data["metrics"] = {**data["metrics"], "report": ["cindex_td", "cindx_harrell"]}
+    with pytest.raises(BenchInputError, match="did you mean 'cindex_harrell'"):
+        parse_protocol(data, "mine.toml")
+    data["metrics"]["report"] = ["cindex_td", "relative_drop"]
+    with pytest.raises(BenchInputError, match="summary across protocols"):
+        parse_protocol(data, "mine.toml")
+
+
+def test_an_outside_metric_cannot_take_a_column_of_the_projects_own():
+    for name in ("td_auc_10y", "dice_gtvp", "relative_drop"):
+        with pytest.raises(BenchInputError, match="survbench's own"):
+            register_metric(MetricSpec(name, "X", "d", lambda x: 0.5))
+
+
+def test_a_failing_summary_metric_shows_na_and_a_bad_axis_is_refused():
+    bad = SummarySpec("fails", "fails", "d", lambda p: 1 / 0)
+    assert bad.cell({0.0: 0.7, 0.5: 0.6}) == "n/a"
+    with pytest.raises(BenchInputError, match="axis"):
+        SummarySpec("other", "o", "d", lambda p: 0.0, axis="severity")

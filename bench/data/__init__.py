@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.data.cohort import Cohort, ImageFiles
 from bench.data.hecktor import Dataset, load_hecktor
 from bench.errors import BenchInputError
-from bench.scales import synthetic_scale
+from bench.scales import SYNTHETIC_SCALES, synthetic_scale
 
 DEFAULT_DATASET = "synthetic"
 DATASET_KINDS = ("synthetic[:SCALE[:SEED]]", "demo[:SEED]", "hecktor2022:PATH")
@@ -63,7 +63,7 @@ def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool =
     spec = spec or f"{DEFAULT_DATASET}:{run_scale}"
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
-        from bench.data.synthetic import GENERATOR_VERSION, SYNTH_SCALES
+        from bench.data.synthetic import GENERATOR_VERSION
 
         scale, _, seed_text = arg.partition(":")
         version, _, rest = seed_text.partition(":")
@@ -74,9 +74,9 @@ def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool =
                                       f"generated here")
             seed_text = rest
         scale = synthetic_scale(scale or run_scale)
-        if scale not in SYNTH_SCALES:
+        if scale not in SYNTHETIC_SCALES:
             raise BenchInputError(f"--dataset {spec}: unknown synthetic scale {scale!r} "
-                                  f"(choose {', '.join(SYNTH_SCALES)})")
+                                  f"(choose {', '.join(SYNTHETIC_SCALES)})")
         seed = _seed(spec, seed_text)
         return load_hecktor(synthetic_root(scale, seed, progress=progress), name=synthetic_name(scale, seed))
     if kind == "demo":

@@ -46,7 +46,6 @@ from bench.parallel import process_map
 GENERATOR_VERSION = "3"  # bump on any change to the output (cached cohorts are keyed by it)
 CENTRES = {"CHUM": 56, "CHUP": 44, "CHUS": 72, "CHUV": 47, "MDA": 197, "HGJ": 55, "HMR": 18}
 CENTRE_IDS = {c: i + 1 for i, c in enumerate(CENTRES)}
-SYNTH_SCALES = SYNTHETIC_SCALES
 
 # PET scanner archetypes: voxel (x, y, z) mm, PSF FWHM range mm, count factor
 ARCHETYPES = {
@@ -134,13 +133,14 @@ class SynthConfig:
 
 def scale_config(scale: str) -> SynthConfig:
     scale = synthetic_scale(scale)
-    if scale not in SYNTH_SCALES:
-        raise ValueError(f"unknown synthetic scale {scale!r}; choose one of {', '.join(SYNTH_SCALES)}")
+    if scale not in SYNTHETIC_SCALES:
+        raise ValueError(f"unknown synthetic scale {scale!r}; choose one of {', '.join(SYNTHETIC_SCALES)}")
     if scale == "smoke":
         return SynthConfig(scale, centres={"CHUM": 14, "CHUP": 13, "MDA": 13}, fov_mm=112.0, truth_spacing_mm=3.5,
                            ct_inplane_mm=3.5, ct_min_slice_mm=3.5, pet_spacing_scale=1.5)
-    if scale == "paper":
-        return SynthConfig(scale, fov_mm=200.0, truth_spacing_mm=1.5, ct_inplane_mm=0.98, ct_min_slice_mm=1.25)
+    if scale == "paper":  # generated as "full" before the scales were one vocabulary: the name is hashed into
+        # the cohort's identity and written to its config, so it stays, and cached cohorts stay valid
+        return SynthConfig("full", fov_mm=200.0, truth_spacing_mm=1.5, ct_inplane_mm=0.98, ct_min_slice_mm=1.25)
     if scale == "large":
         return SynthConfig(scale, centres={c: 4 * n for c, n in CENTRES.items()})
     return SynthConfig(scale)
@@ -563,4 +563,4 @@ def default_path(root: Path, scale: str, seed: int) -> Path:
 
 
 __all__ = ["SynthConfig", "Coefficients", "Appearance", "ETA_GROUPS", "eta_terms", "scale_config", "generate", "render_patient", "default_path",
-           "SYNTH_SCALES", "GENERATOR_VERSION", "is_complete", "replace"]
+           "GENERATOR_VERSION", "is_complete", "replace"]

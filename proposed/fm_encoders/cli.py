@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from bench.errors import BenchInputError
+from bench.scales import SCALES
 
 
 @click.command("pretrain")
 @click.option("--encoder", "encoders", required=True, help="ct-fm, pet-fm or both (comma-separated).")
-@click.option("--scale", type=click.Choice(["smoke", "quick", "paper"]), default="quick", show_default=True,
+@click.option("--scale", type=click.Choice(SCALES), default="quick", show_default=True,
               help="The encoder size and pretraining length of this scale (the one `bench run` uses).")
 @click.option("--force", is_flag=True, help="Pretrain again even when cached weights exist.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

@@ -33,5 +33,4 @@ class AgeCox(Method):
         surv = self.model_.predict_survival_function(x)  # rows: times, columns: patients
         times = surv.index.to_numpy(dtype=float)
         keep = times > 0
-        return Prediction(risk=risk, survival=surv.to_numpy().T[:, keep], times=times[keep],
-                          method="example-age-cox", n_expected=len(cohort))
+        return Prediction(risk=risk, survival=surv.to_numpy().T[:, keep], times=times[keep])
