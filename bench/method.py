@@ -56,6 +56,9 @@ class Method:
     ceiling: ClassVar[bool] = False
     family: ClassVar[str] = "other"
     version: ClassVar[str] = "1"
+    # Functions (module.name) a fitted model of this method holds beyond bench.model_io's allow-list; the
+    # classes of the method's own package are trusted already.
+    trusted_globals: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -88,7 +91,7 @@ class Method:
         printed under the leaderboard tables; empty by default."""
         return {}
 
-    # A fitted method is pickled by the store so protocols that share a training reuse it; the context
+    # A fitted method is stored (bench.model_io) so protocols that share a training reuse it; the context
     # (logger, progress bars) is not part of the model and is attached again after loading.
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -77,9 +77,22 @@ def method_report(store: Store, method: str, protocol: str) -> str:
             out += ["", "notes:", *[f"  {n}" for n in notes]]
         curves = []
         for r in sorted(mine, key=lambda r: (r["seed"], r["fold"])):
-            loaded = store.load_model(r["train_key"]) if r.get("train_key") else None
+            loaded = store.load_model(r["train_key"], **_trusted(r)) if r.get("train_key") else None
             lines = _curves(loaded[0]) if loaded else []
             if lines:
                 curves += [f"  {r['fold_name']} seed {r['seed']}:", *lines]
         out += ["", "training curves:", *(curves or ["  (this method keeps no per-epoch log)"]), ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _trusted(row: dict) -> dict:
+    """What reading this row's stored model may rebuild: as the runner allows it for the installed method,
+    else the classes of the package the row's method class came from."""
+    from bench.registry import get_method
+    from bench.runner import trusted_by
+
+    try:
+        return trusted_by(get_method(row["method"]))
+    except BenchInputError:
+        cls = (json.loads(row["env"]).get("method") or {}).get("class", "") if row.get("env") else ""
+        return {"trusted_packages": (cls.split(".")[0] + ".",)} if cls else {}

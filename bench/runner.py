@@ -276,24 +276,30 @@ def _pending_jobs(plans, protocols, dataset, seeds, store: Store, results_dir: P
     return jobs
 
 
-def _scored_without_model(job: Job, store: Store, *, readable: bool) -> list[str]:
+def _scored_without_model(job: Job, store: Store) -> list[str]:
     """Protocols that differ only in test-side corruption are scored with one fitted model per fold, so that
     clean and noisy columns differ by the noise alone. The protocols this job's model already scored when
-    that model is not in this store (rows imported from another machine: models are not exported), or —
-    ``readable`` — cannot be read from it: a new fit would score the rest with another model. Empty when the
-    job may fit."""
+    that model is not in this store (rows imported from another machine: models are not exported): a new
+    fit would score the rest with another model. Empty when the job may fit."""
     scored = store.scored_protocols(job.train_key)
-    if not scored:
-        return []
-    present = store.load_model(job.train_key) is not None if readable else store.has_model(job.train_key)
-    return [] if present else scored
+    return [] if not scored or store.has_model(job.train_key) else scored
+
+
+def trusted_by(cls: type[Method]) -> dict[str, Any]:
+    """What reading a stored model of ``cls`` may rebuild beyond bench.model_io's allow-list: classes of the
+    method's own package, and the functions it names in ``trusted_globals``."""
+    return {"trusted_packages": (cls.__module__.split(".")[0] + ".",),
+            "trusted_globals": frozenset(cls.trusted_globals)}
 
 
 def _refuse_mixed_fits(jobs: list[Job], store: Store, results_dir: Path) -> None:
-    """Refuse, before any work, every job whose fold would mix two fitted models; name them and the way out."""
+    """Refuse, before any work, every job whose stored model does not match the store, and every job whose
+    fold would mix two fitted models; name them and the way out."""
+    for job in jobs:
+        store.check_model(job.train_key)
     mixed: dict[tuple[str, str], list[str]] = defaultdict(list)
     for job in jobs:
-        scored = _scored_without_model(job, store, readable=False)
+        scored = _scored_without_model(job, store)
         if scored:
             mixed[(job.plan.name, job.plan.config_hash[:8])].append(
                 f"{job.fold.name} seed {job.seed} ({', '.join(scored)})")
@@ -321,12 +327,12 @@ def obtain_model(job: Job, dataset: Dataset, store: Store, ctx: RunContext) -> F
     uses_images = any(c in ("ct", "pet") for c in cls.consumes)
     train_images = (corrupted_files(dataset, job.train_corruption, job.train_ids, cache_dir() / "corrupted")
                     if uses_images and job.train_corruption else {})
-    stored = store.load_model(job.train_key)
+    stored = store.load_model(job.train_key, **trusted_by(cls))
     if stored is not None:
         method, fit_seconds = stored
         return FittedModel(method.attach(ctx), fit_seconds, True, train_images)
-    earlier = _scored_without_model(job, store, readable=True)
-    if earlier:  # listed when the sweep started, unreadable now
+    earlier = _scored_without_model(job, store)
+    if earlier:  # listed when the sweep started, gone now
         raise BenchInputError(f"{job.name}: the fitted model that scored {', '.join(earlier)} cannot be read "
                               f"from {store.model_path(job.train_key)}; a new fit would mix two models in one "
                               f"fold (to redo the experiment: `bench store drop {job.plan.name} --config "

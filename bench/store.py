@@ -1,4 +1,4 @@
-"""The results store: one SQLite file plus pickled fitted models, under the results directory.
+"""The results store: one SQLite file plus fitted models (bench.model_io's format), under the results directory.
 
 ``runs``: one row per (method, config hash, dataset fingerprint, protocol hash, fold, seed) with status,
 timings, environment, metrics, the corruption manifest and the per-patient predictions (an npz blob), so
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-import pickle
+import hashlib
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +25,8 @@ import numpy as np
 
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path, write_if_changed
+from bench.model_io import dump_model, read_header
+from bench.model_io import load_model as load_model_bytes
 
 SCHEMA_VERSION = 2  # bump on a table change and migrate older stores in Store.__init__ (history: CHANGELOG.md)
 DB_NAME = "runs.sqlite"
@@ -46,7 +48,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS models (
     train_key TEXT PRIMARY KEY, method TEXT NOT NULL, config_hash TEXT NOT NULL, dataset_fp TEXT NOT NULL,
     split_hash TEXT NOT NULL, fold INTEGER NOT NULL, seed INTEGER NOT NULL, train_corruption TEXT,
-    path TEXT NOT NULL, fit_seconds REAL, created_at TEXT NOT NULL
+    path TEXT NOT NULL, fit_seconds REAL, created_at TEXT NOT NULL, sha256 TEXT
 );
 """
 
@@ -218,42 +220,86 @@ class Store:
             return sorted({r[0] for r in con.execute(
                 "SELECT protocol FROM runs WHERE train_key=? AND status='done'", (train_key,))})
 
-    def _model_entry(self, train_key: str) -> tuple[Path, float] | None:
-        """(file, fit seconds) of the model listed for ``train_key``, or None when none is listed."""
+    def _model_entry(self, train_key: str) -> tuple[Path, float, str | None] | None:
+        """(file, fit seconds, sha256) of the model listed for ``train_key``, or None when none is listed. The
+        listed path must lie in this store's models/ folder: a row pointing elsewhere is refused."""
         with self._connect() as con:
-            row = con.execute("SELECT path, fit_seconds FROM models WHERE train_key=?", (train_key,)).fetchone()
-        return None if row is None else (self.root / row[0], float(row[1] or 0.0))
+            hashed = "sha256" in {r[1] for r in con.execute("PRAGMA table_info(models)")}
+            row = con.execute(f"SELECT path, fit_seconds, {'sha256' if hashed else 'NULL'} FROM models "
+                              f"WHERE train_key=?", (train_key,)).fetchone()
+        if row is None:
+            return None
+        models = (self.root / "models").resolve()
+        path = (self.root / str(row[0])).resolve()
+        if path.parent != models:
+            raise BenchInputError(f"{self.db_path}: the model of training key {train_key} is listed at {row[0]!r}, "
+                                  f"outside {models}; the store is damaged or was edited — use another --results")
+        return path, float(row[1] or 0.0), row[2]
 
     def has_model(self, train_key: str) -> bool:
         entry = self._model_entry(train_key)
         return entry is not None and entry[0].is_file()
 
     def model_path(self, train_key: str) -> Path:
-        return self.root / "models" / f"{train_key}.pkl"
+        return self.root / "models" / f"{train_key}.model"
 
-    def load_model(self, train_key: str) -> tuple[Any, float] | None:
-        """The stored fitted model and the seconds its fit took, or None."""
+    def _model_bytes(self, train_key: str, entry: tuple[Path, float, str | None]) -> bytes:
+        """The model file's bytes after checking them against the store: its sha256 and the training key in
+        its header. A mismatch, or a model stored as a plain pickle by an older survbench, is refused."""
+        path, _, sha = entry
+        data = path.read_bytes()
+        refit = (f"refit it: `bench store drop METHOD --config HASH8 --results {self.root}` (the method and config "
+                 f"of training key {train_key}), then `bench run` with every protocol")
+        if sha is None or hashlib.sha256(data).hexdigest() != sha:
+            raise BenchInputError(f"model {path} does not match the sha256 the store recorded when it was fitted "
+                                  f"(changed, damaged, or stored by an older survbench); {refit}")
+        header, _ = read_header(data, str(path))
+        if header.get("train_key") != train_key:
+            raise BenchInputError(f"model {path} was fitted for training key {header.get('train_key')!r}, not "
+                                  f"{train_key} (a model file swapped in?); {refit}")
+        return data
+
+    def check_model(self, train_key: str) -> None:
+        """Refuse (BenchInputError) a listed model whose file does not match the store; no model is read."""
         entry = self._model_entry(train_key)
-        if entry is None:
+        if entry is not None and entry[0].is_file():
+            self._model_bytes(train_key, entry)
+
+    def load_model(self, train_key: str, *, trusted_packages: tuple[str, ...] = (),
+                   trusted_globals: frozenset[str] = frozenset()) -> tuple[Any, float] | None:
+        """The stored fitted model and the seconds its fit took, or None when none is listed or its file is
+        gone. A file that does not match the store, or holds anything outside the allow-list of
+        ``bench.model_io``, is refused."""
+        entry = self._model_entry(train_key)
+        if entry is None or not entry[0].is_file():
             return None
-        try:
-            with open(entry[0], "rb") as fh:
-                return pickle.load(fh), entry[1]
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
-            return None  # missing or unreadable: refitted when no finished row used it, else refused (runner)
+        data = self._model_bytes(train_key, entry)
+        _, model = load_model_bytes(data, str(entry[0]), extra_packages=trusted_packages,
+                                    extra_globals=trusted_globals)
+        return model, entry[1]
 
     def save_model(self, train_key: str, model: Any, info: dict[str, Any]) -> None:
         path = self.model_path(train_key)
-        with atomic_path(path, ".tmp") as tmp, open(tmp, "wb") as fh:
-            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        header = {"train_key": train_key, "method": info["method"], "config_hash": info["config_hash"],
+                  "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+        with atomic_path(path, ".tmp") as tmp:
+            dump_model(model, tmp, header)
+            sha = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
         with self._connect() as con:
+            _ensure_model_hash_column(con)  # a store made before models were hashed
             con.execute(
                 """INSERT OR REPLACE INTO models (train_key, method, config_hash, dataset_fp, split_hash, fold,
-                   seed, train_corruption, path, fit_seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+                   seed, train_corruption, path, fit_seconds, created_at, sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)""",
                 (train_key, info["method"], info["config_hash"], info["dataset_fp"], info["split_hash"],
                  info["fold"], info["seed"], json.dumps(info["train_corruption"]),
-                 str(path.relative_to(self.root)), info["fit_seconds"], now()),
+                 str(path.relative_to(self.root)), info["fit_seconds"], now(), sha),
             )
+
+
+def _ensure_model_hash_column(con: sqlite3.Connection) -> None:
+    """Stores made before models were hashed lack the column; their models (plain pickles) are refused."""
+    if "sha256" not in {r[1] for r in con.execute("PRAGMA table_info(models)")}:
+        con.execute("ALTER TABLE models ADD COLUMN sha256 TEXT")
 
 
 def provenance_of(rows: list[dict[str, Any]]) -> dict[str, list[str]]:

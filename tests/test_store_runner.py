@@ -283,18 +283,16 @@ def test_a_fold_whose_model_is_elsewhere_is_not_refitted_for_the_other_protocols
     assert _run(tiny_dataset, ["noisy10"], tmp_path / "c").fits == 5
     # a deleted model file counts as absent
     store = Store(tmp_path / "a")
-    next((tmp_path / "a" / "models").glob("*.pkl")).unlink()
+    next((tmp_path / "a" / "models").glob("*.model")).unlink()
     with pytest.raises(BenchInputError, match="not in"):
         _run(tiny_dataset, ["noisy20"], tmp_path / "a")
     assert len(store.rows("done")) == 10
-    # a model file that is there but unreadable: refused when the fold comes to be fitted
-    # (folds before it take noisy30 from their own models; nothing finished is touched, nothing refitted)
-    next((tmp_path / "c" / "models").glob("*.pkl")).write_bytes(b"not a pickle")
-    fits, noisy10 = killer.fits, Store(tmp_path / "c").rows("done")
-    with pytest.raises(BenchInputError, match="cannot be read"):
+    # a model file that is there but damaged: refused before any work, with the way to refit
+    next((tmp_path / "c" / "models").glob("*.model")).write_bytes(b"not a model")
+    fits, done = killer.fits, Store(tmp_path / "c").rows("done")
+    with pytest.raises(BenchInputError, match="does not match the sha256.*refit"):
         _run(tiny_dataset, ["noisy30"], tmp_path / "c")
-    assert killer.fits == fits
-    assert [r for r in Store(tmp_path / "c").rows("done") if r["protocol"] == "noisy10"] == noisy10
+    assert killer.fits == fits and Store(tmp_path / "c").rows("done") == done
 
 
 def test_rows_record_the_cpu_parallelism(killer, tiny_dataset, tmp_path, monkeypatch):

@@ -322,7 +322,7 @@ class ImageSurvivalMethod(Method):
     def _load_stage(net, done):
         import torch
 
-        saved = torch.load(done, map_location="cpu", weights_only=False)
+        saved = torch.load(done, map_location="cpu", weights_only=True)
         net.load_state_dict(saved["model"])
         return net, saved["history"]
 

@@ -265,7 +265,7 @@ class Trainer:
         """Continue from the checkpoint of an interrupted training, when there is one."""
         if self.checkpoint is None or not self.checkpoint.is_file():
             return
-        saved = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        saved = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
         run.model.load_state_dict(saved["model"])
         run.opt.load_state_dict(saved["optimizer"])
         run.sched.load_state_dict(saved["scheduler"])
