@@ -4,7 +4,9 @@ Exit codes: 0 ok; 2 bad input (a message naming what and where, no traceback); 1
 """
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -17,6 +19,25 @@ from bench.scales import RENAMED, RUN_HELP, SCALES, SYNTHETIC_HELP, SYNTHETIC_SC
 RESULTS_HELP = "Results directory (SQLite store, splits, fitted models)."
 
 
+_FILE_SYSTEM = {errno.EACCES: "permission denied", errno.EPERM: "not permitted", errno.EROFS: "read-only file system",
+                errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded"}
+
+
+def input_error(exc: BaseException) -> str | None:
+    """The message for an error that is bad input or a file-system or database problem, not a bug (exit 2);
+    None for anything else. The library raises BenchInputError naming the file; the SQLite and OSError cases
+    are the safety net for a path it did not foresee."""
+    if isinstance(exc, BenchInputError):
+        return str(exc)
+    if isinstance(exc, sqlite3.Error):
+        return (f"SQLite: {exc} — a results store (runs.sqlite under --results) is damaged, locked or read-only; "
+                f"it was left as it is")
+    if isinstance(exc, OSError) and exc.errno in _FILE_SYSTEM:
+        where = exc.filename if exc.filename is not None else "a file"
+        return f"cannot use {where}: {_FILE_SYSTEM[exc.errno]} ({exc.strerror or exc}); fix that or choose another path"
+    return None
+
+
 class BenchGroup(CommandGroup):
     """Turns BenchInputError into exit 2 with a clean message, wherever it is raised; its commands include
     those other packages register in the entry-point group ``bench.commands``."""
@@ -24,8 +45,11 @@ class BenchGroup(CommandGroup):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except BenchInputError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (BenchInputError, sqlite3.Error, OSError) as exc:
+            message = input_error(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: finished jobs are stored; run the same command again to resume", err=True)
@@ -190,12 +214,12 @@ def data_synth(ctx, scale: str, seed: int, out: Path | None, workers: int | None
 def data_show(patient: str, dataset: str, out: Path | None) -> None:
     """Write a PNG of PATIENT: CT with the GTVp/GTVn outlines, PET, and both fused, in three planes."""
     from bench.data import load_dataset
-    from bench.data.show import show_patient
+    from bench.data.show import default_png, show_patient
 
     ds = load_dataset(dataset)
     if patient not in ds.ids:
         raise BenchInputError(f"patient {patient!r} is not in {ds.name} (e.g. {', '.join(list(ds.ids)[:3])})")
-    png = show_patient((ds.images or {}).get(patient), patient, out or Path(f"{patient}.png"))
+    png = show_patient((ds.images or {}).get(patient), patient, out or default_png(patient))
     click.echo(str(png))
 
 
@@ -211,6 +235,7 @@ def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
 
     from bench.corruptions import corrupted_images, selected, selection_draw
     from bench.data import cache_dir, load_dataset
+    from bench.fsutil import output_errors, path_under, safe_name, writable_dir
     from bench.protocols import load_protocol
 
     pr = load_protocol(protocol)
@@ -227,9 +252,11 @@ def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
         click.echo(f"{patient} is not corrupted under {pr.name}: its draw u = {u:.3f} >= fraction {c['fraction']}")
         return
     files = corrupted_images(ds.images[patient], ds.fingerprint, c, patient, cache_dir() / "corrupted")
-    out.mkdir(parents=True, exist_ok=True)
-    for src, name in ((files.ct, f"{patient}__CT.nii.gz"), (files.pet, f"{patient}__PT.nii.gz")):
-        shutil.copyfile(src, out / name)
+    safe_name(patient, "--patient")
+    writable_dir(out, "--out")
+    with output_errors(out, "--out"):
+        for src, name in ((files.ct, f"{patient}__CT.nii.gz"), (files.pet, f"{patient}__PT.nii.gz")):
+            shutil.copyfile(src, path_under(out, name))
     click.echo(f"{patient} under {pr.name} (u = {u:.3f} < {c['fraction']}): CT + Gaussian noise σ = "
                f"{c['ct_sigma'][c['ct_level']]} × range ({c['ct_level']}), PET Poisson at "
                f"{c['pet_counts_per_suv'][c['pet_level']]:g} counts/SUV ({c['pet_level']}) → {out}/")
@@ -240,16 +267,17 @@ def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
 @click.pass_context
 def data_verify(ctx, path: Path) -> None:
     """Check a HECKTOR 2022 folder: files present and readable, CSV columns and types, ids matching, CT/PET/mask
-    geometry consistent, labels in {0, 1, 2}. Lists every problem with its patient and file; exit 2 if any."""
+    geometry consistent, labels in {0, 1, 2}, every .nii.gz complete. Lists the problems with their patient and
+    file (20 of each kind, then how many more); exit 2 if any."""
+    from bench.data.hecktor import MAX_LISTED_PROBLEMS, listed
     from bench.data.verify import verify
 
     n, problems, notes = verify(path, progress=not ctx.obj["quiet"])
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if problems:
-        click.echo(f"{path}: {len(problems)} problem(s):", err=True)
-        for p in problems:
-            click.echo(f"  - {p}", err=True)
+        click.echo(f"{path}: {len(problems)} problem(s) ({MAX_LISTED_PROBLEMS} of each kind listed):", err=True)
+        click.echo("\n".join(f"  - {line}" for line in listed(problems, MAX_LISTED_PROBLEMS)), err=True)
         sys.exit(2)
     click.echo(f"{path}: OK ({n} patients{', images not checked' if notes else ''})")
 
@@ -349,7 +377,7 @@ def results_cmd(results: Path, fmt: str, summary: bool, reference: str | None, m
 
     if summary and reference:
         raise BenchInputError("--summary and --compare: choose one")
-    frame = results_frame(Store(results, create=False), with_bootstrap=summary or bool(reference))
+    frame = results_frame(Store(results, readonly=True), with_bootstrap=summary or bool(reference))
     if reference:
         if not frame.empty and metric not in metric_columns(frame):
             raise BenchInputError(f"--metric {metric!r}: not among the stored metrics "
@@ -391,9 +419,12 @@ def store_cmd() -> None:
               help="Folder to write (one JSON file per finished row, grouped by dataset; splits/).")
 def store_export(results: Path, out: Path) -> None:
     """Write every finished row of the store under --out (unchanged files are not rewritten)."""
+    from bench.fsutil import output_errors, writable_dir
     from bench.store import Store, export_rows
 
-    written, same = export_rows(Store(results, create=False), out)
+    store = Store(results, readonly=True)
+    with output_errors(writable_dir(out, "--out"), "--out"):
+        written, same = export_rows(store, out)
     click.echo(f"{written} row file(s) written, {same} unchanged, under {out}")
 
 
@@ -458,11 +489,13 @@ def leaderboard_cmd(results: Path | None, out: Path, reference: str, check: bool
     Pages per dataset: cv.md (clean and noisy protocols), robustness.md (C-td against the noise fraction)
     and generalisation.md (leave-one-centre-out, centre split); README.md indexes them."""
     from bench import leaderboard as lb
+    from bench.fsutil import output_errors, writable_dir
 
     if results is not None:
         if check:
             raise BenchInputError("--check compares the committed pages with their records: leave out --results")
-        written = lb.export_records(results, out)
+        with output_errors(writable_dir(out, "--out"), "--out"):
+            written = lb.export_records(results, out)
         click.echo(f"{len(written)} run record(s) written or updated under {out / 'records'}", err=True)
     pages = lb.render(out, reference)
     if check:
@@ -473,7 +506,8 @@ def leaderboard_cmd(results: Path | None, out: Path, reference: str, check: bool
             sys.exit(1)
         click.echo(f"{len(pages)} page(s) under {out} match their records", err=True)
         return
-    done = lb.write(out, pages)
+    with output_errors(writable_dir(out, "--out"), "--out"):
+        done = lb.write(out, pages)
     click.echo("\n".join(done))
     index = out / "README.md"
     click.echo(f"{len(pages)} page(s) written under {out}; start at {index}", err=True)
@@ -489,7 +523,7 @@ def report_cmd(method: str, protocol: str, results: Path) -> None:
     from bench.report import method_report
     from bench.store import Store
 
-    click.echo(method_report(Store(results, create=False), method, protocol))
+    click.echo(method_report(Store(results, readonly=True), method, protocol))
 
 
 def parse_seeds(spec: str) -> list[int]:
@@ -509,8 +543,11 @@ def parse_seeds(spec: str) -> list[int]:
 def main() -> None:
     try:
         cli(standalone_mode=True)
-    except BenchInputError as exc:  # raised outside a command (e.g. while parsing)
-        click.echo(f"error: {exc}", err=True)
+    except (BenchInputError, sqlite3.Error, OSError) as exc:  # raised outside a command (e.g. while parsing)
+        message = input_error(exc)
+        if message is None:
+            raise
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
 
 

@@ -9,7 +9,8 @@ scaled to expected counts (``counts_per_suv``), Poisson counts are drawn and sca
 comes from (dataset fingerprint, seed, patient id, modality, level) only, so each patient has one noisy
 image per level, written once to the cache and reused by every protocol, fold and method. A corrupted
 patient's cohort entry points at those files; a clinical-only method's inputs are untouched, which the
-manifest records.
+manifest records. Each noisy file has its sha256 beside it (``<file>.sha256``) and is reused only while it
+matches, so a truncated or damaged cache file is written again, never read as an image.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from bench.fsutil import atomic_path
+from bench.fsutil import atomic_path, file_digest, path_under, safe_name
 from bench.hashing import content_hash, unit_uniform
 
 NOISE_VERSION = "1"  # part of every noisy file's name: bump when the noise recipe changes
@@ -88,14 +89,34 @@ def pet_poisson(pet: np.ndarray, counts_per_suv: float, rng: np.random.Generator
     return (rng.poisson(lam) / counts_per_suv).astype(np.float32)
 
 
+def _sidecar(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def cached_intact(target: Path, cache: Path) -> bool:
+    """Whether the noisy file ``target`` is the one written: its sha256 (memoised by stat under
+    ``<cache>/file-hashes``) equals the one recorded beside it. A file that is missing, truncated, rewritten
+    or without its record is not, and is written again."""
+    side = _sidecar(target)
+    if not (target.is_file() and side.is_file()):
+        return False
+    try:
+        return side.read_text().strip() == file_digest(target, Path(cache) / "file-hashes")
+    except OSError:
+        return False
+
+
 def corrupted_images(files, dataset_fp: str, corruption: dict[str, Any], patient_id: str, cache: Path):
     """The patient's ImageFiles with CT and PET replaced by their noisy versions (written once, atomically,
-    under ``cache``); the mask is unchanged."""
+    under ``cache``, each with its sha256 beside it and reused only when it still matches); the mask is
+    unchanged. A damaged source image is a ``BenchInputError`` naming it."""
     import SimpleITK as sitk
 
     from bench.data.cohort import ImageFiles
+    from bench.data.images import read_image
 
     seed = corruption["seed"]
+    safe_name(patient_id, "patient id")
     out = {}
     for modality, src, level, amount, noise in (
         ("ct", files.ct, corruption["ct_level"], corruption["ct_sigma"][corruption["ct_level"]], ct_gaussian),
@@ -103,14 +124,17 @@ def corrupted_images(files, dataset_fp: str, corruption: dict[str, Any], patient
          pet_poisson),
     ):
         name = f"{patient_id}__{modality.upper()}-{level}-{amount:g}-seed{seed}-v{NOISE_VERSION}.nii.gz"
-        target = Path(cache) / dataset_fp / name
-        if not target.is_file():
-            img = sitk.ReadImage(str(src))
+        target = path_under(Path(cache), safe_name(dataset_fp, "dataset fingerprint"), name)
+        if not cached_intact(target, cache):
+            img = read_image(src, modality.upper(), patient_id)
             arr = sitk.GetArrayFromImage(img)
             noisy = sitk.GetImageFromArray(noise(arr, amount, noise_rng(dataset_fp, seed, patient_id, modality, level)))
             noisy.CopyInformation(img)
             with atomic_path(target, ".nii.gz") as tmp:
                 sitk.WriteImage(noisy, str(tmp), True)
+            digest = file_digest(target, Path(cache) / "file-hashes")
+            with atomic_path(_sidecar(target), ".sha256") as tmp:
+                tmp.write_text(digest + "\n")
         out[modality] = target
     return ImageFiles(out["ct"], out["pet"], files.mask)
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchInputError
-from bench.fsutil import atomic_path, write_if_changed
+from bench.fsutil import atomic_path, name_problem, path_under, write_if_changed
 from bench.metric_registry import MetricSpec, column_order, loaded_specs, spec_of_column
 from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.protocols import shipped_content
@@ -75,6 +75,38 @@ def dataset_slug(name: str) -> str:
     return "-".join(p for p in name.split(":") if p).replace("/", "_")
 
 
+# --- file names built from names in the data ----------------------------------------------------------------
+# Protocol, method and config names come from stored rows, imported row files, records and users' protocol
+# files; each must be one plain file-name component, and every path stays under the leaderboard folder.
+
+def _name_fields(rec: dict) -> list[tuple[str, object]]:
+    return [("method", rec.get("method")), ("protocol", rec.get("protocol")),
+            ("config_hash", rec.get("config_hash")), ("dataset", rec.get("dataset"))]
+
+
+def _unsafe_names(rec: dict) -> list[str]:
+    """Why the record's names cannot build its file names: one entry per bad field."""
+    out = []
+    for field_name, value in _name_fields(rec):
+        why = name_problem(value)
+        if field_name == "dataset" and isinstance(value, str):  # its folder is the slug, not the name
+            why = name_problem(dataset_slug(value))
+        if why:
+            out.append(f"{field_name} {value!r} cannot be used in a file name: it {why}")
+    return out
+
+
+def record_path(out: Path, rec: dict) -> Path:
+    """``records/<dataset>/<protocol>__<method>__<config8>.json`` under ``out`` (names checked first)."""
+    return path_under(out, "records", dataset_slug(rec["dataset"]),
+                      f"{rec['protocol']}__{rec['method']}__{rec['config_hash'][:8]}.json")
+
+
+def km_plot_name(rec: dict) -> str:
+    """``plots/km__<protocol>__<method>__<config8>.png``, relative to the dataset's folder."""
+    return f"plots/km__{rec['protocol']}__{rec['method']}__{rec['config_hash'][:8]}.png"
+
+
 # --- export: store → records -----------------------------------------------------------------------------
 
 def _r(x: Any, digits: int = 5) -> Any:
@@ -113,14 +145,17 @@ def _installed_method_info(name: str) -> dict:
 
 
 def _missing_folds(results_dir: Path, dataset_fp: str, protocol: dict, g) -> list[int]:
-    """Folds of the experiment's stored split (results/splits) that some seed of ``g`` has not run; empty when
-    the split file is not there to compare with."""
-    from bench.splits import split_file
+    """Folds of the experiment's split that some seed of ``g`` has not run: as many as the protocol's split
+    section makes (k-fold: n_folds; centre split: one), and for leave-one-centre-out as the stored split file
+    holds (checked: a damaged or inconsistent file is an input error naming it); empty when unknown."""
+    from bench.splits import expected_fold_count, load_split_file, split_file
 
-    path = split_file(results_dir, dataset_fp, protocol.get("split", {}))
-    try:
-        n = len(json.loads(path.read_text())["folds"])
-    except (OSError, ValueError, KeyError, TypeError):
+    split = protocol.get("split", {})
+    n = expected_fold_count(split)
+    path = split_file(results_dir, dataset_fp, split)
+    if path.is_file():
+        n = max(n or 0, len(load_split_file(path, split)[0]))
+    if not n:
         return []
     return sorted({f for s, gs in g.groupby("seed") for f in set(range(n)) - set(int(v) for v in gs.fold)})
 
@@ -171,7 +206,7 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
     """One record per finished experiment (method, config, protocol, dataset, scale) in the store; an
     experiment with unfinished jobs is left out (and its older record, if any, kept). Returns the paths
     written."""
-    store = Store(results_dir)
+    store = Store(results_dir, readonly=True)
     stored = store.rows()
     frame = results_frame(store, with_bootstrap=True, rows=stored)
     if frame.empty:
@@ -193,9 +228,13 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
             log.warning("leaderboard: %s under %s left out, fold(s) %s not run yet (run `bench run` again to finish)",
                         meta["method"], meta["protocol"], missing)
             continue
+        unsafe = _unsafe_names(meta)
+        if unsafe:
+            raise BenchInputError(f"--results {results_dir}: the stored runs of {meta['method']!r} under protocol "
+                                  f"{meta['protocol']!r}: {'; '.join(unsafe)} (rename it in the protocol file or "
+                                  f"method registration and run again); no record was written for it")
         record = _record(meta, g, raw, metrics)
-        path = out / "records" / dataset_slug(meta["dataset"]) / \
-            f"{meta['protocol']}__{meta['method']}__{meta['config_hash'][:8]}.json"
+        path = record_path(out, meta)
         text = json.dumps(record, indent=1, sort_keys=True) + "\n"
         if write_if_changed(path, text):
             written.append(path)
@@ -209,9 +248,13 @@ def load_records(out: Path) -> list[dict]:
             rec = json.loads(path.read_text())
         except ValueError as exc:
             raise BenchInputError(f"{path}: not a readable run record ({exc})") from None
-        if rec.get("record_version") != RECORD_VERSION:
-            raise BenchInputError(f"{path}: record_version {rec.get('record_version')!r}, this harness reads "
+        if not isinstance(rec, dict) or rec.get("record_version") != RECORD_VERSION:
+            version = rec.get("record_version") if isinstance(rec, dict) else None
+            raise BenchInputError(f"{path}: record_version {version!r}, this harness reads "
                                   f"{RECORD_VERSION}; re-export it with `bench leaderboard --results DIR`")
+        unsafe = _unsafe_names(rec)
+        if unsafe:  # its names build the plot's and pages' file names
+            raise BenchInputError(f"{path}: not a usable run record: {'; '.join(unsafe)}")
         records.append(rec)
     return records
 
@@ -394,7 +437,7 @@ def _cv_page(slug: str, recs: list[dict], reference: str) -> Page:
         km = []
         for r in group:
             if r["km"]["time"]:
-                name = f"plots/km__{protocol}__{r['method']}__{r['config_hash'][:8]}.png"
+                name = km_plot_name(r)
                 plots.append((f"{slug}/{name}", _km_plot(r)))
                 km.append(f"[{r['method']}]({name})")
         if km:
@@ -532,10 +575,10 @@ def write(out: Path, pages: list[Page]) -> list[str]:
     """Write pages and draw their plots; returns the paths written."""
     done = []
     for page in pages:
-        write_if_changed(out / page.path, page.text)
+        write_if_changed(path_under(out, page.path), page.text)
         done.append(page.path)
         for rel, draw in page.plots:
-            plot = out / rel
+            plot = path_under(out, rel)
             plot.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(plot, ".png") as tmp:
                 draw(tmp)
@@ -547,14 +590,14 @@ def check(out: Path, pages: list[Page]) -> list[str]:
     """Differences between the committed pages and what the records generate (plots: existence only)."""
     problems = []
     for page in pages:
-        target = out / page.path
+        target = path_under(out, page.path)
         have = target.read_text() if target.is_file() else ""
         if have != page.text:
             diff = difflib.unified_diff(have.splitlines(), page.text.splitlines(), f"committed/{page.path}",
                                         f"generated/{page.path}", lineterm="", n=1)
             problems.append("\n".join(list(diff)[:60]) or f"{page.path}: missing")
         for rel, _ in page.plots:
-            if not (out / rel).is_file():
+            if not path_under(out, rel).is_file():
                 problems.append(f"{rel}: referenced plot missing")
     return problems
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.errors import BenchInputError, did_you_mean
+from bench.fsutil import safe_name
 from bench.hashing import content_hash
 from bench.metric_registry import get_metric
 
@@ -179,6 +180,7 @@ def _check_table(table: dict, schema: dict[str, Check], where: str, source: str)
 
 def parse_protocol(data: dict[str, Any], source: str) -> Protocol:
     _check_table(data, TOP, "", source)
+    safe_name(data["name"], f"protocol {source}: name")  # it names stored records and plots
     split, corruption, metrics = data["split"], data["corruption"], data["metrics"]
     kind = split.get("kind")
     if kind not in SPLIT:

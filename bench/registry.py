@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 from typing import Callable
 
 from bench.errors import BenchInputError, did_you_mean
+from bench.fsutil import safe_name
 from bench.method import FAMILIES, INPUTS, OUTPUTS, Method
 
 GROUP = "bench.methods"
@@ -45,6 +46,7 @@ class MethodEntry:
 
 def check_method_class(name: str, cls: object) -> None:
     """What every plugin must declare; a plugin author gets a message that says what is wrong."""
+    safe_name(name, "method name")  # it names stored rows, records and plots
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise BenchInputError(f"method {name!r}: {cls!r} is not a subclass of bench.Method")
     bad_in = [c for c in cls.consumes if c not in INPUTS]

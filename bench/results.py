@@ -15,7 +15,7 @@ import pandas as pd
 from bench.errors import BenchInputError
 from bench.metric_registry import column_order
 from bench.metrics import bootstrap_p_value, holm, percentile_interval
-from bench.store import RunKey, Store, unpack_arrays
+from bench.store import RunKey, Store, describe_row, unpack_arrays
 
 ID_COLUMNS = ["method", "protocol", "protocol_version", "dataset", "scale", "fold", "fold_name", "seed", "status"]
 TAIL_COLUMNS = ["fit_seconds", "predict_seconds", "model_reused", "config_hash", "protocol_hash", "dataset_fp",
@@ -47,7 +47,8 @@ def results_frame(store: Store, keys: list[RunKey] | None = None, *, with_bootst
         rec["model_reused"] = None if r["model_reused"] is None else bool(r["model_reused"])
         rec["flags"] = method_flags(json.loads(r["env"]).get("method", {}) if r.get("env") else {})
         if with_bootstrap:
-            rec["bootstrap"] = unpack_arrays(r["bootstrap"]) if r.get("bootstrap") else None
+            rec["bootstrap"] = unpack_arrays(r["bootstrap"], f"{store.db_path}: the bootstrap replicates of "
+                                             f"{describe_row(r)}") if r.get("bootstrap") else None
         records.append(rec)
     frame = pd.DataFrame.from_records(records)
     extra = HIDDEN if with_bootstrap else []

@@ -9,6 +9,7 @@ Finished rows are skipped; a job killed half-way is redone.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from bench.config import config_hash, overrides_by_method, resolve_config
 from bench.corruptions import corrupted_files, corruption_manifest
-from bench.data import Dataset, cache_dir
+from bench.data import Dataset, cache_dir, check_images
 from bench.env import environment, threads
 from bench.errors import BenchInputError, PredictionError
 from bench.hashing import content_hash
@@ -37,7 +38,7 @@ from bench.scales import SCALES
 from bench.registry import get_method
 from bench.scoring import Scored, bootstrap_seed, score
 from bench.splits import Fold, SplitPlan, split_plan
-from bench.store import RunKey, Store, unpack_arrays
+from bench.store import Claims, RunKey, Store, unpack_arrays
 
 log = logging.getLogger("bench.runner")
 IMAGE_INPUTS = ("ct", "pet", "mask")
@@ -227,23 +228,39 @@ def run_jobs(
         plans = fitting
     for p in plans:
         check_dataset_fits(p.name, p.cls, dataset)
+    if any(c in IMAGE_INPUTS for p in plans for c in p.cls.consumes):
+        check_images(dataset, progress=progress)  # damaged or inconsistent images: exit 2 before any fit
     env = environment(device)
     jobs = _pending_jobs(plans, protocols, dataset, seeds, store, results_dir, report)
     _refuse_mixed_fits(jobs, store, results_dir)
     bar = tqdm(total=sum(len(j.protocols) for j in jobs), desc="bench run", unit="job",
                disable=not progress or None, leave=False)
     try:
-        for job in jobs:
-            bar.set_postfix_str(job.name)
-            ctx = method_context(job.plan, scale=scale, seed=job.seed, device=device, progress=progress)
-            outcome = run_job(job, dataset, store, ctx, env, on_scored=lambda: bar.update(1))
-            report.ran += outcome.ran
-            report.fits += outcome.fitted
-            report.reused_models += outcome.reused
-            report.failed += outcome.failed
+        with Claims(store) as claims:  # another `bench run` on this store takes the jobs this one holds
+            for job in claims.each(jobs, key=lambda j: j.train_key):
+                job = _still_pending(job, store, report, on_skipped=lambda: bar.update(1))
+                if job is None:
+                    continue
+                bar.set_postfix_str(job.name)
+                ctx = method_context(job.plan, scale=scale, seed=job.seed, device=device, progress=progress)
+                outcome = run_job(job, dataset, store, ctx, env, on_scored=lambda: bar.update(1))
+                report.ran += outcome.ran
+                report.fits += outcome.fitted
+                report.reused_models += outcome.reused
+                report.failed += outcome.failed
     finally:
         bar.close()
     return report
+
+
+def _still_pending(job: Job, store: Store, report: RunReport, on_skipped=lambda: None) -> Job | None:
+    """The job without the protocols another process finished since the sweep was planned (counted as
+    skipped); None when none is left."""
+    left = tuple((pr, key) for pr, key in job.protocols if store.state(key)[0] != "done")
+    for _ in range(len(job.protocols) - len(left)):
+        report.skipped += 1
+        on_skipped()
+    return dataclasses.replace(job, protocols=left) if left else None
 
 
 def _pending_jobs(plans, protocols, dataset, seeds, store: Store, results_dir: Path, report: RunReport) -> list[Job]:
@@ -405,12 +422,12 @@ def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict
                                            affects_inputs=uses_images, train_ids=job.train_ids)
             predictions, predict_seconds = job_predictions(job, model, dataset, pr, train_pred)
             scored = score_job(pr, predictions, fold)
-            store.finish(
+            finished = store.finish(
                 key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=model.fit_seconds,
                 predict_seconds=predict_seconds, model_reused=model.reused, predictions=predictions,
                 manifest=scored.manifest, bootstrap=scored.replicates, provenance=provenance, threads=threads(),
             )
-            outcome.ran += 1
+            outcome.ran += finished  # False: another process finished this row first (its row is kept)
             on_scored()
     except BenchInputError as exc:
         for _, key in job.protocols:

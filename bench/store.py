@@ -358,7 +358,8 @@ def row_problems(row: dict[str, Any], *, strict: bool = False) -> list[str]:
 def describe_row(row: dict[str, Any]) -> str:
     """``method / protocol / fold / seed`` of a row, for messages."""
     fold = row.get("fold_name") or f"fold {row.get('fold')}"
-    return f"{row.get('method')} / {row.get('protocol') or str(row.get('protocol_hash'))[:8]} / {fold} / seed {row.get('seed')}"
+    protocol = row.get("protocol") or str(row.get("protocol_hash"))[:8]
+    return f"{row.get('method')} / {protocol} / {fold} / seed {row.get('seed')}"
 
 
 # --- jobs claimed by the processes that work on them ---------------------------------------------------------
@@ -426,8 +427,9 @@ class Store:
             return
         if not exists:
             self._create()
-        with self._connect() as con:
+        with self._connect(wal=False) as con:  # nothing written to a file that is not a survbench store
             self._check_schema(con)
+        with self._connect() as con:
             con.executescript(SCHEMA)  # tables added since the store was made (claims)
             row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
@@ -461,7 +463,8 @@ class Store:
             with open(self.db_path, "rb") as fh:
                 head = fh.read(100)
         except OSError as exc:
-            raise BenchInputError(f"cannot read {self.db_path} ({exc.strerror or exc}): check its permissions") from None
+            raise BenchInputError(f"cannot read {self.db_path} ({exc.strerror or exc}): check its "
+                                  f"permissions") from None
         if len(head) < 100 or not head.startswith(SQLITE_HEADER):
             raise BenchInputError(f"{self.db_path} is not a usable results database (not an SQLite file); {keep} — "
                                   f"use another --results directory")
@@ -529,7 +532,8 @@ class Store:
             if tables or self.readonly:
                 raise BenchInputError(
                     f"{self.db_path} is an SQLite database but not a survbench results store (tables: "
-                    f"{', '.join(sorted(tables)) or 'none'}); it was left untouched — use another --results directory")
+                    f"{', '.join(sorted(tables)) or 'none'}); it was left untouched — use another --results "
+                    f"directory")
             return
         row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         version = None if row is None else str(row[0])
@@ -574,7 +578,7 @@ class Store:
             f"--results directory")
 
     @contextmanager
-    def _connect(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+    def _connect(self, *, immediate: bool = False, wal: bool = True) -> Iterator[sqlite3.Connection]:
         """One connection and one transaction: committed on success, rolled back on error. ``immediate`` takes
         the write lock at once, so a read-then-write (start, finish, claim, import) is atomic between
         processes. SQLite errors become ``BenchInputError`` (``error``)."""
@@ -586,7 +590,7 @@ class Store:
         except sqlite3.Error as exc:
             raise self.error(exc) from None
         try:
-            if not self.readonly:
+            if wal and not self.readonly:
                 con.execute("PRAGMA journal_mode=WAL")
             if immediate:
                 con.isolation_level = None
@@ -730,8 +734,8 @@ class Store:
             return True
         at = time.time()
         with self._connect(immediate=True) as con:
-            held = con.execute(f"SELECT job, claimant, heartbeat FROM claims WHERE job IN ({', '.join('?' * len(keys))})",
-                               keys).fetchall()
+            marks = ", ".join("?" * len(keys))
+            held = con.execute(f"SELECT job, claimant, heartbeat FROM claims WHERE job IN ({marks})", keys).fetchall()
             for job, other, beat in held:
                 if other != claimant and _claim_alive(other, beat, at, ttl):
                     return False
@@ -936,7 +940,10 @@ class Claims:
                 try:
                     yield item
                 finally:
-                    self.release([k])
+                    try:
+                        self.release([k])
+                    except BenchInputError as err:  # the block's end releases (or the claim expires)
+                        log.warning("could not release the claim on %s: %s", k, err)
             if waiting and not progressed:
                 log.info("waiting for %d job(s) another process is working on", len(waiting))
                 time.sleep(poll)
@@ -974,9 +981,9 @@ def file_slug(text: str) -> str:
 
 def row_filename(row: dict[str, Any]) -> str:
     """``<dataset>/<method>__<protocol>__<config8>-<dataset8>-<protocol8>__fold<k>__seed<s>.json``."""
+    hashes = "-".join(file_slug(row[c][:8]) for c in ("config_hash", "dataset_fp", "protocol_hash"))
     return (f"{file_slug(row['dataset'] or row['dataset_fp'])}/{file_slug(row['method'])}__{file_slug(row['protocol'])}__"
-            f"{file_slug(row['config_hash'][:8])}-{file_slug(row['dataset_fp'][:8])}-{file_slug(row['protocol_hash'][:8])}__"
-            f"fold{int(row['fold'])}__seed{int(row['seed'])}.json")
+            f"{hashes}__fold{int(row['fold'])}__seed{int(row['seed'])}.json")
 
 
 def export_rows(store: Store, out: Path) -> tuple[int, int]:
@@ -1074,7 +1081,8 @@ def _read_carried_split(path: Path) -> str:
         raise BenchInputError(f"{path}: not a usable split file ({exc}) — nothing was imported") from None
     problems = split_problems(folds, val, patients, data["split"])
     if problems:
-        raise BenchInputError(f"{path}: an inconsistent split file ({'; '.join(problems[:3])}) — nothing was imported")
+        raise BenchInputError(f"{path}: an inconsistent split file ({'; '.join(problems[:3])}) — nothing was "
+                              f"imported")
     return text
 
 
@@ -1165,9 +1173,17 @@ def _delete_experiment(store: Store, method: str, hashes: list[str], models: lis
         if path.parent != folder:  # a listed path outside models/ (an edited store) is never deleted
             log.warning("not deleting %s: listed as a model but outside %s", path, folder)
             continue
-        path.unlink(missing_ok=True)
+        _unlink(path)
     for f in files:
-        f.unlink(missing_ok=True)
+        _unlink(Path(f))
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise BenchInputError(f"the experiment's rows were removed from the store, but {path} could not be deleted "
+                              f"({exc.strerror or exc}); delete it by hand") from None
 
 
 def _experiment_config(store: Store, method: str, config: str, committed) -> tuple[list[str], str]:

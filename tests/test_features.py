@@ -227,10 +227,11 @@ def test_lasso_cox_inner_cv_refits_the_inputs_without_the_held_out_patients(synt
     from bench.config import resolve_config
     from bench.method import RunContext
 
-    fitted, transformed = {}, {}
+    fitted, transformed, alive = {}, {}, []  # alive: an inner inputs object freed early could lend its id() to the next
     real_fit, real_transform = radiomics_cox.FeatureInputs.fit, radiomics_cox.FeatureInputs.transform
 
     def recording_fit(self, cohort):
+        alive.append(self)
         fitted[id(self)] = set(cohort.ids)
         return real_fit(self, cohort)
 

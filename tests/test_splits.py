@@ -60,9 +60,13 @@ def test_split_is_written_and_reused_never_regenerated(demo, tmp_path):
     plan = split_plan(demo, split, tmp_path, seeds=[0])
     assert plan.path.is_file()
     data = json.loads(plan.path.read_text())
-    # An edited (but consistent) stored split is what later runs use: swap two patients between folds.
+    # An edited (but consistent) stored split is what later runs use: swap two patients between folds (their
+    # test sets, training sets and validation carves alike).
     a, b = data["folds"][0]["test"][0], data["folds"][1]["test"][0]
-    data["folds"][0]["test"][0], data["folds"][1]["test"][0] = b, a
+    swap = {a: b, b: a}
+    for f in data["folds"]:
+        f["train"], f["test"] = [swap.get(p, p) for p in f["train"]], [swap.get(p, p) for p in f["test"]]
+    data["val"] = {s: [[swap.get(p, p) for p in carve] for carve in carves] for s, carves in data["val"].items()}
     plan.path.write_text(json.dumps(data))
     again = split_plan(demo, split, tmp_path, seeds=[0])
     assert again.folds[0].test[0] == b

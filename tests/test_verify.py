@@ -61,7 +61,7 @@ def test_csv_problems_are_listed_too(smoke_dir, tmp_path):
     assert "RFS" in out.stderr and t.loc[3, "PatientID"] in out.stderr and "CHUM-005" in out.stderr
 
 
-def test_every_problem_is_listed_without_a_cap_and_images_are_checked_despite_csv_errors(smoke_dir, tmp_path):
+def test_twenty_problems_of_a_kind_are_listed_and_images_are_checked_despite_csv_errors(smoke_dir, tmp_path):
     bad = tmp_path / "many"
     shutil.copytree(smoke_dir, bad)
     pets = sorted((bad / "imagesTr").glob("*__PT.nii.gz"))[:25]
@@ -71,7 +71,9 @@ def test_every_problem_is_listed_without_a_cap_and_images_are_checked_despite_cs
     out = run_bench("data", "verify", str(bad))
     assert out.returncode == 2
     listed = [ln for ln in out.stderr.splitlines() if ln.startswith("  - ")]
-    assert not any("more" in ln for ln in listed)
+    missing = [ln for ln in listed if "__PT.nii.gz: image of patient" in ln]
+    assert len(missing) == 20 and "  - … and 5 more (image missing)" in listed  # 25 missing PETs: 20 named
+    assert f"{len(listed) - 1 + 5} problem(s)" in out.stderr  # the count is of every problem
     assert "labels [0, 1, 2, 9]" in out.stderr  # the image checks ran although files are missing
 
 

@@ -22,7 +22,17 @@ from bench.scales import SYNTHETIC_SCALES, synthetic_scale
 DEFAULT_DATASET = "synthetic"
 DATASET_KINDS = ("synthetic[:SCALE[:SEED]]", "demo[:SEED]", "hecktor2022:PATH")
 
-__all__ = ["Cohort", "Dataset", "ImageFiles", "cache_dir", "load_dataset", "synthetic_name", "DEFAULT_DATASET"]
+__all__ = ["Cohort", "Dataset", "ImageFiles", "cache_dir", "check_images", "load_dataset", "synthetic_name",
+           "DEFAULT_DATASET"]
+
+
+def check_images(dataset: Dataset, ids=None, *, progress: bool = True) -> int:
+    """Before a run fits anything: the images of ``ids`` (default all) complete, 3-D, labels in {0, 1, 2},
+    mask on the CT grid, PET over the CT — else ``BenchInputError`` naming patient and file. Patients that
+    passed are remembered by file content under the cache (see ``bench.data.verify.check_images``)."""
+    from bench.data.verify import check_images as check
+
+    return check(dataset, ids, progress=progress)
 
 
 def cache_dir() -> Path:

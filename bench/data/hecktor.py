@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.data.cohort import Cohort, ImageFiles
 from bench.errors import BenchInputError
+from bench.fsutil import name_problem
 
 CLINICAL_FILE = "hecktor2022_clinical_info_training.csv"
 ENDPOINT_FILE = "hecktor2022_endpoint_training.csv"
@@ -36,7 +37,37 @@ ENDPOINT_COLUMNS = ["PatientID", "Relapse", "RFS"]
 NON_FEATURES = ("PatientID", "Task 1", "Task 2", "CenterID")
 CATEGORICAL = ("Gender",)
 NUMERIC = ("Age", "Weight", "Tobacco", "Alcohol", "Performance status", HPV_COLUMN, "Surgery", "Chemotherapy")
-MAX_LISTED_PROBLEMS = 20
+MAX_LISTED_PROBLEMS = 20  # per kind of problem
+
+
+class Problem(str):
+    """One problem found in a dataset (its text names the file and patient), with a ``kind`` that groups
+    problems for listing: a broken export repeats one kind thousands of times."""
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str = "other") -> "Problem":
+        obj = super().__new__(cls, text)
+        obj.kind = kind
+        return obj
+
+    def __reduce__(self):
+        return (Problem, (str(self), self.kind))
+
+
+def listed(problems: list[str], per_kind: int | None = MAX_LISTED_PROBLEMS) -> list[str]:
+    """The lines that list ``problems``: grouped by kind (in order of first appearance), at most ``per_kind``
+    of each, then "… and N more" for the rest of that kind; every problem with None."""
+    groups: dict[str, list[str]] = {}
+    for p in problems:
+        groups.setdefault(getattr(p, "kind", "other"), []).append(str(p))
+    lines = []
+    for kind, group in groups.items():
+        shown = group if per_kind is None else group[:per_kind]
+        lines += shown
+        if len(group) > len(shown):
+            lines.append(f"… and {len(group) - len(shown)} more ({kind})")
+    return lines
 
 
 @dataclass
@@ -85,39 +116,45 @@ class Dataset:
 
 
 def _fail(problems: list[str], root: Path, max_listed: int | None = MAX_LISTED_PROBLEMS) -> None:
-    shown = problems[:max_listed] if max_listed else problems
-    more = len(problems) - len(shown)
-    text = "\n".join(f"  - {p}" for p in shown)
-    if more:
-        text += f"\n  ... and {more} more"
-    raise BenchInputError(f"dataset {root} is not a valid HECKTOR 2022 folder:\n{text}")
+    """Raise the problems as one ``BenchInputError`` (``max_listed`` of each kind listed; all with None); the
+    exception carries the whole list as ``problems``."""
+    text = "\n".join(f"  - {line}" for line in listed(problems, max_listed))
+    exc = BenchInputError(f"dataset {root} is not a valid HECKTOR 2022 folder:\n{text}")
+    exc.problems = list(problems)
+    raise exc
 
 
 def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFrame | None:
     if not path.is_file():
-        problems.append(f"{path}: file missing")
+        problems.append(Problem(f"{path}: file missing", "file missing"))
         return None
     try:
         # utf-8-sig: spreadsheet exports often start with a byte-order mark.
         table = pd.read_csv(path, dtype={"PatientID": str}, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        problems.append(f"{path}: cannot be parsed as CSV ({exc})")
+        problems.append(Problem(f"{path}: cannot be parsed as CSV ({exc})", "CSV unreadable"))
         return None
     table.columns = [str(c).strip() for c in table.columns]
     if "PatientID" in table.columns:
         table["PatientID"] = table["PatientID"].str.strip()
     missing = [c for c in required if c not in table.columns]
     if missing:
-        problems.append(f"{path}: missing column(s) {missing}")
+        problems.append(Problem(f"{path}: missing column(s) {missing}", "CSV columns"))
         return None
     ids = table["PatientID"].replace("", np.nan)
     if ids.isna().any():
         rows = (np.flatnonzero(ids.isna().to_numpy()) + 2).tolist()
-        problems.append(f"{path}: empty PatientID on line(s) {rows[:10]}")
+        problems.append(Problem(f"{path}: empty PatientID on line(s) {rows[:10]}", "PatientID"))
+        return None
+    unsafe = [(line, pid, why) for line, pid in enumerate(ids, start=2) if (why := name_problem(pid))]
+    if unsafe:  # ids name image files and cached files: none may lead out of its folder
+        for line, pid, why in unsafe:
+            problems.append(Problem(f"{path}: line {line}: PatientID {pid!r} cannot name a file: it {why}",
+                                    "PatientID"))
         return None
     dup = sorted(set(ids[ids.duplicated()]))
     if dup:
-        problems.append(f"{path}: duplicate PatientID(s) {dup[:10]}")
+        problems.append(Problem(f"{path}: duplicate PatientID(s) {dup[:10]}", "PatientID"))
         return None
     return table.set_index("PatientID", drop=False)
 
@@ -139,7 +176,8 @@ def _type_clinical(table: pd.DataFrame, path: Path, problems: list[str]) -> pd.D
             bad = values.notna() & numeric.isna()
             if bad.any():
                 examples = ", ".join(f"{pid} ({values[pid]!r})" for pid in table.index[bad][:5])
-                problems.append(f"{path}: column {col!r} must be numeric; not a number for patient(s) {examples}")
+                problems.append(Problem(f"{path}: column {col!r} must be numeric; not a number for patient(s) "
+                                        f"{examples}", "clinical values"))
             out[col] = numeric.astype(float)
         elif col in CATEGORICAL or values.dtype == object:
             numeric = pd.to_numeric(values, errors="coerce")
@@ -154,7 +192,7 @@ def _type_clinical(table: pd.DataFrame, path: Path, problems: list[str]) -> pd.D
     for col in ("Age", "Weight"):
         if col in typed and pd.api.types.is_numeric_dtype(typed[col]) and (typed[col] < 0).any():
             bad = typed.index[typed[col] < 0].tolist()
-            problems.append(f"{path}: column {col!r} is negative for patient(s) {bad[:10]}")
+            problems.append(Problem(f"{path}: column {col!r} is negative for patient(s) {bad[:10]}", "clinical values"))
     return typed
 
 
@@ -164,13 +202,15 @@ def _validate_endpoint(table: pd.DataFrame, path: Path, problems: list[str]) -> 
     n_before = len(problems)
     nan_time = table.index[~np.isfinite(time.to_numpy(dtype=float))].tolist()
     if nan_time:
-        problems.append(f"{path}: column 'RFS' is missing, infinite or not a number for patient(s) {nan_time[:10]}")
+        problems.append(Problem(f"{path}: column 'RFS' is missing, infinite or not a number for patient(s) "
+                                f"{nan_time[:10]}", "endpoint values"))
     neg = table.index[time < 0].tolist()
     if neg:
-        problems.append(f"{path}: column 'RFS' is negative for patient(s) {neg[:10]}")
+        problems.append(Problem(f"{path}: column 'RFS' is negative for patient(s) {neg[:10]}", "endpoint values"))
     bad_event = table.index[~event.isin([0, 1])].tolist()
     if bad_event:
-        problems.append(f"{path}: column 'Relapse' must be 0 or 1; patient(s) {bad_event[:10]} are not")
+        problems.append(Problem(f"{path}: column 'Relapse' must be 0 or 1; patient(s) {bad_event[:10]} are not",
+                                "endpoint values"))
     if len(problems) > n_before:
         return None
     out = pd.DataFrame({"time": time.astype(float), "event": event.astype(int)}, index=table.index)
@@ -182,7 +222,7 @@ def _list_images(root: Path, ids: list[str], problems: list[str]) -> dict[str, I
     images_dir, labels_dir = root / IMAGES_DIR, root / LABELS_DIR
     if not images_dir.is_dir():
         if labels_dir.is_dir():
-            problems.append(f"{labels_dir}: labels present but {images_dir} is missing")
+            problems.append(Problem(f"{labels_dir}: labels present but {images_dir} is missing", "file missing"))
         return None
     listing = {}
     for pid in ids:
@@ -190,7 +230,7 @@ def _list_images(root: Path, ids: list[str], problems: list[str]) -> dict[str, I
         mask = labels_dir / f"{pid}.nii.gz" if labels_dir.is_dir() else None
         for path in (ct, pet, mask):
             if path is not None and not path.is_file():
-                problems.append(f"{path}: image of patient {pid} is missing")
+                problems.append(Problem(f"{path}: image of patient {pid} is missing", "image missing"))
         listing[pid] = ImageFiles(ct, pet, mask)
     return listing
 
@@ -212,7 +252,8 @@ def _fingerprint(root: Path, images: dict[str, ImageFiles] | None) -> str:
 def load_hecktor(root: str | Path, name: str | None = None, *, max_listed: int | None = MAX_LISTED_PROBLEMS
                  ) -> Dataset:
     """Load and validate a HECKTOR 2022 layout folder; raise ``BenchInputError`` listing the problems (the
-    first ``max_listed``, or all with None)."""
+    first ``max_listed`` of each kind, or all with None; the whole list is the exception's ``problems``).
+    Patient ids name files, so an id with a path separator, '..' or a control character is refused."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise BenchInputError(f"dataset folder {root} does not exist")
@@ -224,12 +265,12 @@ def load_hecktor(root: str | Path, name: str | None = None, *, max_listed: int |
         _fail(problems, root, max_listed)
     unknown = sorted(set(endpoint.index) - set(clinical.index))
     if unknown:
-        problems.append(f"{end_path}: patient(s) {unknown[:10]} are not in {CLINICAL_FILE}")
+        problems.append(Problem(f"{end_path}: patient(s) {unknown[:10]} are not in {CLINICAL_FILE}", "PatientID"))
     outcomes = _validate_endpoint(endpoint, end_path, problems)
     typed = _type_clinical(clinical, clin_path, problems)
     ids = endpoint.index.tolist()
     if not ids:
-        problems.append(f"{end_path}: no patients")
+        problems.append(Problem(f"{end_path}: no patients", "PatientID"))
     images = _list_images(root, ids, problems)
     if problems:
         _fail(problems, root, max_listed)

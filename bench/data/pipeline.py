@@ -13,8 +13,6 @@ the second run read one small npz per patient and no NIfTI.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchInputError
-from bench.fsutil import atomic_path
+from bench.fsutil import atomic_path, file_digest  # file_digest: sha256 memoised by (path, size, mtime, ctime, inode)
 from bench.hashing import content_hash
 from bench.parallel import progress_map
 
@@ -49,29 +47,6 @@ class PipelineConfig:
         return asdict(self) | {"version": PIPELINE_VERSION}
 
 
-def file_digest(path: Path, memo_dir: Path) -> str:
-    """sha256 of a file's bytes, memoised by (path, size, mtime) under ``memo_dir``."""
-    st = path.stat()
-    ident = hashlib.sha1(str(path.resolve()).encode()).hexdigest()
-    memo = memo_dir / f"{ident}.json"
-    stat_key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]  # ctime changes on any rewrite
-    if memo.is_file():
-        try:
-            rec = json.loads(memo.read_text())
-            if rec["stat"] == stat_key:
-                return rec["sha256"]
-        except (ValueError, KeyError):
-            pass
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
-    with atomic_path(memo, ".json") as tmp:
-        tmp.write_text(json.dumps({"path": str(path), "stat": stat_key, "sha256": digest}))
-    return digest
-
-
 def cache_key(files, cfg: PipelineConfig, cache: Path) -> str:
     memo = Path(cache) / "pipeline" / "file-hashes"
     parts = {"ct": file_digest(Path(files.ct), memo), "pet": file_digest(Path(files.pet), memo),
@@ -92,11 +67,13 @@ def _hot_centre(pet, cfg: PipelineConfig) -> np.ndarray:
 
 
 def process(files, cfg: PipelineConfig) -> dict[str, np.ndarray]:
-    """One patient through the pipeline (no cache): arrays (z, y, x) float32 ct, pet in [0, 1], uint8 mask."""
-    import SimpleITK as sitk
+    """One patient through the pipeline (no cache): arrays (z, y, x) float32 ct, pet in [0, 1], uint8 mask.
+    Each file is checked whole first (``bench.data.images``): a truncated or non-3-D image is a
+    ``BenchInputError`` naming the file, never an image that is half zeros."""
+    from bench.data.images import read_image
 
-    mask = None if files.mask is None else sitk.ReadImage(str(files.mask))
-    return process_images(sitk.ReadImage(str(files.ct)), sitk.ReadImage(str(files.pet)), mask, cfg)
+    mask = None if files.mask is None else read_image(files.mask, "mask")
+    return process_images(read_image(files.ct, "CT"), read_image(files.pet, "PET"), mask, cfg)
 
 
 def process_images(ct, pet, mask, cfg: PipelineConfig) -> dict[str, np.ndarray]:

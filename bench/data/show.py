@@ -10,21 +10,19 @@ from bench.errors import BenchInputError
 
 def show_patient(files, pid: str, out_png: str | Path) -> Path:
     """Write a 3 × 3 PNG (rows: CT with the mask outline, PET, CT with PET overlay; columns: axial, coronal,
-    sagittal) through the centre of the primary tumour (or of the volume without a mask)."""
+    sagittal) through the centre of the primary tumour (or of the volume without a mask). ``out_png`` is the
+    caller's choice; a name built from the patient id goes through ``default_png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import SimpleITK as sitk
 
+    from bench.data.images import read_image
+
     if files is None or files.ct is None or files.pet is None:
         raise BenchInputError(f"patient {pid}: no CT/PET images to show")
-    try:
-        ct = sitk.DICOMOrient(sitk.ReadImage(str(files.ct)), "LPS")
-    except RuntimeError as exc:
-        raise BenchInputError(f"{files.ct}: patient {pid}: cannot read the CT ({str(exc).strip().splitlines()[-1]})") from None
-    if ct.GetDimension() != 3:
-        raise BenchInputError(f"{files.ct}: patient {pid}: the CT is {ct.GetDimension()}-D, expected 3-D")
+    ct = sitk.DICOMOrient(read_image(files.ct, "CT", pid), "LPS")  # whole file checked: no half-zero image
     # everything on a 1 mm-ish isotropic version of the CT grid, for display only
     spacing = min(ct.GetSpacing())
     size = [int(round(sz * sp / spacing)) for sz, sp in zip(ct.GetSize(), ct.GetSpacing())]
@@ -33,14 +31,11 @@ def show_patient(files, pid: str, out_png: str | Path) -> Path:
     ref.SetOrigin(ct.GetOrigin())
     ref.SetDirection(ct.GetDirection())
     ct_a = sitk.GetArrayFromImage(sitk.Resample(ct, ref, sitk.Transform(), sitk.sitkLinear, -1000.0))
-    try:
-        pet_img = sitk.ReadImage(str(files.pet))
-    except RuntimeError as exc:
-        raise BenchInputError(f"{files.pet}: patient {pid}: cannot read the PET ({str(exc).strip().splitlines()[-1]})") from None
+    pet_img = read_image(files.pet, "PET", pid)
     pet_a = sitk.GetArrayFromImage(sitk.Resample(pet_img, ref, sitk.Transform(), sitk.sitkLinear, 0.0))
     mask_a = None
     if files.mask is not None:
-        mask_a = sitk.GetArrayFromImage(sitk.Resample(sitk.ReadImage(str(files.mask)), ref, sitk.Transform(),
+        mask_a = sitk.GetArrayFromImage(sitk.Resample(read_image(files.mask, "mask", pid), ref, sitk.Transform(),
                                                       sitk.sitkNearestNeighbor, 0))
     where = np.argwhere(mask_a == 1) if mask_a is not None and (mask_a == 1).any() else None
     centre = where.mean(axis=0).round().astype(int) if where is not None else np.array(ct_a.shape) // 2
@@ -79,3 +74,10 @@ def show_patient(files, pid: str, out_png: str | Path) -> Path:
     finally:
         plt.close(fig)
     return out_png
+
+
+def default_png(pid: str, folder: str | Path = ".") -> Path:
+    """``<folder>/<pid>.png``, refused when the id would lead out of ``folder``."""
+    from bench.fsutil import path_under, safe_name
+
+    return path_under(Path(folder), safe_name(pid, "patient id") + ".png")
