@@ -77,7 +77,11 @@ def method_report(store: Store, method: str, protocol: str) -> str:
             out += ["", "notes:", *[f"  {n}" for n in notes]]
         curves = []
         for r in sorted(mine, key=lambda r: (r["seed"], r["fold"])):
-            loaded = store.load_model(r["train_key"], **_trusted(r)) if r.get("train_key") else None
+            try:
+                loaded = store.load_model(r["train_key"], **_trusted(r)) if r.get("train_key") else None
+            except BenchInputError as exc:  # one refused model: say so for its fold, report the rest
+                curves += [f"  {r['fold_name']} seed {r['seed']}: model not read ({exc})"]
+                continue
             lines = _curves(loaded[0]) if loaded else []
             if lines:
                 curves += [f"  {r['fold_name']} seed {r['seed']}:", *lines]

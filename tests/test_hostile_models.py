@@ -128,3 +128,13 @@ def test_training_checkpoints_are_read_as_weights_only(tmp_path):
     assert not marker.exists()
     src = open(__import__("bench.nn.trainer", fromlist=["x"]).__file__).read()
     assert "weights_only=False" not in src
+
+
+def test_report_names_a_refused_model_and_reports_the_rest(fitted):
+    from bench.report import method_report
+
+    results, _ = fitted
+    _, path, _, _ = _models(results)[0]
+    (results / path).write_bytes(b"changed")
+    text = method_report(Store(results), "killer", "clean")
+    assert "model not read" in text and "does not match the sha256" in text and "corruption:" in text
