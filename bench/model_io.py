@@ -11,6 +11,7 @@ functions those libraries rebuild their objects with. Anything else — ``os.sys
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
@@ -95,14 +96,14 @@ class _Reader(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{full} is not on the list of what a stored model may contain")
 
 
-def dump_model(model: Any, path: Path, header: dict[str, Any]) -> None:
-    """Write ``model`` to ``path`` (an open temporary file's path; the caller renames it into place)."""
+def dump_model(model: Any, path: Path, header: dict[str, Any]) -> str:
+    """Write ``model`` to ``path`` (a temporary file's path; the caller renames it into place); returns the
+    sha256 of the bytes written."""
     buf = io.BytesIO()
     _Writer(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
-    with open(path, "wb") as fh:
-        fh.write(MAGIC)
-        fh.write(json.dumps(header, sort_keys=True).encode() + b"\n")
-        fh.write(buf.getvalue())
+    data = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + buf.getvalue()
+    Path(path).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_header(data: bytes, where: str) -> tuple[dict[str, Any], int]:

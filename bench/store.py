@@ -39,7 +39,7 @@ from urllib.parse import quote
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
@@ -424,6 +424,7 @@ class Store:
             self._uri = self._readonly_uri()
             with self._connect() as con:
                 self._check_schema(con)
+                self._models_hashed = "sha256" in _columns(con, "models")
             return
         if not exists:
             self._create()
@@ -440,6 +441,9 @@ class Store:
                     if col not in cols:
                         con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
                 con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            if "sha256" not in _columns(con, "models"):  # made before models were hashed: its models are refused
+                con.execute("ALTER TABLE models ADD COLUMN sha256 TEXT")
+        self._models_hashed = True
 
     # --- opening --------------------------------------------------------------------------------------
     def _check_file(self) -> bool:
@@ -778,13 +782,13 @@ class Store:
             return sorted({r[0] for r in con.execute(
                 "SELECT protocol FROM runs WHERE train_key=? AND status='done'", (train_key,))})
 
-    def _model_entry(self, train_key: str) -> tuple[Path, float, str | None] | None:
-        """(file, fit seconds, sha256) of the model listed for ``train_key``, or None when none is listed. The
-        listed path must lie in this store's models/ folder: a row pointing elsewhere is refused."""
+    def _model_entry(self, train_key: str) -> ModelEntry | None:
+        """The model listed for ``train_key``, or None when none is listed. The listed path must lie in this
+        store's models/ folder: a row pointing elsewhere is refused."""
+        sha = "sha256" if self._models_hashed else "NULL"  # a read-only store made before models were hashed
         with self._connect() as con:
-            hashed = "sha256" in {r[1] for r in con.execute("PRAGMA table_info(models)")}
-            row = con.execute(f"SELECT path, fit_seconds, {'sha256' if hashed else 'NULL'} FROM models "
-                              f"WHERE train_key=?", (train_key,)).fetchone()
+            row = con.execute(f"SELECT path, fit_seconds, {sha}, method, config_hash FROM models WHERE train_key=?",
+                              (train_key,)).fetchone()
         if row is None:
             return None
         models = (self.root / "models").resolve()
@@ -792,26 +796,23 @@ class Store:
         if path.parent != models:
             raise BenchInputError(f"{self.db_path}: the model of training key {train_key} is listed at {row[0]!r}, "
                                   f"outside {models}; the store is damaged or was edited — use another --results")
-        return path, float(row[1] or 0.0), row[2]
+        return ModelEntry(path, float(row[1] or 0.0), row[2], row[3], row[4])
 
     def has_model(self, train_key: str) -> bool:
         entry = self._model_entry(train_key)
-        return entry is not None and entry[0].is_file()
+        return entry is not None and entry.path.is_file()
 
     def model_path(self, train_key: str) -> Path:
         return self.root / "models" / f"{train_key}.model"
 
-    def _model_bytes(self, train_key: str, entry: tuple[Path, float, str | None]) -> bytes:
+    def _model_bytes(self, train_key: str, entry: ModelEntry) -> bytes:
         """The model file's bytes after checking them against the store: its sha256 and the training key in
         its header. A mismatch, or a model stored as a plain pickle by an older survbench, is refused."""
-        path, _, sha = entry
+        path = entry.path
         data = path.read_bytes()
-        with self._connect() as con:
-            method, config = con.execute("SELECT method, config_hash FROM models WHERE train_key=?",
-                                         (train_key,)).fetchone()
-        refit = (f"refit it: `bench store drop {method} --config {config[:8]} --results {self.root} --yes`, then "
-                 f"`bench run` with every protocol")
-        if sha is None or hashlib.sha256(data).hexdigest() != sha:
+        refit = (f"refit it: `bench store drop {entry.method} --config {entry.config_hash[:8]} --results {self.root} "
+                 f"--yes`, then `bench run` with every protocol")
+        if entry.sha256 is None or hashlib.sha256(data).hexdigest() != entry.sha256:
             raise BenchInputError(f"model {path} does not match the sha256 the store recorded when it was fitted "
                                   f"(changed, damaged, or stored by an older survbench); {refit}")
         header, _ = read_header(data, str(path))
@@ -823,7 +824,7 @@ class Store:
     def check_model(self, train_key: str) -> None:
         """Refuse (BenchInputError) a listed model whose file does not match the store; no model is read."""
         entry = self._model_entry(train_key)
-        if entry is not None and entry[0].is_file():
+        if entry is not None and entry.path.is_file():
             self._model_bytes(train_key, entry)
 
     def load_model(self, train_key: str, *, trusted_packages: tuple[str, ...] = (),
@@ -832,22 +833,20 @@ class Store:
         gone. A file that does not match the store, or holds anything outside the allow-list of
         ``bench.model_io``, is refused."""
         entry = self._model_entry(train_key)
-        if entry is None or not entry[0].is_file():
+        if entry is None or not entry.path.is_file():
             return None
         data = self._model_bytes(train_key, entry)
-        _, model = load_model_bytes(data, str(entry[0]), extra_packages=trusted_packages,
+        _, model = load_model_bytes(data, str(entry.path), extra_packages=trusted_packages,
                                     extra_globals=trusted_globals)
-        return model, entry[1]
+        return model, entry.fit_seconds
 
     def save_model(self, train_key: str, model: Any, info: dict[str, Any]) -> None:
         path = self.model_path(train_key)
         header = {"train_key": train_key, "method": info["method"], "config_hash": info["config_hash"],
                   "class": f"{type(model).__module__}.{type(model).__qualname__}"}
         with atomic_path(path, ".tmp") as tmp:
-            dump_model(model, tmp, header)
-            sha = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
+            sha = dump_model(model, tmp, header)
         with self._connect() as con:
-            _ensure_model_hash_column(con)  # a store made before models were hashed
             con.execute(
                 """INSERT OR REPLACE INTO models (train_key, method, config_hash, dataset_fp, split_hash, fold,
                    seed, train_corruption, path, fit_seconds, created_at, sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)""",
@@ -857,10 +856,18 @@ class Store:
             )
 
 
-def _ensure_model_hash_column(con: sqlite3.Connection) -> None:
-    """Stores made before models were hashed lack the column; their models (plain pickles) are refused."""
-    if "sha256" not in {r[1] for r in con.execute("PRAGMA table_info(models)")}:
-        con.execute("ALTER TABLE models ADD COLUMN sha256 TEXT")
+class ModelEntry(NamedTuple):
+    """A fitted model as the models table lists it."""
+
+    path: Path
+    fit_seconds: float
+    sha256: str | None
+    method: str
+    config_hash: str
+
+
+def _columns(con: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
 
 
 class Claims:
