@@ -9,31 +9,23 @@ out with a warning, and the built-in runs. See docs/commands.md.
 """
 from __future__ import annotations
 
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 
 import click
 
 from bench.errors import BenchInputError
+from bench.registry import entry_points_by_name, package_of
 
 GROUP = "bench.commands"
 
 
 def command_entry_points() -> dict[str, list[EntryPoint]]:
     """The group's entry points by name (several where packages disagree), without importing any."""
-    found: dict[str, list[EntryPoint]] = {}
-    for ep in entry_points(group=GROUP):
-        same = [e for e in found.get(ep.name, []) if e.value == ep.value and _package(e) == _package(ep)]
-        if not same:  # a distribution seen twice on sys.path counts once
-            found.setdefault(ep.name, []).append(ep)
-    return found
-
-
-def _package(ep: EntryPoint) -> str:
-    return ep.dist.name if ep.dist is not None else "?"
+    return entry_points_by_name(GROUP)
 
 
 def _describe(ep: EntryPoint) -> str:
-    return f"{ep.value!r} of package {_package(ep)}"
+    return f"{ep.value!r} of package {package_of(ep)}"
 
 
 def load_command(name: str, eps: list[EntryPoint]) -> click.Command:

@@ -18,13 +18,13 @@ import logging
 import warnings
 from dataclasses import dataclass, field, replace
 from importlib import import_module
-from importlib.metadata import entry_points
 from typing import Any, Callable
 
 import numpy as np
 
 from bench import metrics as M
 from bench.errors import BenchInputError, did_you_mean
+from bench.registry import entry_points_by_name, package_of
 
 log = logging.getLogger("bench.metric_registry")
 GROUP = "bench.metrics"
@@ -387,21 +387,15 @@ def unregister_metric(name: str) -> None:
 def _installed() -> tuple[MetricEntry, ...]:
     """The installed packages' metric entry points, read once per process (pages look columns up often)."""
     own = {s.name for s in BUILTIN + BUILTIN_SUMMARIES}
-    by_name: dict[str, list[tuple[str, str]]] = {}
-    for ep in entry_points(group=GROUP):
-        package = ep.dist.name if ep.dist is not None else "?"
-        if ep.name in own:
-            log.warning("metric entry point %r (package %s) clashes with survbench's own metric; ignored",
-                        ep.name, package)
-            continue
-        if (ep.value, package) not in by_name.setdefault(ep.name, []):
-            by_name[ep.name].append((ep.value, package))
     out = []
-    for name, found in by_name.items():
-        if len(found) == 1:
-            out.append(MetricEntry(name, *found[0]))
+    for name, eps in entry_points_by_name(GROUP).items():
+        if name in own:
+            log.warning("metric entry point %r (package %s) clashes with survbench's own metric; ignored",
+                        name, ", ".join(package_of(ep) for ep in eps))
+        elif len(eps) == 1:
+            out.append(MetricEntry(name, eps[0].value, package_of(eps[0])))
         else:  # two packages claim one name: neither is used, and the entry says why when asked for
-            packages = " and ".join(f"{p} ({v})" for v, p in found)
+            packages = " and ".join(f"{package_of(ep)} ({ep.value})" for ep in eps)
             out.append(MetricEntry(name, f"<unusable>: registered by {packages}; uninstall one", packages))
     return tuple(out)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Callable
 
 from bench.errors import BenchInputError, did_you_mean
@@ -60,6 +60,21 @@ def check_method_class(name: str, cls: object) -> None:
         raise BenchInputError(f"method {name!r}: family must be one of {FAMILIES} (got {cls.family!r})")
     if not cls.configs or not all(isinstance(v, dict) for v in cls.configs.values()):
         raise BenchInputError(f"method {name!r}: configs must map each scale to a dict of settings")
+
+
+def entry_points_by_name(group: str) -> dict[str, list[EntryPoint]]:
+    """An entry-point group's entries by name, without importing any: several under one name where
+    packages disagree; a distribution seen twice on sys.path counts once."""
+    found: dict[str, list[EntryPoint]] = {}
+    for ep in entry_points(group=group):
+        same = [e for e in found.get(ep.name, []) if e.value == ep.value and package_of(e) == package_of(ep)]
+        if not same:
+            found.setdefault(ep.name, []).append(ep)
+    return found
+
+
+def package_of(ep: EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "?"
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:

@@ -101,10 +101,12 @@ def installed(monkeypatch):
     from importlib.metadata import EntryPoint
 
     import bench.metric_registry as R
+    import bench.registry as registry
 
     def install(*pairs):
         eps = [EntryPoint(n, v, R.GROUP) for n, v in pairs]
-        monkeypatch.setattr(R, "entry_points", lambda group: eps if group == R.GROUP else [])
+        real = registry.entry_points
+        monkeypatch.setattr(registry, "entry_points", lambda group: eps if group == R.GROUP else real(group=group))
         R._installed.cache_clear()
         for name, _ in pairs:
             R._failed.pop(name, None), R._loaded.pop(name, None), R._warned.discard(name)
