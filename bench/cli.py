@@ -420,7 +420,8 @@ def store_cmd() -> None:
 def store_export(results: Path, out: Path) -> None:
     """Write every finished row of the store under --out (unchanged files are not rewritten)."""
     from bench.fsutil import output_errors, writable_dir
-    from bench.store import Store, export_rows
+    from bench.row_files import export_rows
+    from bench.store import Store
 
     store = Store(results, readonly=True)
     with output_errors(writable_dir(out, "--out"), "--out"):
@@ -432,11 +433,35 @@ def store_export(results: Path, out: Path) -> None:
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
 def store_import(src: Path, results: Path) -> None:
-    """Insert the finished rows filed under SRC into the store; rows it already finished are kept."""
-    from bench.store import Store, import_rows
+    """Insert the finished rows filed under SRC into the store; rows it already finished are kept.
 
-    imported, kept = import_rows(Store(results), src)
+    A compact record (format 2) is rescored from its predictions to regenerate its bootstrap replicates,
+    per-patient corruption entries and metric definitions; a row whose predictions do not give back its own
+    metrics is refused, and nothing is imported."""
+    from bench.row_files import import_rows
+    from bench.store import Store
+
+    imported, kept = import_rows(Store(results), src, progress=not click.get_current_context().obj["quiet"])
     click.echo(f"{imported} row(s) imported, {kept} already in {results}; `bench run` skips them")
+
+
+@store_cmd.command("compact")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
+def store_compact(results: Path) -> None:
+    """Quantise the predictions of rows stored before compact records (float32 risks and curves) and rescore
+    them from those, so that they can be exported. Prints how far each metric moved; rows already compact are
+    left as they are."""
+    from bench.row_files import compact_store
+    from bench.store import Store
+
+    report = compact_store(Store(results, create=False), progress=not click.get_current_context().obj["quiet"])
+    click.echo(f"{report['rows']} row(s) rescored from quantised predictions, {report['kept']} already compact")
+    if report["moved"]:
+        click.echo("largest change per metric: " + ", ".join(f"{k} {v:.2g}" for k, v in sorted(report["moved"].items())))
+    for what, why in report["failed"]:
+        click.echo(f"  not converted: {what}: {why}", err=True)
+    if report["failed"]:
+        raise SystemExit(1)
 
 
 @store_cmd.command("drop")

@@ -168,3 +168,8 @@ def file_digest(path: Path, memo_dir: Path) -> str:
     with atomic_path(memo, ".json") as tmp:
         tmp.write_text(json.dumps({"path": str(path), "stat": stat_key, "sha256": digest}))
     return digest
+
+
+def file_slug(text: str) -> str:
+    """A name as it appears in a file name: letters, digits, -, _ and . kept, anything else a dash."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-") or "x"

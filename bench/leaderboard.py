@@ -9,7 +9,7 @@ Layout under the output folder (default ``leaderboards/``)::
     <dataset>/cv.md                 clean and noisy protocols: one table each, methods as rows
     <dataset>/robustness.md         C-td against the noise fraction, relative drop, area under the curve
     <dataset>/generalisation.md     leave-one-centre-out per held-out centre and pooled; the centre split
-    <dataset>/plots/*.png           robustness curve; Kaplan-Meier curves of the risk groups
+    <dataset>/plots/*.png           robustness curve; Kaplan-Meier curves of the risk groups; training loss
 
 A record holds what the pages show: per-fold metrics, the pooled bootstrap CI of every metric, the pooled
 bootstrap replicates of the primary metric (for paired comparisons), the risk groups of the test
@@ -35,7 +35,8 @@ from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.protocols import shipped_content
 from bench.reported import reported
 from bench.results import FLAGS, metric_columns, pooled_replicates, results_frame
-from bench.store import Store, file_slug, provenance_of, unpack_arrays
+from bench.fsutil import file_slug
+from bench.store import Store, provenance_of, unpack_arrays
 
 log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
@@ -199,6 +200,10 @@ def _record(meta: dict, g, raw: list[dict], metrics: list[str]) -> dict:
     provenance = provenance_of(raw)
     if provenance:
         record["provenance"] = provenance
+    histories = [{"fold": int(r["fold"]), "seed": int(r["seed"]), "series": json.loads(r["history"])}
+                 for r in sorted(raw, key=lambda r: (r["seed"], r["fold"])) if r.get("history")]
+    if histories:  # the fits' per-epoch training history (one fit per fold serves every protocol)
+        record["history"] = histories
     return record
 
 
@@ -233,7 +238,8 @@ def export_records(results_dir: Path, out: Path) -> list[Path]:
             raise BenchInputError(f"--results {results_dir}: the stored runs of {meta['method']!r} under protocol "
                                   f"{meta['protocol']!r}: {'; '.join(unsafe)} (rename it in the protocol file or "
                                   f"method registration and run again); no record was written for it")
-        record = _record(meta, g, raw, metrics)
+        scored = set().union(*(json.loads(r["metrics"] or "{}") for r in raw))
+        record = _record(meta, g, raw, [m for m in metrics if m in scored])  # its own metrics, not the store's
         path = record_path(out, meta)
         text = json.dumps(record, indent=1, sort_keys=True) + "\n"
         if write_if_changed(path, text):
@@ -409,6 +415,40 @@ def _km_plot(rec: dict):
     return draw
 
 
+def training_plot_name(rec: dict) -> str:
+    """``plots/training__<method>__<config8>.png``: the experiment's fits, whichever protocol shows them."""
+    return f"plots/training__{rec['method']}__{rec['config_hash'][:8]}.png"
+
+
+def _training_plot(rec: dict):
+    """Loss per epoch, one line per fold (validation loss dashed where the fit kept one)."""
+    def draw(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+        for k, h in enumerate(rec["history"]):
+            series = h["series"]
+            colour = f"C{k % 10}"
+            for name, style in (("loss", "-"), ("val_loss", "--")):
+                y = [np.nan if v is None else v for v in series.get(name, [])]
+                if y:
+                    x = series.get("epoch") or list(range(1, len(y) + 1))
+                    ax.plot(x[:len(y)], y, style, color=colour, lw=1,
+                            label=f"fold {h['fold']}" + (f" seed {h['seed']}" if h["seed"] else "")
+                            if name == "loss" else None)
+        ax.set_title(f"{rec['method']} · training loss (dashed: validation)", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, metadata={"Software": None})
+        plt.close(fig)
+    return draw
+
+
 def _noise_point(rec: dict) -> tuple[str, float] | None:
     """Where a record sits on the noise-fraction axis, read from its protocol's content (a shipped protocol
     with the record's hash): (series, fraction). Series: the corruption's other parameters, so fractions of
@@ -442,6 +482,12 @@ def _cv_page(slug: str, recs: list[dict], reference: str) -> Page:
                 km.append(f"[{r['method']}]({name})")
         if km:
             lines += ["Kaplan–Meier curves of the risk groups: " + " · ".join(km), ""]
+        trained = [r for r in group if r.get("history") and level[protocol] == 0.0]
+        for r in trained:
+            plots.append((f"{slug}/{training_plot_name(r)}", _training_plot(r)))
+        if trained:
+            lines += ["Training loss per epoch and fold (one fit per fold serves every protocol): " + " · ".join(
+                f"[{r['method']}]({training_plot_name(r)})" for r in trained), ""]
     return Page(f"{slug}/cv.md", "\n".join(lines).rstrip() + "\n", plots)
 
 
@@ -607,6 +653,7 @@ def check(out: Path, pages: list[Page]) -> list[str]:
 #   runs/<dataset>/<method>__<protocol>__<config8>-<dataset8>-<protocol8>__fold<k>__seed<s>.json   run rows
 #   records/<dataset>/<protocol>__<method>__<config8>.json                                        records
 #   <dataset>/plots/km__<protocol>__<method>__<config8>.png                                       Kaplan-Meier
+#   <dataset>/plots/training__<method>__<config8>.png                                             training loss
 # `bench store drop --leaderboards` removes an experiment's files through LeaderboardFiles.
 
 def experiment_files(out: Path, method: str, config_hash: str) -> list[Path]:

@@ -63,6 +63,13 @@ class Method:
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
 
+    def training_history(self) -> dict[str, list] | None:
+        """The fit's per-epoch series (e.g. epoch, loss, val_loss, lr, seconds), kept with every row the fit
+        scores and shown on the pages; None for a method that does not train in epochs. The default reads
+        ``history_``, which bench.nn.Trainer-based methods set."""
+        history = getattr(self, "history_", None)
+        return history if isinstance(history, dict) else None
+
     def attach(self, ctx: RunContext) -> Method:
         """Give a fitted method, read back from the store, this run's context (device, logger, progress bars,
         cache); the context is not part of the model. A subclass that keeps device-bound state may extend it."""

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bench.config import config_hash, overrides_by_method, resolve_config
+from bench.compact import history_json, quantise_predictions
 from bench.corruptions import corrupted_files, corruption_manifest
 from bench.data import Dataset, cache_dir, check_images
 from bench.env import environment, threads
@@ -395,7 +396,7 @@ def job_predictions(job: Job, model: FittedModel, dataset: Dataset, protocol: Pr
     }
     if pred.segmentation is not None:
         predictions["dice_inter"], predictions["dice_size"] = _segmentation_counts(job.plan.name, pred, dataset, test)
-    return predictions, seconds
+    return quantise_predictions(predictions), seconds  # stored as scored: a rescore gives the same metrics
 
 
 def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict, *,
@@ -415,6 +416,7 @@ def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict
         model = obtain_model(job, dataset, store, ctx)
         outcome.fitted, outcome.reused = not model.reused, model.reused
         provenance = {str(k): str(v) for k, v in (model.method.provenance() or {}).items()}
+        history = history_json(model.method.training_history())
         train_pred = predict_cohort(plan, model.method, dataset, job.train_ids, f"{fold.name}/train-predict",
                                     model.train_images)
         for pr, key in job.protocols:
@@ -426,6 +428,7 @@ def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict
                 key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=model.fit_seconds,
                 predict_seconds=predict_seconds, model_reused=model.reused, predictions=predictions,
                 manifest=scored.manifest, bootstrap=scored.replicates, provenance=provenance, threads=threads(),
+                history=history,
             )
             outcome.ran += finished  # False: another process finished this row first (its row is kept)
             on_scored()

@@ -48,7 +48,7 @@ from bench.fsutil import atomic_path, write_if_changed
 from bench.model_io import dump_model, read_header
 from bench.model_io import load_model as load_model_bytes
 
-SCHEMA_VERSION = 2  # bump on a table change and migrate older stores in Store.__init__ (history: CHANGELOG.md)
+SCHEMA_VERSION = 3  # bump on a table change and migrate older stores in Store.__init__ (history: CHANGELOG.md)
 DB_NAME = "runs.sqlite"
 SQLITE_HEADER = b"SQLite format 3\x00"
 log = logging.getLogger("bench.store")
@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT, started_at TEXT, finished_at TEXT,
     fit_seconds REAL, predict_seconds REAL, model_reused INTEGER,
     config TEXT, protocol_content TEXT, env TEXT, metrics TEXT, notes TEXT, corruption TEXT, predictions BLOB,
-    manifest TEXT, bootstrap BLOB,
+    manifest TEXT, bootstrap BLOB, history TEXT,
     UNIQUE (method, config_hash, dataset_fp, protocol_hash, fold, seed)
 );
 CREATE TABLE IF NOT EXISTS models (
@@ -91,6 +91,11 @@ class RunKey:
         return (self.method, self.config_hash, self.dataset_fp, self.protocol_hash, self.fold, self.seed)
 
 
+# every column of a run row (id aside), as a finished row holds them
+RUN_COLUMNS = ("method", "config_hash", "dataset_fp", "protocol_hash", "fold", "seed", "fold_name", "protocol",
+               "protocol_version", "dataset", "scale", "train_key", "status", "error", "started_at", "finished_at",
+               "fit_seconds", "predict_seconds", "model_reused", "config", "protocol_content", "env", "metrics",
+               "notes", "corruption", "predictions", "manifest", "bootstrap", "history")
 WHERE_KEY = "method=? AND config_hash=? AND dataset_fp=? AND protocol_hash=? AND fold=? AND seed=?"
 
 
@@ -194,7 +199,7 @@ STATUSES = ("running", "done", "failed")
 _KEY_TEXT = ("method", "config_hash", "dataset_fp", "protocol_hash")
 _TEXT = ("fold_name", "protocol", "protocol_version", "dataset", "scale", "train_key", "error", "started_at",
          "finished_at", "notes")
-_JSON = ("config", "protocol_content", "env", "metrics", "corruption", "manifest")
+_JSON = ("config", "protocol_content", "env", "metrics", "corruption", "manifest", "history")
 _HEX = re.compile(r"[0-9a-f]{8,64}")
 
 
@@ -217,7 +222,7 @@ def _is_int(v) -> bool:
 
 def _json_shape(column: str, value) -> str | None:
     """Why a parsed JSON column does not have the shape the harness writes (None when it does)."""
-    if column == "manifest" and value is None:
+    if column in ("manifest", "history") and value is None:
         return None
     if not isinstance(value, dict):
         return f"is JSON {type(value).__name__}, not an object"
@@ -243,6 +248,11 @@ def _json_shape(column: str, value) -> str | None:
                     return f"{part} is {value.get(part)!r}"
         if "patients" in value and not isinstance(value["patients"], dict):
             return "patients is not an object"
+    elif column == "history":
+        bad = [k for k, v in value.items() if not isinstance(v, list) or any(x is not None and not _is_number(x)
+                                                                               for x in v)]
+        if bad:
+            return f"{bad[0]!r} is not a series of numbers"
     elif column == "manifest":
         boot = value.get("bootstrap")
         if boot is not None and (not isinstance(boot, dict) or ("n" in boot and not _is_int(boot["n"]))):
@@ -435,9 +445,10 @@ class Store:
             row = con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif str(row[0]) == "1":  # v1 → v2: two new columns; old rows are rescored by the next run
-                cols = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
-                for col, kind in (("manifest", "TEXT"), ("bootstrap", "BLOB")):
+            elif str(row[0]) != str(SCHEMA_VERSION):  # older schema: columns added since (v2 manifest and
+                # bootstrap, old rows rescored by the next run; v3 the fit's training history)
+                cols = _columns(con, "runs")
+                for col, kind in (("manifest", "TEXT"), ("bootstrap", "BLOB"), ("history", "TEXT")):
                     if col not in cols:
                         con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
                 con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
@@ -544,7 +555,7 @@ class Store:
         if version is None and self.readonly:
             raise BenchInputError(f"{self.db_path} names no schema version: not a survbench results store, or "
                                   f"damaged; it was left untouched")
-        if version not in (None, "1", str(SCHEMA_VERSION)):
+        if version not in (None, *map(str, range(1, SCHEMA_VERSION + 1))):
             raise BenchInputError(
                 f"results store {self.db_path} has schema version {version!r}, this harness writes "
                 f"{SCHEMA_VERSION}; use another --results directory"
@@ -622,8 +633,8 @@ class Store:
             f"restore the store from a copy")
 
     def _checked(self, row: dict[str, Any]) -> dict[str, Any]:
-        for c in _ROW_COLUMNS:
-            row.setdefault(c, None)  # a schema-1 store read as it is
+        for c in RUN_COLUMNS:
+            row.setdefault(c, None)  # an older schema's store read as it is
         problems = row_problems(row)
         if problems:
             raise self._damaged(row, problems)
@@ -673,7 +684,7 @@ class Store:
     def finish(self, key: RunKey, *, metrics: dict, notes: list[str], corruption: dict, predictions: dict[str, Any],
                fit_seconds: float, predict_seconds: float, model_reused: bool, manifest: dict | None = None,
                bootstrap: dict[str, np.ndarray] | None = None, provenance: dict[str, str] | None = None,
-               threads: dict | None = None) -> bool:
+               threads: dict | None = None, history: str | None = None) -> bool:
         """Complete a started row in one transaction. A finished row is final: finishing it again (a second
         process that did the same job) changes nothing and returns False; True when this call finished it."""
         with self._connect(immediate=True) as con:
@@ -685,22 +696,25 @@ class Store:
                                 f"WHERE {WHERE_KEY} AND status != 'done'", (json.dumps(value), *key.as_tuple()))
             cur = con.execute(
                 f"""UPDATE runs SET status='done', error=NULL, finished_at=?, fit_seconds=?, predict_seconds=?,
-                    model_reused=?, metrics=?, notes=?, corruption=?, predictions=?, manifest=?, bootstrap=?
-                    WHERE {WHERE_KEY} AND status != 'done'""",
+                    model_reused=?, metrics=?, notes=?, corruption=?, predictions=?, manifest=?, bootstrap=?,
+                    history=? WHERE {WHERE_KEY} AND status != 'done'""",
                 (now(), fit_seconds, predict_seconds, int(model_reused), json.dumps(metrics), "; ".join(notes) or None,
                  json.dumps(corruption), pack_arrays(predictions), json.dumps(manifest),
-                 pack_arrays(bootstrap) if bootstrap else None, *key.as_tuple()),
+                 pack_arrays(bootstrap) if bootstrap else None, history, *key.as_tuple()),
             )
             return cur.rowcount > 0
 
     def rescore(self, key: RunKey, *, metrics: dict, notes: list[str], manifest: dict,
-                bootstrap: dict[str, np.ndarray] | None) -> None:
-        """Replace the scores of a finished row (same predictions, newer metric definitions)."""
+                bootstrap: dict[str, np.ndarray] | None, predictions: dict[str, Any] | None = None) -> None:
+        """Replace the scores of a finished row (newer metric definitions), and with ``predictions`` the
+        predictions they were scored on (quantised ones: ``bench store compact``), in one transaction."""
         with self._connect() as con:
             con.execute(
-                f"UPDATE runs SET metrics=?, notes=?, manifest=?, bootstrap=? WHERE {WHERE_KEY} AND status='done'",
+                f"UPDATE runs SET metrics=?, notes=?, manifest=?, bootstrap=?, predictions=coalesce(?, predictions) "
+                f"WHERE {WHERE_KEY} AND status='done'",
                 (json.dumps(metrics), "; ".join(notes) or None, json.dumps(manifest),
-                 pack_arrays(bootstrap) if bootstrap else None, *key.as_tuple()),
+                 pack_arrays(bootstrap) if bootstrap else None,
+                 pack_arrays(predictions) if predictions is not None else None, *key.as_tuple()),
             )
 
     def fail(self, key: RunKey, error: str) -> bool:
@@ -967,170 +981,6 @@ def provenance_of(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
             if v not in out.setdefault(k, []):
                 out[k].append(v)
     return out
-
-
-# --- finished rows as files: carry a results store between machines (or sessions) through git -------------
-ROW_FORMAT = "survbench-run-row"
-ROW_FORMAT_VERSION = 1
-_BLOBS = ("predictions", "bootstrap")
-_ROW_COLUMNS = ("method", "config_hash", "dataset_fp", "protocol_hash", "fold", "seed", "fold_name", "protocol",
-                "protocol_version", "dataset", "scale", "train_key", "status", "error", "started_at", "finished_at",
-                "fit_seconds", "predict_seconds", "model_reused", "config", "protocol_content", "env", "metrics",
-                "notes", "corruption", "predictions", "manifest", "bootstrap")
-MAX_ROW_FILE_BYTES = 3 * MAX_BLOB_BYTES  # two capped blobs in base64 and the JSON columns
-MAX_SPLIT_FILE_BYTES = 256 << 20
-
-
-def file_slug(text: str) -> str:
-    """A name as it appears in a file name: letters, digits, -, _ and . kept, anything else a dash."""
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-") or "x"
-
-
-def row_filename(row: dict[str, Any]) -> str:
-    """``<dataset>/<method>__<protocol>__<config8>-<dataset8>-<protocol8>__fold<k>__seed<s>.json``."""
-    hashes = "-".join(file_slug(row[c][:8]) for c in ("config_hash", "dataset_fp", "protocol_hash"))
-    return (f"{file_slug(row['dataset'] or row['dataset_fp'])}/{file_slug(row['method'])}__{file_slug(row['protocol'])}__"
-            f"{hashes}__fold{int(row['fold'])}__seed{int(row['seed'])}.json")
-
-
-def export_rows(store: Store, out: Path) -> tuple[int, int]:
-    """Write every finished row of ``store`` as one JSON file under ``out`` (blobs base64), and the stored
-    splits under ``out/splits``. A file whose content is unchanged is not rewritten, so committing the folder
-    after each sweep only adds what is new. Returns (files written, files unchanged)."""
-    import base64
-
-    out = Path(out)
-    written = same = 0
-    for row in store.rows("done"):
-        doc = {"format": ROW_FORMAT, "version": ROW_FORMAT_VERSION,
-               "row": {c: (base64.b64encode(row[c]).decode() if c in _BLOBS and row[c] is not None else row[c])
-                       for c in _ROW_COLUMNS}}
-        text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-        if write_if_changed(out / row_filename(row), text):
-            written += 1
-        else:
-            same += 1
-    for split in sorted((store.root / "splits").glob("*.json")):
-        try:
-            text = split.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BenchInputError(f"cannot read the split file {split} ({exc}); nothing more was exported") from None
-        write_if_changed(out / "splits" / split.name, text)
-    return written, same
-
-
-def _read_capped(path: Path, cap: int) -> bytes:
-    """The bytes of a regular file of at most ``cap`` bytes (OSError / ValueError otherwise)."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError("not a regular file")
-    if st.st_size > cap:
-        raise ValueError(f"{st.st_size >> 20} MB, more than the {cap >> 20} MB such a file may hold")
-    with open(path, "rb") as fh:
-        data = fh.read(cap + 1)
-    if len(data) > cap:
-        raise ValueError(f"more than the {cap >> 20} MB such a file may hold")
-    return data
-
-
-def _read_row_file(path: Path) -> dict[str, Any]:
-    """One exported row, every column checked (``row_problems(strict=True)``); ``BenchInputError`` naming the
-    file and the columns otherwise."""
-    import base64
-    import binascii
-
-    try:
-        doc = strict_json(_read_capped(path, MAX_ROW_FILE_BYTES).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BenchInputError(f"{path}: not a readable run-row file ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != ROW_FORMAT or not isinstance(doc.get("row"), dict):
-        raise BenchInputError(f"{path}: not a survbench run-row file (no format {ROW_FORMAT!r})")
-    if doc.get("version") != ROW_FORMAT_VERSION:
-        raise BenchInputError(f"{path}: run-row format version {doc.get('version')!r}, this harness reads "
-                              f"{ROW_FORMAT_VERSION}")
-    row = doc["row"]
-    missing = [c for c in _ROW_COLUMNS if c not in row]
-    if missing:
-        raise BenchInputError(f"{path}: run row lacks {', '.join(missing)}")
-    if row["status"] != "done":
-        raise BenchInputError(f"{path}: run row has status {row['status']!r}; only finished rows are carried")
-    problems = []
-    for c in _BLOBS:
-        if row[c] is None:
-            continue
-        try:
-            if not isinstance(row[c], str):
-                raise TypeError(f"is {type(row[c]).__name__}, not base64 text")
-            if len(row[c]) > MAX_BLOB_BYTES * 4 // 3 + 4:
-                raise ValueError(f"more than {MAX_BLOB_BYTES >> 20} MB")
-            row[c] = base64.b64decode(row[c], validate=True)
-        except (binascii.Error, ValueError, TypeError) as exc:
-            problems.append(f"{c} {'are' if c == 'predictions' else 'is'} unreadable (not base64: {exc})")
-    if not problems:
-        problems = row_problems(row, strict=True)
-    if problems:
-        raise BenchInputError(f"{path}: {'; '.join(problems)} — nothing was imported")
-    return {c: row[c] for c in _ROW_COLUMNS}
-
-
-def _read_carried_split(path: Path) -> str:
-    """A split file carried with exported rows, checked for shape and consistency with the split section it
-    names (its patients are checked against a dataset when a run loads it)."""
-    from bench.splits import _parse_split_data, split_problems
-
-    try:
-        text = _read_capped(path, MAX_SPLIT_FILE_BYTES).decode("utf-8")
-        data = strict_json(text)
-        folds, val, patients = _parse_split_data(data)
-        if not isinstance(data.get("split"), dict):
-            raise ValueError("no split section")
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError, TypeError) as exc:
-        raise BenchInputError(f"{path}: not a usable split file ({exc}) — nothing was imported") from None
-    problems = split_problems(folds, val, patients, data["split"])
-    if problems:
-        raise BenchInputError(f"{path}: an inconsistent split file ({'; '.join(problems[:3])}) — nothing was "
-                              f"imported")
-    return text
-
-
-def import_rows(store: Store, src: Path) -> tuple[int, int]:
-    """Insert the finished rows filed under ``src`` (by :func:`export_rows`) into ``store``: a row the store
-    already has finished is left as it is; a running or failed row of the same job is replaced. Every file is
-    read and checked (every column's type and JSON, blobs within ``MAX_BLOB_BYTES``, split files' folds)
-    before anything is written, so a bad file changes nothing. Splits under ``src/splits`` missing from the
-    store are copied. Returns (rows imported, rows already there)."""
-    src = Path(src)
-    if not src.is_dir():
-        raise BenchInputError(f"{src}: no such folder of run rows")
-    try:
-        files = sorted(p for p in src.glob("*/*.json") if p.parent.name != "splits")
-        split_files = sorted((src / "splits").glob("*.json"))
-    except OSError as exc:
-        raise BenchInputError(f"{src}: cannot list the run rows ({exc.strerror or exc})") from None
-    rows = [_read_row_file(p) for p in files]
-    splits = [(p.name, _read_carried_split(p)) for p in split_files]
-    imported = kept = 0
-    with store._connect(immediate=True) as con:
-        for row in rows:
-            key = RunKey(**{f: row[f] for f in RunKey.__dataclass_fields__}).as_tuple()
-            old = con.execute(f"SELECT status FROM runs WHERE {WHERE_KEY}", key).fetchone()
-            if old and old[0] == "done":
-                kept += 1
-                continue
-            con.execute(f"DELETE FROM runs WHERE {WHERE_KEY}", key)
-            con.execute(f"INSERT INTO runs ({', '.join(_ROW_COLUMNS)}) VALUES ({', '.join('?' * len(_ROW_COLUMNS))})",
-                        tuple(row[c] for c in _ROW_COLUMNS))
-            imported += 1
-    for name, text in splits:
-        target = store.root / "splits" / name
-        if not target.exists():
-            try:
-                with atomic_path(target) as tmp:
-                    tmp.write_text(text)
-            except OSError as exc:
-                raise BenchInputError(f"the rows were imported, but the split file {target} could not be written "
-                                      f"({exc.strerror or exc}); copy {src / 'splits' / name} there by hand") from None
-    return imported, kept
 
 
 def drop_experiment(store: Store, method: str, config: str, *, committed=None, apply: bool = False) -> dict[str, list]:

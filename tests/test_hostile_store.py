@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import lzma
 import multiprocessing
 import os
 import shutil
@@ -22,7 +23,8 @@ from bench.errors import BenchInputError
 from bench.protocols import load_protocol
 from bench.registry import register_method, unregister_method
 from bench.runner import plan_methods, run_jobs
-from bench.store import Claims, RunKey, Store, export_rows, import_rows
+from bench.row_files import export_rows, import_rows
+from bench.store import Claims, RunKey, Store
 from helpers import BENCH, run_bench
 
 
@@ -110,9 +112,10 @@ BAD_ROWS = {
     "notes a number": ("notes", _set("notes", 7)),
     "status unknown": ("status", _set("status", "weird")),
     "key column absent": ("protocol_hash", _drop("protocol_hash")),
-    "predictions not base64": ("predictions", _set("predictions", "!!!")),
+    "predictions not base85": ("predictions", _set("predictions", "\\\\")),
+    "predictions not xz": ("predictions", _set("predictions", base64.b85encode(b"plain bytes").decode())),
     "predictions without risk": ("predictions", lambda row: row.__setitem__(
-        "predictions", base64.b64encode(_npz(ids=np.array(["a"]))).decode())),
+        "predictions", base64.b85encode(lzma.compress(_npz(ids=np.array(["a"])))).decode())),
 }
 
 

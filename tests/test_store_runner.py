@@ -174,7 +174,7 @@ def test_metric_nan_comes_with_its_reason():
 
 def test_exported_rows_resume_a_sweep_in_a_fresh_store(killer, tiny_dataset, tmp_path):
     """A sweep cut between folds, carried as files to an empty store, redoes only the missing folds."""
-    from bench.store import export_rows, import_rows
+    from bench.row_files import export_rows, import_rows
 
     killer.kill_on_fit = 3
     with pytest.raises(KeyboardInterrupt):
@@ -194,7 +194,7 @@ def test_exported_rows_resume_a_sweep_in_a_fresh_store(killer, tiny_dataset, tmp
 
 
 def test_a_bad_row_file_is_refused_before_anything_is_imported(killer, tiny_dataset, tmp_path):
-    from bench.store import export_rows, import_rows
+    from bench.row_files import export_rows, import_rows
 
     _run(tiny_dataset, ["clean"], tmp_path / "a")
     export_rows(Store(tmp_path / "a"), tmp_path / "rows")
@@ -268,7 +268,7 @@ def test_drop_experiment_keeps_look_alike_methods_and_configs(tmp_path):
 def test_a_fold_whose_model_is_elsewhere_is_not_refitted_for_the_other_protocols(killer, tiny_dataset, tmp_path):
     """Clean and noisy rows of a fold must come from one fitted model: imported rows without their model make
     `bench run` refuse the other protocols (exit-2 error naming folds and way out), not score them with a new fit."""
-    from bench.store import export_rows, import_rows
+    from bench.row_files import export_rows, import_rows
 
     _run(tiny_dataset, ["clean"], tmp_path / "a")
     export_rows(Store(tmp_path / "a"), tmp_path / "rows")
