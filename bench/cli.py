@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
+from bench import faults
 from bench.commands import CommandGroup
 from bench.errors import BenchInputError
 from bench.scales import RENAMED, RUN_HELP, SCALES, SYNTHETIC_HELP, SYNTHETIC_SCALES, synthetic_scale
@@ -72,6 +74,8 @@ def cli(ctx: click.Context, quiet: bool) -> None:
     """
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = {"quiet": quiet}
+    if os.environ.get(faults.ENV):
+        faults.parse(os.environ[faults.ENV])  # a mistyped fault point is exit 2 before any work
 
 
 # --- methods --------------------------------------------------------------------------------------------

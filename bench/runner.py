@@ -31,6 +31,7 @@ from bench.corruptions import corrupted_files, corruption_manifest
 from bench.data import Dataset, cache_dir, check_images
 from bench.env import environment, threads
 from bench.errors import BenchInputError, PredictionError
+from bench.faults import fault_point
 from bench.hashing import content_hash
 from bench.method import Method, Prediction, RunContext
 from bench.metrics import METRICS_VERSION, dice_counts
@@ -370,6 +371,7 @@ def obtain_model(job: Job, dataset: Dataset, store: Store, ctx: RunContext) -> F
         "split_hash": job.split_hash, "fold": job.fold.index, "seed": job.seed,
         "train_corruption": job.train_corruption, "fit_seconds": fit_seconds,
     })
+    fault_point("model-saved")
     return FittedModel(method, fit_seconds, False, train_images)
 
 
@@ -424,12 +426,14 @@ def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict
                                            affects_inputs=uses_images, train_ids=job.train_ids)
             predictions, predict_seconds = job_predictions(job, model, dataset, pr, train_pred)
             scored = score_job(pr, predictions, fold)
+            fault_point("scoring")
             finished = store.finish(
                 key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=model.fit_seconds,
                 predict_seconds=predict_seconds, model_reused=model.reused, predictions=predictions,
                 manifest=scored.manifest, bootstrap=scored.replicates, provenance=provenance, threads=threads(),
                 history=history,
             )
+            fault_point("row-written")
             outcome.ran += finished  # False: another process finished this row first (its row is kept)
             on_scored()
     except BenchInputError as exc:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchInputError
+from bench.faults import fault_point
 from bench.fsutil import atomic_path, file_digest  # file_digest: sha256 memoised by (path, size, mtime, ctime, inode)
 from bench.hashing import content_hash
 from bench.parallel import progress_map
@@ -133,8 +134,8 @@ def _load_job(args):
 def preprocess(image_files: dict, cfg: PipelineConfig, cache: Path, *, workers: int | None = None,
                progress: bool = True) -> None:
     """Fill the cache for every patient (in parallel, with a progress bar); cached ones cost a stat."""
-    progress_map(_load_job, [(f, cfg, cache) for f in image_files.values()], lambda _: None,
-                 desc="image pipeline", workers=workers, progress=progress)
+    progress_map(_load_job, [(f, cfg, cache) for f in image_files.values()],
+                 lambda _: fault_point("image-pipeline"), desc="image pipeline", workers=workers, progress=progress)
 
 
 def to_native(labels: np.ndarray, origin, cfg: PipelineConfig, ct_path) -> np.ndarray:

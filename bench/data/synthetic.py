@@ -39,6 +39,7 @@ from bench.scales import SYNTHETIC_SCALES, synthetic_scale
 from bench.data.hecktor import CLINICAL_COLUMNS, CLINICAL_FILE, ENDPOINT_FILE, GROUNDTRUTH_FILE, HPV_COLUMN
 from bench.data.simulate import weibull_times
 from bench.errors import BenchInputError
+from bench.faults import fault_point
 from bench.fsutil import atomic_path, locked
 from bench.hashing import content_hash
 from bench.parallel import process_map
@@ -538,6 +539,7 @@ def _generate_locked(out: Path, cfg: SynthConfig, seed: int, workers: int | None
         _write_text(json.dumps({"stamp": stamp, "measured": rec}), done_dir / f"{rec['PatientID']}.json")
         measured.append(rec)
         bar.update(1)
+        fault_point("synthesis")
 
     try:
         if workers == 1:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchInputError
+from bench.faults import fault_point
 
 OPTIMISERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step", "multistep")
@@ -397,3 +398,4 @@ class Trainer:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "scaler": scaler.state_dict(), "ema": None if ema is None else ema.state_dict(),
                         "history": history, "state": state, "config": asdict(self.cfg)}, tmp)
+        fault_point("epoch-checkpoint")
