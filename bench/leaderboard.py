@@ -29,14 +29,15 @@ from typing import Any
 import numpy as np
 
 from bench.errors import BenchInputError
-from bench.fsutil import atomic_path, name_problem, path_under, write_if_changed
+from bench.fsutil import atomic_path, file_slug, name_problem, path_under, write_if_changed
 from bench.metric_registry import MetricSpec, column_order, loaded_specs, spec_of_column
 from bench.metrics import bootstrap_p_value, holm, percentile_interval
 from bench.protocols import shipped_content
 from bench.reported import reported
 from bench.results import FLAGS, metric_columns, pooled_replicates, results_frame
-from bench.fsutil import file_slug
 from bench.store import Store, provenance_of, unpack_arrays
+from bench.suite_summary import (NO_IMAGE, REFERENCE_METHOD, SUITE_TYPES, SuitePoints, reads_images, suite_experiments,
+                                 suite_point)
 
 log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
@@ -187,6 +188,7 @@ def _record(meta: dict, g, raw: list[dict], metrics: list[str]) -> dict:
         "method_info": env.get("method") or _installed_method_info(meta["method"]),
         "protocol": meta["protocol"], "protocol_version": first["protocol_version"],
         "protocol_hash": meta["protocol_hash"], "split": json.loads(first["protocol_content"]).get("split", {}),
+        "corruption": json.loads(first["protocol_content"]).get("corruption", {}),
         "dataset": meta["dataset"], "dataset_fp": meta["dataset_fp"], "scale": meta["scale"],
         "harness_version": (env.get("packages") or {}).get("survbench"),
         "git_commit": env.get("git_commit"),
@@ -449,15 +451,23 @@ def _training_plot(rec: dict):
     return draw
 
 
-def _noise_point(rec: dict) -> tuple[str, float] | None:
-    """Where a record sits on the noise-fraction axis, read from its protocol's content (a shipped protocol
-    with the record's hash): (series, fraction). Series: the corruption's other parameters, so fractions of
-    one noise recipe form one curve; "" for an uncorrupted protocol, which starts every curve. None for a
-    protocol off that axis (train-side or other corruption) or whose content is not known here."""
+def _corruption_of(rec: dict) -> dict | None:
+    """The corruption section of the record's protocol: kept in the record, or (records written before they
+    kept it) read from the shipped protocol with the record's hash; None when not known here."""
+    if rec.get("corruption"):
+        return rec["corruption"]
     content = shipped_content(rec["protocol"], rec["protocol_hash"])
-    if content is None:
+    return None if content is None else content["corruption"]
+
+
+def _noise_point(rec: dict) -> tuple[str, float] | None:
+    """Where a record sits on the noise-fraction axis, read from its protocol's content: (series, fraction).
+    Series: the corruption's other parameters, so fractions of one noise recipe form one curve; "" for an
+    uncorrupted protocol, which starts every curve. None for a protocol off that axis (train-side or other
+    corruption) or whose content is not known here."""
+    c = _corruption_of(rec)
+    if c is None:
         return None
-    c = content["corruption"]
     if c["kind"] == "none":
         return "", 0.0
     if c["kind"] == "noise" and c["apply_to"] == ["test"]:
@@ -499,7 +509,7 @@ def _noise_experiments(recs: list[dict]) -> dict[tuple, dict[float, dict]]:
              for r, p in points if p == ("", 0.0)}
     experiments: dict[tuple, dict[float, dict]] = {}
     for r, p in points:
-        if p is None and shipped_content(r["protocol"], r["protocol_hash"]) is None:
+        if p is None and _corruption_of(r) is None:
             log.warning("robustness page: %s under %s left out, its protocol (hash %s) is not a shipped one, so "
                         "its noise level is not known here", r["method"], r["protocol"], r["protocol_hash"][:12])
         if p is None or p[0] == "":
@@ -535,17 +545,29 @@ def _robustness_plot(experiments: dict[tuple, dict[float, dict]]):
 
 
 def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
-    """C-td against the fraction of noisy test patients, per method (and config), with the registered
-    summary metrics of that axis."""
+    """C-td against the fraction of noisy test patients, and the corruption suite (types × severities), per
+    method (and config), with the registered summary metrics of each axis."""
+    experiments = _noise_experiments(recs)
+    suite, suite_plots = _suite_lines(slug, recs)
+    if not experiments and not suite:
+        return None
+    shown = [r for v in experiments.values() for r in v.values()] or recs
+    lines = _header(f"{slug}: robustness to corrupted test images", shown)
+    plots = []
+    if experiments:
+        noise, plots = _noise_lines(slug, experiments)
+        lines += noise
+    lines += suite
+    return Page(f"{slug}/robustness.md", "\n".join(lines).rstrip() + "\n", plots + suite_plots)
+
+
+def _noise_lines(slug: str, experiments: dict[tuple, dict[float, dict]]) -> tuple[list[str], list]:
+    """The noise-fraction sweep: C-td per fraction with the registered summaries of that axis, and a plot."""
     from tabulate import tabulate
 
-    experiments = _noise_experiments(recs)
-    if not experiments:
-        return None
     summaries = [s for s in loaded_specs(summaries=True) if s.axis == "noise_fraction"]
     fractions = sorted({f for v in experiments.values() for f in v})
-    lines = _header(f"{slug}: robustness to noisy test images", [r for v in experiments.values() for r in v.values()])
-    lines += ["A fraction of the test patients gets CT Gaussian and PET Poisson noise (training stays clean; one "
+    lines = ["A fraction of the test patients gets CT Gaussian and PET Poisson noise (training stays clean; one "
               "trained model per fold serves every fraction). Cells: C-td mean over folds. Relative drop: "
               "(clean − noisy100) / clean. Area: the trapezoid area under C-td against the fraction, over the "
               "fractions run (1.0 = perfect at every level; RobSurv reports a 3.8–4.5 % drop at 50 % noise on "
@@ -559,8 +581,193 @@ def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
     headers = ["method", "config"] + [f"{f:.0%}" for f in fractions] + [s.label for s in summaries]
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), "",
               "![C-td against the noise fraction](plots/robustness.png)", ""]
-    return Page(f"{slug}/robustness.md", "\n".join(lines).rstrip() + "\n",
-                [(f"{slug}/plots/robustness.png", _robustness_plot(experiments))])
+    return lines, [(f"{slug}/plots/robustness.png", _robustness_plot(experiments))]
+
+
+# --- the corruption suite (types × severities) -----------------------------------------------------------
+def _suite(recs: list[dict]) -> dict[tuple, SuitePoints]:
+    return suite_experiments(recs, PRIMARY, lambda r: _summary(r, PRIMARY)[0], _corruption_of)
+
+
+def _suite_types(experiments: dict[tuple, SuitePoints]) -> list[str]:
+    found = {t for p in experiments.values() for t in p.by_type}
+    return [t for t in SUITE_TYPES if t in found] + sorted(found - set(SUITE_TYPES))
+
+
+def _triple(rec: dict | None) -> str:
+    """C-td with Harrell and Uno beside it (fold means)."""
+    if rec is None:
+        return "—"
+    parts = [_summary(rec, m)[0] for m in (PRIMARY, "cindex_harrell", "cindex_uno")]
+    return " · ".join("—" if not np.isfinite(v) else f"{v:.3f}" for v in parts)
+
+
+def _paired_drop(clean: dict, corrupt: dict) -> tuple[float, float, float] | None:
+    """Clean minus corrupted fold-mean C-td of one method, with the bootstrap CI of the difference: both
+    records are scored on the same folds, patients and resamples (the resample seed depends on split and
+    fold, not on the corruption)."""
+    a, b = clean.get("replicates", {}).get(PRIMARY), corrupt.get("replicates", {}).get(PRIMARY)
+    if a is None or b is None or len(a) != len(b):
+        return None
+    if [(f["fold"], f["seed"]) for f in clean["folds"]] != [(f["fold"], f["seed"]) for f in corrupt["folds"]]:
+        return None
+    lo, hi = percentile_interval(np.asarray(a, float) - np.asarray(b, float))
+    return _summary(clean, PRIMARY)[0] - _summary(corrupt, PRIMARY)[0], lo, hi
+
+
+def _suite_lines(slug: str, recs: list[dict]) -> tuple[list[str], list]:
+    """The robustness page's suite section: summaries, the protocols' named movers, one table per type, a
+    heatmap of retained discrimination and C-td curves per type."""
+    from tabulate import tabulate
+
+    experiments = _suite(recs)
+    if not experiments:
+        return [], []
+    types = _suite_types(experiments)
+    summaries = [s for s in loaded_specs(summaries=True) if s.axis == "corruption_suite"]
+    clean_of = {k: next(r for r in recs if r["method"] == k[0] and r["config_hash"] == k[1]
+                        and json.dumps(r.get("split", {}), sort_keys=True) == k[2]
+                        and (_corruption_of(r) or {}).get("kind") == "none") for k in experiments}
+    order = sorted(experiments, key=lambda k: (-np.nan_to_num(experiments[k].clean, nan=-1.0), k[0], k[1]))
+    mtv = max((experiments[k].clean for k in order if k[0] == "mtv-cox"), default=None)
+    lines = ["## Corruption suite", "",
+             "Every test patient's images get one corruption at one severity (training stays clean; one trained "
+             "model per fold serves every protocol). Type and severity are read from each protocol's content. "
+             "R = (C − 0.5) / (C_clean − 0.5) of the fold-mean C-td, averaged over the severities run per type; "
+             "mRD = its mean over types (n/a when the clean CI includes 0.5); "
+             f"rCE = per type Σ(1 − C) / Σ(1 − C) of `{REFERENCE_METHOD}` over the severities both ran, averaged "
+             "over types (below 1: fewer errors than the reference). A method that reads no image shows "
+             f"\"{NO_IMAGE}\".", ""]
+    rows = []
+    for k in order:
+        pts, clean = experiments[k], clean_of[k]
+        label = _label(clean)
+        if mtv is not None and reads_images(clean) and k[0] != "mtv-cox" and pts.clean < mtv:
+            label += " (below mtv-cox)"
+        row = [label, f"`{k[1][:8]}`", _cell(clean, PRIMARY, False)]
+        if not reads_images(clean):
+            rows.append(row + [NO_IMAGE] * (len(types) + len(summaries)))
+            continue
+        per_type = pts.retained_by_type()
+        row += [_fmt_r(per_type.get(t)) for t in types] + [s.cell(pts) for s in summaries]
+        rows.append(row)
+    headers = ["method", "config", "clean C-td"] + [f"R {t}" for t in types] + [s.label for s in summaries]
+    lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    if mtv is not None:
+        lines += ["\"(below mtv-cox)\": an image method whose clean C-td is below that of `mtv-cox`, the reference "
+                  "row that reads only the metabolic volume, TLG and SUVmax of the PET.", ""]
+    lines += _mover_lines(recs, experiments, clean_of)
+    for typ in types:
+        sevs = sorted({s for p in experiments.values() for s in p.by_type.get(typ, {})})
+        trows = []
+        for k in order:
+            pts, clean = experiments[k], clean_of[k]
+            if typ not in pts.by_type:
+                continue
+            if not reads_images(clean):
+                trows.append([_label(clean), _triple(clean)] + [NO_IMAGE] * len(sevs))
+                continue
+            trows.append([_label(clean), _triple(clean)] + [_triple(pts.records.get((typ, s))) for s in sevs])
+        lines += [f"### `{typ}`", "", "Cells: C-td · Harrell · Uno (fold means).", "",
+                  tabulate(trows, headers=["method", "clean"] + [f"s{s}" for s in sevs], tablefmt="github",
+                           disable_numparse=True), ""]
+    lines += ["![retained discrimination per type and severity](plots/suite-heatmap.png)", "",
+              "![C-td against severity, per type](plots/suite-curves.png)", ""]
+    shown = {k: v for k, v in experiments.items() if reads_images(clean_of[k])}
+    return lines, [(f"{slug}/plots/suite-heatmap.png", _suite_heatmap(shown, types)),
+                   (f"{slug}/plots/suite-curves.png", _suite_curves(shown, types))]
+
+
+def _fmt_r(v: float | None) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def _mover_lines(recs: list[dict], experiments: dict[tuple, SuitePoints], clean_of: dict) -> list[str]:
+    """Each suite protocol names, before any run, the method it is expected to move: that method's paired
+    C-td drop (clean − corrupted, same folds and patients) with its bootstrap CI."""
+    from tabulate import tabulate
+
+    rows = []
+    for k, pts in sorted(experiments.items(), key=lambda kv: kv[0]):
+        for (typ, sev), r in sorted(pts.records.items()):
+            named = (_corruption_of(r) or {}).get("expected_to_move")
+            if named != k[0]:
+                continue
+            drop = _paired_drop(clean_of[k], r)
+            if drop is None:
+                continue
+            d, lo, hi = drop
+            rows.append([f"`{r['protocol']}`", f"`{named}`", f"{d:+.3f}", f"{lo:+.3f} – {hi:+.3f}",
+                         "yes" if lo > 0 else "no"])
+    if not rows:
+        return []
+    return ["Expected movers: the method each protocol file names before any run, its paired C-td drop from "
+            "clean (same folds and patients; bootstrap 95 % CI), and whether the CI excludes 0.", "",
+            tabulate(rows, headers=["protocol", "named method", "drop", "95 % CI", "moved"], tablefmt="github",
+                     disable_numparse=True), ""]
+
+
+def _suite_columns(experiments: dict[tuple, SuitePoints], types: list[str]) -> list[tuple[str, int]]:
+    return [(t, s) for t in types for s in sorted({s for p in experiments.values() for s in p.by_type.get(t, {})})]
+
+
+def _suite_heatmap(experiments: dict[tuple, SuitePoints], types: list[str]):
+    def draw(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        cols = _suite_columns(experiments, types)
+        keys = sorted(experiments, key=lambda k: (-np.nan_to_num(experiments[k].clean, nan=-1.0), k[0]))
+        grid = np.array([[experiments[k].retained(t, s) for t, s in cols] for k in keys], dtype=float)
+        fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(cols) + 2.5), 0.42 * len(keys) + 1.8), dpi=100)
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap="RdYlGn", vmin=0.0, vmax=1.2, aspect="auto")
+        ax.set_xticks(range(len(cols)), [f"{t} s{s}" for t, s in cols], rotation=90, fontsize=7)
+        ax.set_yticks(range(len(keys)), [f"{k[0]} ({k[1][:8]})" for k in keys], fontsize=8)
+        for i in range(len(keys)):
+            for j in range(len(cols)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=5.5)
+        fig.colorbar(im, ax=ax, label="retained discrimination R")
+        ax.set_title("R = (C − 0.5) / (C_clean − 0.5); blank: not run or no discrimination to retain", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, metadata={"Software": None})
+        plt.close(fig)
+    return draw
+
+
+def _suite_curves(experiments: dict[tuple, SuitePoints], types: list[str]):
+    def draw(path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = len(types)
+        ncol = min(4, n)
+        nrow = -(-n // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow + 0.6), dpi=100, squeeze=False)
+        for ax, typ in zip(axes.flat, types):
+            for k in sorted(experiments):
+                by = experiments[k].by_type.get(typ)
+                if not by:
+                    continue
+                xs = [0] + sorted(by)
+                ax.plot(xs, [experiments[k].clean] + [by[s] for s in sorted(by)], marker="o", ms=3, lw=1,
+                        label=f"{k[0]} ({k[1][:8]})")
+            ax.set_title(typ, fontsize=9)
+            ax.set_xlabel("severity (0 = clean)", fontsize=8)
+            ax.set_ylabel("C-td", fontsize=8)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[n:]:
+            ax.axis("off")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=7)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        fig.savefig(path, metadata={"Software": None})
+        plt.close(fig)
+    return draw
 
 
 def _generalisation_page(slug: str, recs: list[dict], reference: str) -> Page | None:
@@ -602,8 +809,10 @@ def render(out: Path, reference: str = DEFAULT_REFERENCE) -> list[Page]:
         recs = [r for r in records if dataset_slug(r["dataset"]) == slug]
         cv = [r for r in recs if r.get("split", {}).get("kind") == "kfold"]
         made = []
+        plain = [r for r in cv if suite_point(_corruption_of(r)) is None]  # the suite has its own section
+        if plain:
+            made.append(_cv_page(slug, plain, reference))
         if cv:
-            made.append(_cv_page(slug, cv, reference))
             robust = _robustness_page(slug, cv)
             if robust:
                 made.append(robust)

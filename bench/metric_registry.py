@@ -23,13 +23,14 @@ from typing import Any, Callable
 import numpy as np
 
 from bench import metrics as M
+from bench import suite_summary as _suite
 from bench.errors import BenchInputError, did_you_mean
 from bench.registry import entry_points_by_name, package_of
 
 log = logging.getLogger("bench.metric_registry")
 GROUP = "bench.metrics"
 NEEDS = ("risk", "curves", "segmentation")
-SUMMARY_AXES = ("noise_fraction",)
+SUMMARY_AXES = ("noise_fraction", "corruption_suite")
 BOOTSTRAP_KINDS = ("patients", "none")
 DAYS_PER_YEAR = 365.25
 IBS_POINTS = 100
@@ -150,8 +151,9 @@ class MetricSpec:
 @dataclass(frozen=True)
 class SummarySpec:
     """A metric computed across protocols: from the per-protocol mean of a job metric at each level of a
-    protocol axis (``noise_fraction``: the fraction of corrupted test patients) to one number per experiment.
-    ``compute(points)`` takes {level: mean} with at least two levels, the first the unperturbed one;
+    protocol axis to one number per experiment. Axis ``noise_fraction`` (the fraction of corrupted test
+    patients): ``compute(points)`` takes {level: mean} with at least two levels, the first the unperturbed
+    one. Axis ``corruption_suite`` (types × severities): ``compute`` takes a ``bench.suite_summary.SuitePoints``.
     ``format(value, points)`` writes the page cell."""
 
     name: str
@@ -319,6 +321,15 @@ BUILTIN_SUMMARIES: tuple[SummarySpec, ...] = (
     SummarySpec("degradation_auc", "area (mean C-td)",
                 "trapezoid area under the fold-mean primary metric against the noise fraction, over the "
                 "fractions run, divided by their range (1.0 = perfect at every level)", _degradation_area),
+    SummarySpec("mrd", "mRD",
+                "mean retained discrimination: R = (C − 0.5) / (C_clean − 0.5) of the fold-mean primary metric per "
+                "(type, severity), averaged over severities per type, then over types; n/a when the clean CI "
+                "includes 0.5", _suite.mean_retained, format=_suite._fmt, axis="corruption_suite"),
+    SummarySpec("rce", f"rCE vs {_suite.REFERENCE_METHOD}",
+                f"corruption error relative to {_suite.REFERENCE_METHOD} (ImageNet-C's mCE): per type Σ(1 − C) / "
+                f"Σ(1 − C_ref) over the severities both ran, averaged over types; below 1 = fewer errors than the "
+                f"reference", _suite.relative_corruption_error, format=_suite._fmt, higher_is_better=False,
+                axis="corruption_suite"),
 )
 
 
