@@ -202,6 +202,8 @@ def _record(meta: dict, g, raw: list[dict], metrics: list[str]) -> dict:
     provenance = provenance_of(raw)
     if provenance:
         record["provenance"] = provenance
+    if env.get("centres"):  # what the dataset says of its centres (a synthetic cohort: scanner archetype)
+        record["centres"] = env["centres"]
     histories = [{"fold": int(r["fold"]), "seed": int(r["seed"]), "series": json.loads(r["history"])}
                  for r in sorted(raw, key=lambda r: (r["seed"], r["fold"])) if r.get("history")]
     if histories:  # the fits' per-epoch training history (one fit per fold serves every protocol)
@@ -788,11 +790,34 @@ def _generalisation_page(slug: str, recs: list[dict], reference: str) -> Page | 
         lines += ["## Leave one centre out", "", "C-td on each held-out centre, and pooled (mean ± sd over centres, "
                   "95 % CI).", "", tabulate(rows, headers=["method"] + centres + ["pooled"], tablefmt="github",
                                             disable_numparse=True), ""]
+        lines += _centre_lines(loco, centres)
         lines += _compare_lines(_order(loco), reference)
     for protocol in sorted({r["protocol"] for r in split}):
         group = _order([r for r in split if r["protocol"] == protocol])
         lines += [f"## `{protocol}`", "", _table(group, protocol), ""]
     return Page(f"{slug}/generalisation.md", "\n".join(lines).rstrip() + "\n", [])
+
+
+def _centre_lines(loco: list[dict], centres: list[str]) -> list[str]:
+    """Each held-out centre's test patients and events (from the records' risk-group data) and what the
+    dataset says of it (a synthetic cohort: its scanner archetype)."""
+    from tabulate import tabulate
+
+    counted = next((r for r in loco if r["km"]["time"]), None)
+    facts = next((r["centres"] for r in loco if r.get("centres")), {})
+    if counted is None and not facts:
+        return []
+    names = {f["fold"]: f["fold_name"] for f in counted["folds"]} if counted else {}
+    n, events = {}, {}
+    if counted:
+        for fold, event in zip(counted["km"]["fold"], counted["km"]["event"]):
+            c = names.get(fold)
+            n[c], events[c] = n.get(c, 0) + 1, events.get(c, 0) + int(event)
+    keys = sorted({k for v in facts.values() for k in v})
+    rows = [[c, n.get(c, "—"), events.get(c, "—")] + [facts.get(c, {}).get(k, "—") for k in keys] for c in centres]
+    return ["Held-out centres: test patients, events" + (" and " + ", ".join(keys) if keys else "") + ".", "",
+            tabulate(rows, headers=["centre", "patients", "events"] + keys, tablefmt="github",
+                     disable_numparse=True), ""]
 
 
 def render(out: Path, reference: str = DEFAULT_REFERENCE) -> list[Page]:

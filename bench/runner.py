@@ -411,7 +411,8 @@ def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict
         store.start(key, {
             "fold_name": fold.name, "protocol": pr.name, "protocol_version": pr.version, "dataset": dataset.name,
             "scale": ctx.scale, "train_key": job.train_key, "config": plan.config, "protocol_content": pr.content(),
-            "env": env | {"method": method_info(plan.cls)},
+            "env": env | {"method": method_info(plan.cls)}
+            | ({"centres": dataset.centre_facts()} if pr.split["kind"] in ("loco", "center-split") else {}),
         })
     uses_images = any(c in ("ct", "pet") for c in plan.cls.consumes)
     try:

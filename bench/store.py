@@ -231,7 +231,7 @@ def _json_shape(column: str, value) -> str | None:
         if bad:
             return f"{bad[0]!r} is {value[bad[0]]!r}, not a number or null"
     elif column == "env":
-        for part in ("method", "provenance", "packages", "threads"):
+        for part in ("method", "provenance", "packages", "threads", "centres"):
             if part in value and value[part] is not None and not isinstance(value[part], dict):
                 return f"{part} is not an object"
         if any(not isinstance(v, str) for v in (value.get("provenance") or {}).values()):

@@ -99,3 +99,26 @@ def test_the_robustness_page_gains_the_suite_section(records, tmp_path):
     write(tmp_path, [page])
     for rel, _ in page.plots:
         assert (tmp_path / rel).stat().st_size > 5000
+
+
+def test_the_generalisation_page_gives_each_held_out_centre(tmp_path):
+    from bench.leaderboard import _generalisation_page
+
+    rec = _record("coxph", NONE, [0.6, 0.7], consumes=("clinical",))
+    rec["split"] = {"kind": "loco", "seed": 2022}
+    rec["folds"][0]["fold_name"], rec["folds"][1]["fold_name"] = "CHUM", "MDA"
+    rec["km"] = {"time": [1, 2, 3, 4, 5], "event": [1, 0, 1, 1, 0], "high": [0, 1, 0, 1, 0], "fold": [0, 0, 1, 1, 1]}
+    rec["centres"] = {"CHUM": {"scanner": "digital"}, "MDA": {"scanner": "legacy"}}
+    text = _generalisation_page("x", [rec], "coxph").text
+    assert "| CHUM     | 2          | 1        | digital   |" in text
+    assert "| MDA      | 3          | 2        | legacy    |" in text
+
+
+def test_a_synthetic_cohort_says_what_scanner_each_centre_has(tmp_path):
+    from bench.data.hecktor import load_hecktor
+    from bench.data.synthetic import generate, scale_config
+
+    root = tmp_path / "synth"
+    generate(root, scale_config("smoke"), 0, workers=1, progress=False)
+    facts = load_hecktor(root).centre_facts()
+    assert facts and all(set(v) == {"scanner", "PET voxel (mm)"} for v in facts.values())

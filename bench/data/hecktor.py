@@ -11,6 +11,7 @@ a clinical-only method never touches them. Every problem found is reported with 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,20 @@ class Dataset:
         if missing:
             raise BenchInputError(f"{path}: no ground truth for patient(s) {missing[:10]}")
         return table
+
+    def centre_facts(self) -> dict[str, dict[str, str]]:
+        """What is known of each centre beyond its patients, for pages: a synthetic cohort's scanner archetype
+        and PET voxel (``groundtruth/centres.json``); empty for a cohort that does not say."""
+        path = self.root / "groundtruth" / "centres.json"
+        if not path.is_file():
+            return {}
+        try:
+            centres = json.loads(path.read_text())
+            return {str(c): {"scanner": str(v["archetype"]),
+                             "PET voxel (mm)": "×".join(f"{x:g}" for x in v["pet_voxel_mm"])}
+                    for c, v in centres.items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise BenchInputError(f"{path}: not a readable centre description ({exc})") from None
 
     def cohort(self, ids, *, with_outcomes: bool, with_mask: bool = True, name: str = "cohort",
                replace_images: dict[str, ImageFiles] | None = None, with_groundtruth: bool = False) -> Cohort:

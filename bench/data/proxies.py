@@ -13,6 +13,8 @@ benchmarked image method gets, not about the generator's internals:
   would otherwise outweigh the tumour's own texture.
 - ``gtvn_cold_fraction`` / ``gtvn_hypodense_fraction`` — proxies of node necrosis: the share of the reference
   GTVn below SUV 1.5 on PET and below 25 HU on CT.
+- ``pet_tumour_cnr`` / ``ct_tumour_cnr`` — the primary tumour's contrast-to-noise on each modality against a
+  two-voxel shell around it (what a corruption leaves of the tumour's visibility).
 
 ``corrupted`` applies the noise corruptions of ``bench.corruptions`` (CT Gaussian σ × range, PET Poisson
 at a count level per unit SUV) to the native images first, as a protocol does. ``SYNTH_TARGETS`` is the
@@ -103,6 +105,21 @@ def ct_texture_hu(ct_hu: np.ndarray, mask: np.ndarray) -> float:
     return float((q3 - q1) / 1.349)
 
 
+def tumour_cnr(image: np.ndarray, mask: np.ndarray, shell_voxels: int = 2) -> float:
+    """Contrast-to-noise of the primary tumour: (mean inside the reference GTVp − mean of a shell of
+    ``shell_voxels`` around it, outside every label) / sd of that shell; NaN without both."""
+    from scipy.ndimage import binary_dilation
+
+    tumour = mask == 1
+    if not tumour.any():
+        return float("nan")
+    shell = binary_dilation(tumour, iterations=shell_voxels) & (mask == 0)
+    bg = image[shell].astype(np.float64)
+    if bg.size < 4 or bg.std() == 0:
+        return float("nan")
+    return float((image[tumour].astype(np.float64).mean() - bg.mean()) / bg.std())
+
+
 def necrosis_fractions(pet_suv: np.ndarray, ct_hu: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """Fractions of the reference GTVn that are cold on PET (SUV < 1.5) and hypodense on CT (< 25 HU);
     NaN without a GTVn."""
@@ -120,7 +137,8 @@ def proxies_of_box(box: dict[str, np.ndarray], cfg: PipelineConfig = QUICK_PIPEL
     cold, hypodense = necrosis_fractions(pet_suv, ct_hu, box["mask"])
     return {"pet_volume_cc": pet_volume_cc(pet_suv, cfg.spacing_mm), "suv_cov": suv_cov(pet_suv, box["mask"]),
             "ct_texture_hu": ct_texture_hu(ct_hu, box["mask"]), "gtvn_cold_fraction": cold,
-            "gtvn_hypodense_fraction": hypodense}
+            "gtvn_hypodense_fraction": hypodense, "pet_tumour_cnr": tumour_cnr(pet_suv, box["mask"]),
+            "ct_tumour_cnr": tumour_cnr(ct_hu, box["mask"])}
 
 
 def read_images(files):
