@@ -151,9 +151,11 @@ def protocols_cmd(ctx: click.Context) -> None:
     rows = []
     for n in builtin_names():
         p = load_protocol(n)
-        rows.append((p.name, p.version, p.split["kind"], p.corruption.get("fraction", "-") if p.corrupts else "-",
-                     p.hash, p.description))
-    click.echo(tabulate(rows, headers=["protocol", "version", "split", "noise fraction", "hash", "description"], disable_numparse=True))
+        corruption = p.corruption_type or (p.corruption["kind"] if p.corrupts else "-")
+        rows.append((p.name, p.version, p.split["kind"], corruption, p.severity or "-",
+                     p.corruption.get("fraction", "-") if p.corrupts else "-", p.hash, p.description))
+    click.echo(tabulate(rows, headers=["protocol", "version", "split", "corruption", "severity", "fraction", "hash",
+                                       "description"], disable_numparse=True))
 
 
 @protocols_cmd.command("show")
@@ -228,16 +230,20 @@ def data_show(patient: str, dataset: str, out: Path | None) -> None:
 
 
 @cli.command("corrupt")
-@click.option("--protocol", "-p", required=True, help="A protocol with noise, e.g. noisy50.")
+@click.option("--protocol", "-p", required=True,
+              help="A protocol that corrupts images, e.g. noisy50 or misregistration-s3.")
 @click.option("--patient", required=True, help="Patient id.")
 @click.option("--dataset", "-d", default="synthetic:quick", show_default=True, help="As for `bench run`.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
 def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
-    """Write the CT and PET that PATIENT's test images become under PROTOCOL (the exact files the runner
-    hands to methods), so a person can look at them; says so when the patient is not in the noisy fraction."""
+    """Write what PATIENT's test images become under PROTOCOL (the exact files the runner hands to methods:
+    each modality the corruption rewrites, as PATIENT__CT.nii.gz / PATIENT__PT.nii.gz) and PATIENT__PROTOCOL.png,
+    clean beside corrupted CT and PET on one axial slice through the PET hot region, so a person can look at
+    them; says so when the patient is not in the corrupted fraction."""
     import shutil
 
-    from bench.corruptions import corrupted_images, selected, selection_draw
+    from bench.corruptions import corrupted_images, corruption_manifest, describe, selected, selection_draw
+    from bench.corruptions.render import axial_slice, comparison_png, slice_position
     from bench.data import cache_dir, load_dataset
     from bench.fsutil import output_errors, path_under, safe_name, writable_dir
     from bench.protocols import load_protocol
@@ -255,15 +261,25 @@ def corrupt_cmd(protocol: str, patient: str, dataset: str, out: Path) -> None:
     if not selected(ds.fingerprint, c, patient):
         click.echo(f"{patient} is not corrupted under {pr.name}: its draw u = {u:.3f} >= fraction {c['fraction']}")
         return
-    files = corrupted_images(ds.images[patient], ds.fingerprint, c, patient, cache_dir() / "corrupted")
+    clean = ds.images[patient]
+    files = corrupted_images(clean, ds.fingerprint, c, patient, cache_dir() / "corrupted")
+    entry = corruption_manifest(ds.fingerprint, c | {"apply_to": ["test"]}, [patient], affects_inputs=True)
+    draws = {k: v for k, v in entry["patients"][patient].items() if k not in ("u", "corrupted", "ct", "pet")}
     safe_name(patient, "--patient")
     writable_dir(out, "--out")
+    written = []
     with output_errors(out, "--out"):
-        for src, name in ((files.ct, f"{patient}__CT.nii.gz"), (files.pet, f"{patient}__PT.nii.gz")):
-            shutil.copyfile(src, path_under(out, name))
-    click.echo(f"{patient} under {pr.name} (u = {u:.3f} < {c['fraction']}): CT + Gaussian noise σ = "
-               f"{c['ct_sigma'][c['ct_level']]} × range ({c['ct_level']}), PET Poisson at "
-               f"{c['pet_counts_per_suv'][c['pet_level']]:g} counts/SUV ({c['pet_level']}) → {out}/")
+        for src, before, name in ((files.ct, clean.ct, f"{patient}__CT.nii.gz"),
+                                  (files.pet, clean.pet, f"{patient}__PT.nii.gz")):
+            if Path(src) != Path(before):
+                shutil.copyfile(src, path_under(out, name))
+                written.append(name)
+        point, where = slice_position(clean, files, patient)
+        text = describe(c, draws)
+        png = comparison_png(axial_slice(clean, patient, point), axial_slice(files, patient, point),
+                             f"{patient} under {pr.name}: {text}", where, path_under(out, f"{patient}__{pr.name}.png"))
+    click.echo(f"{patient} under {pr.name} (u = {u:.3f} < {c['fraction']}): {text} → {out}/ "
+               f"({', '.join(written + [png.name])})")
 
 
 @data_cmd.command("verify")

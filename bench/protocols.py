@@ -2,6 +2,9 @@
 
 Shipped protocols live in the top-level ``protocols/`` folder (package data); a user may pass the path of
 their own file. Every key is checked: an unknown key or a bad value is an error naming the file and key.
+The corruption kinds are ``none``, ``noise`` (the noisyNN fraction sweep) and the corruption suite's types,
+whose parameters each type declares (``bench.corruptions.kinds``); a suite file also names the reference
+method it is expected to move and may carry the measured effect (``[corruption.effect]``).
 The content hash (of the parsed content, so comments do not count) is stored with every run.
 """
 from __future__ import annotations
@@ -16,13 +19,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.corruptions.kinds import SUITE_KINDS, TYPES, suite_severity, suite_type
 from bench.errors import BenchInputError, did_you_mean
 from bench.fsutil import safe_name
 from bench.hashing import content_hash
 from bench.metric_registry import get_metric
 
 SPLIT_KINDS = ("kfold", "loco", "center-split")
-CORRUPTION_KINDS = ("none", "noise")
+CORRUPTION_KINDS = ("none", "noise", *SUITE_KINDS)
 LEVELS = ("low", "medium", "high")
 
 
@@ -53,6 +57,18 @@ class Protocol:
     @property
     def corrupts(self) -> bool:
         return self.corruption["kind"] != "none"
+
+    @property
+    def corruption_type(self) -> str | None:
+        """The suite type of the corruption (``missing-pet`` / ``missing-ct`` for a missing modality), read
+        from the content; None for no corruption and for the noise-fraction sweep."""
+        return suite_type(self.corruption)
+
+    @property
+    def severity(self) -> int | None:
+        """The suite severity (1 to 5), read from the content; None for a missing modality (one level) and
+        outside the suite."""
+        return suite_severity(self.corruption)
 
     @property
     def train_corruption(self) -> dict[str, Any] | None:
@@ -139,14 +155,27 @@ SPLIT = {
     "loco": dict(SPLIT_COMMON),
     "center-split": {**SPLIT_COMMON, "train_centres": _str_list, "test_centres": _str_list},
 }
+def _named_numbers(v: Any) -> str | None:
+    if not isinstance(v, dict) or not v:
+        return "must be a non-empty table of named numbers"
+    bad = sorted(k for k, x in v.items() if not _number(x))
+    return f"values must be finite numbers ({', '.join(bad)} are not)" if bad else None
+
+
+SELECTION = {"kind": _one_of(CORRUPTION_KINDS), "fraction": _fraction(True, 1.0), "seed": _int_in(0, MAX_SEED),
+             "apply_to": _subset_of(("train", "test"))}
 CORRUPTION = {
     "none": {"kind": _one_of(CORRUPTION_KINDS)},
     "noise": {
-        "kind": _one_of(CORRUPTION_KINDS), "fraction": _fraction(True, 1.0), "seed": _int_in(0, MAX_SEED),
-        "apply_to": _subset_of(("train", "test")), "ct_level": _one_of(LEVELS), "pet_level": _one_of(LEVELS),
+        **SELECTION, "ct_level": _one_of(LEVELS), "pet_level": _one_of(LEVELS),
         "ct_sigma": _levels, "pet_counts_per_suv": _levels,
     },
+    # the suite: one type each, its parameters the type's own (bench.corruptions.kinds), the reference method
+    # it is expected to move named before any run
+    **{kind: {**SELECTION, "expected_to_move": _text, **({"severity": _int_in(1, 5)} if t.has_severity else {}),
+              **t.parameters} for kind, t in TYPES.items()},
 }
+CORRUPTION_OPTIONAL = {kind: {"effect": _named_numbers} for kind in SUITE_KINDS}  # measured post-pipeline effect
 
 
 def _distinct_names(v: Any) -> str | None:
@@ -164,15 +193,19 @@ METRICS = {
 }
 
 
-def _check_table(table: dict, schema: dict[str, Check], where: str, source: str) -> None:
+def _check_table(table: dict, schema: dict[str, Check], where: str, source: str,
+                 optional: dict[str, Check] | None = None) -> None:
+    allowed = schema | (optional or {})
     for key in table:
-        if key not in schema:
-            close = difflib.get_close_matches(key, list(schema), n=1)
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise BenchInputError(f"protocol {source}: unknown key {where}{key!r}{hint}; allowed: {sorted(schema)}")
-    for key, check in schema.items():
+            raise BenchInputError(f"protocol {source}: unknown key {where}{key!r}{hint}; allowed: {sorted(allowed)}")
+    for key, check in allowed.items():
         if key not in table:
-            raise BenchInputError(f"protocol {source}: missing key {where}{key!r}")
+            if key in schema:
+                raise BenchInputError(f"protocol {source}: missing key {where}{key!r}")
+            continue
         complaint = check(table[key])
         if complaint:
             raise BenchInputError(f"protocol {source}: {where}{key} = {table[key]!r} {complaint}")
@@ -183,7 +216,7 @@ def parse_protocol(data: dict[str, Any], source: str) -> Protocol:
     safe_name(data["name"], f"protocol {source}: name")  # it names stored records and plots
     split, corruption, metrics = data["split"], data["corruption"], data["metrics"]
     kind = split.get("kind")
-    if kind not in SPLIT:
+    if not isinstance(kind, str) or kind not in SPLIT:
         raise BenchInputError(f"protocol {source}: split.kind = {kind!r} must be one of {list(SPLIT_KINDS)}")
     _check_table(split, SPLIT[kind], "split.", source)
     if kind == "center-split":
@@ -191,11 +224,12 @@ def parse_protocol(data: dict[str, Any], source: str) -> Protocol:
         if both:
             raise BenchInputError(f"protocol {source}: split centres {sorted(both)} are both train and test")
     ckind = corruption.get("kind")
-    if ckind not in CORRUPTION:
+    if not isinstance(ckind, str) or ckind not in CORRUPTION:
         raise BenchInputError(
             f"protocol {source}: corruption.kind = {ckind!r} must be one of {list(CORRUPTION_KINDS)}"
+            f"{did_you_mean(ckind, CORRUPTION_KINDS) if isinstance(ckind, str) else ''}"
         )
-    _check_table(corruption, CORRUPTION[ckind], "corruption.", source)
+    _check_table(corruption, CORRUPTION[ckind], "corruption.", source, CORRUPTION_OPTIONAL.get(ckind))
     _check_table(metrics, METRICS, "metrics.", source)
     if metrics["primary"] not in metrics["report"]:
         raise BenchInputError(f"protocol {source}: metrics.primary {metrics['primary']!r} is not in metrics.report")

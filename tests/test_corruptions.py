@@ -1,5 +1,7 @@
-"""Image noise of the noisyNN protocols: right amount, reproducible, nested, exactly the chosen patients, and
-what an image method actually receives in a run."""
+"""Corrupted images: the noise of the noisyNN protocols (right amount, reproducible, nested, exactly the chosen
+patients, what an image method actually receives in a run) and the corruption suite's types (each rewrites
+only its modality on the same grid, deterministic and cached, monotone over severities, recorded in a manifest
+that import regenerates, rendered by `bench corrupt`)."""
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +129,251 @@ def test_manifest_follows_apply_to(smoke):
     train_only = corruption_manifest(smoke.fingerprint, c | {"apply_to": ["train"]}, ids[:20], affects_inputs=True,
                                      train_ids=ids[20:])
     assert train_only["n_corrupted"] == 0 and set(train_only["train_corrupted"]) == chosen & set(ids[20:])
+
+
+# --- the corruption suite --------------------------------------------------------------------------------------
+SUITE_FILES = [f"{t}-s{k}" for t in ("ct-noise", "pet-noise", "blur", "misregistration", "suv-calibration", "ct-metal")
+               for k in range(1, 6)] + ["missing-pet", "missing-ct"]
+REWRITES = {"ct-noise": {"ct"}, "pet-noise": {"pet"}, "blur": {"ct", "pet"}, "misregistration": {"pet"},
+            "suv-calibration": {"pet"}, "ct-metal": {"ct"}, "missing-pet": {"pet"}, "missing-ct": {"ct"}}
+
+
+def _phantom():
+    """A small CT (int16 HU, 2 × 2 × 2 mm, teeth at the top) and PET (float32 SUV, 3 mm) of one neck."""
+    ct = np.full((30, 40, 40), -1000, np.int16)
+    z, y, x = np.ogrid[:30, :40, :40]
+    ct[np.broadcast_to(((y - 20) ** 2 + (x - 20) ** 2) <= 18 ** 2, ct.shape)] = 40
+    ct[np.broadcast_to(z % 4 == 0, ct.shape) & (ct == 40)] = 90  # structure along z, for the slab average to remove
+    ct[24:27, 4:8, 14:26] = 2500  # teeth
+    ct_img = sitk.GetImageFromArray(ct)
+    ct_img.SetSpacing((2.0, 2.0, 2.0))
+    z, y, x = np.ogrid[:24, :30, :30]
+    r2 = (z - 11.5) ** 2 + (y - 14.5) ** 2 + (x - 14.5) ** 2
+    pet = (0.5 + 10.0 * np.exp(-r2 / (2 * 2.0 ** 2))).astype(np.float32)
+    pet_img = sitk.GetImageFromArray(pet)
+    pet_img.SetSpacing((3.0, 3.0, 3.0))
+    pet_img.SetOrigin((-3.0, -3.0, -6.0))
+    return {"ct": ct_img, "pet": pet_img}
+
+
+def _apply(kind: str, params: dict, seed: int = 0):
+    from bench.corruptions import apply_type
+
+    return apply_type(kind, params, _phantom(), np.random.default_rng(seed))
+
+
+def _array(img) -> np.ndarray:
+    return sitk.GetArrayFromImage(img).astype(np.float64)
+
+
+def _centroid_mm(img) -> np.ndarray:
+    a = _array(img)
+    a = np.where(a > 0.5 * a.max(), a, 0.0)
+    zyx = (np.argwhere(a > 0) * a[a > 0][:, None]).sum(0) / a.sum()
+    return np.asarray(img.TransformContinuousIndexToPhysicalPoint([float(v) for v in zyx[::-1]]))
+
+
+def _severities(kind: str) -> list[dict]:
+    from bench.corruptions.kinds import parameters
+
+    return [parameters(load_protocol(f"{kind}-s{k}").corruption) for k in range(1, 6)]
+
+
+def test_each_type_rewrites_only_its_modality_on_the_same_grid_and_is_deterministic():
+    from bench.corruptions import TYPES
+
+    for name in TYPES:
+        params = _severities(name)[2] if name != "missing-modality" else {"modality": "ct"}
+        out, draws = _apply(name, params)
+        again, _ = _apply(name, params)
+        assert set(out) == set(TYPES[name].modalities(params)), name
+        clean = _phantom()
+        for m, img in out.items():
+            assert (img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection()) == (
+                clean[m].GetSize(), clean[m].GetSpacing(), clean[m].GetOrigin(), clean[m].GetDirection()), name
+            assert img.GetPixelID() == (clean[m].GetPixelID() if m == "ct" else sitk.sitkFloat32), name
+            np.testing.assert_array_equal(_array(img), _array(again[m]), err_msg=name)
+            assert not np.array_equal(_array(img), _array(clean[m])), name
+
+
+def test_severities_are_monotone():
+    clean = _phantom()
+    ct0, pet0 = _array(clean["ct"]), _array(clean["pet"])
+    noise = [np.std(_array(_apply("ct-noise", p)[0]["ct"]) - ct0) for p in _severities("ct-noise")]
+    assert noise == sorted(noise) and noise[0] == pytest.approx(0.01 * 3500, rel=0.05)
+    poisson = [np.std(_array(_apply("pet-noise", p)[0]["pet"]) - pet0) for p in _severities("pet-noise")]
+    assert poisson == sorted(poisson)
+    blurred = [_apply("blur", p)[0] for p in _severities("blur")]
+    peaks = [_array(b["pet"]).max() for b in blurred]
+    assert peaks == sorted(peaks, reverse=True) and peaks[0] < pet0.max()
+    slab = [np.std(_array(b["ct"]) - ct0) for b in blurred]
+    assert slab == sorted(slab) and slab[0] > 0
+    metal = [np.abs(_array(_apply("ct-metal", p)[0]["ct"]) - ct0).sum() for p in _severities("ct-metal")]
+    assert metal == sorted(metal)
+    factors = _severities("suv-calibration")
+    for p in factors:
+        scaled = _array(_apply("suv-calibration", p)[0]["pet"])
+        assert scaled.mean() == pytest.approx(pet0.mean() * p["factor"], rel=1e-6)
+
+
+def test_misregistration_moves_the_pet_by_the_translation_in_the_drawn_direction():
+    before = _centroid_mm(_phantom()["pet"])
+    for p in _severities("misregistration"):
+        out, draws = _apply("misregistration", p)
+        assert np.linalg.norm(draws["direction"]) == pytest.approx(1.0, abs=1e-5)
+        assert np.linalg.norm(draws["axis"]) == pytest.approx(1.0, abs=1e-5)
+        moved = _centroid_mm(out["pet"]) - before  # the hot blob sits at the centre: rotation barely moves it
+        assert np.linalg.norm(moved) == pytest.approx(p["translation_mm"], abs=0.6)
+        if p["translation_mm"] >= 7:
+            assert np.dot(moved / np.linalg.norm(moved), draws["direction"]) > 0.98
+    out, draws = _apply("misregistration", {"translation_mm": 7.0, "rotation_deg": 0.0})
+    np.testing.assert_allclose(_centroid_mm(out["pet"]) - before, 7.0 * np.asarray(draws["direction"]), atol=0.3)
+
+
+def test_missing_modality_is_its_background_and_metal_sits_in_the_teeth():
+    pet = _array(_apply("missing-modality", {"modality": "pet"})[0]["pet"])
+    ct = _array(_apply("missing-modality", {"modality": "ct"})[0]["ct"])
+    assert (pet == 0).all() and (ct == -1000).all()
+    out = _array(_apply("ct-metal", _severities("ct-metal")[0])[0]["ct"])
+    changed = np.flatnonzero(np.abs(out - _array(_phantom()["ct"])).sum(axis=(1, 2)))
+    assert out.max() == 3071 and changed.min() >= 24 - 3 and changed.max() <= 26 + 3  # the teeth's slices, ± 3 sd
+    from bench.corruptions.artefacts import dental_candidates, slab_weights
+
+    flat = np.zeros((4, 4, 4), np.int16)
+    flat[1, 2, 3] = 7
+    assert [tuple(v) for v in dental_candidates(flat)] == [(1, 2, 3)]  # no teeth: the brightest voxels
+    np.testing.assert_allclose(slab_weights(3.0, 2.0), [1 / 6, 2 / 3, 1 / 6])  # 0.5, 2, 0.5 mm of 3
+    assert list(slab_weights(3.0, 3.75)) == [1.0]  # a slab no thicker than a slice changes nothing
+
+
+@pytest.mark.parametrize("name", SUITE_FILES[2::5] + ["missing-pet", "missing-ct"])
+def test_a_suite_realisation_is_written_once_reused_and_rewritten_when_damaged(smoke, tmp_path, monkeypatch, name):
+    import bench.data.images as images
+
+    c = dict(load_protocol(name).corruption)
+    typ = load_protocol(name).corruption_type
+    pid = smoke.ids[1]
+    src = smoke.images[pid]
+    a = corrupted_images(src, smoke.fingerprint, c, pid, tmp_path / "a")
+    b = corrupted_images(src, smoke.fingerprint, c, pid, tmp_path / "b")
+    for m in ("ct", "pet"):
+        new, old = getattr(a, m), getattr(src, m)
+        assert (new != old) == (m in REWRITES[typ]), (name, m)
+        if m in REWRITES[typ]:
+            assert new.read_bytes() == getattr(b, m).read_bytes() and new.parent.parent == tmp_path / "a"
+            n, o = sitk.ReadImage(str(new)), sitk.ReadImage(str(old))
+            assert (n.GetSize(), n.GetSpacing(), n.GetOrigin()) == (o.GetSize(), o.GetSpacing(), o.GetOrigin())
+    assert a.mask == src.mask
+    written = [getattr(a, m) for m in sorted(REWRITES[typ])]
+    good = [f.read_bytes() for f in written]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached realisation was read from the source again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(images, "read_image", refuse)
+        assert corrupted_images(src, smoke.fingerprint, c, pid, tmp_path / "a") == a
+    written[0].write_bytes(good[0][: len(good[0]) // 2])
+    again = corrupted_images(src, smoke.fingerprint, c, pid, tmp_path / "a")
+    assert [getattr(again, m).read_bytes() for m in sorted(REWRITES[typ])] == good
+
+
+def test_noisy_protocols_reuse_the_severity5_noise_files(smoke, tmp_path):
+    pid = smoke.ids[0]
+
+    def under(name):
+        return corrupted_images(smoke.images[pid], smoke.fingerprint, load_protocol(name).corruption, pid, tmp_path)
+
+    noisy, ct5, pet5 = under("noisy100"), under("ct-noise-s5"), under("pet-noise-s5")
+    assert (noisy.ct, noisy.pet) == (ct5.ct, pet5.pet)
+    assert ct5.pet == smoke.images[pid].pet and pet5.ct == smoke.images[pid].ct
+    assert len(list((tmp_path / smoke.fingerprint).glob("*.nii.gz"))) == 2
+
+
+def test_suite_files_cover_every_test_patient(smoke, tmp_path):
+    c = load_protocol("suv-calibration-s1").corruption
+    ids = list(smoke.ids[:4])
+    files = corrupted_files(smoke, c, ids, tmp_path)
+    assert list(files) == ids and all(files[p].ct == smoke.images[p].ct for p in ids)
+
+
+def test_the_pipeline_takes_a_missing_pet(smoke, tmp_path):
+    from bench.data.pipeline import PipelineConfig, process
+
+    pid = smoke.ids[0]
+    files = corrupted_images(smoke.images[pid], smoke.fingerprint, load_protocol("missing-pet").corruption, pid,
+                             tmp_path)
+    out = process(files, PipelineConfig(spacing_mm=4.0, size=(16, 16, 16)))
+    pet = sitk.ReadImage(str(files.pet))
+    centre = pet.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in pet.GetSize()])
+    np.testing.assert_allclose(out["centre"], centre)
+    assert (out["pet"] == 0).all() and out["ct"].std() > 0
+
+
+def _suite_manifest(name: str, ids, fp: str = "f" * 16, **kw):
+    from bench.corruptions import corruption_manifest
+
+    return corruption_manifest(fp, load_protocol(name).corruption, ids, affects_inputs=True, **kw)
+
+
+def test_a_suite_manifest_states_type_severity_and_each_patients_draws():
+    ids = [f"P{i}" for i in range(6)]
+    m = _suite_manifest("misregistration-s3", ids, train_ids=["T1"])
+    assert (m["kind"], m["type"], m["severity"], m["modalities"]) == ("misregistration", "misregistration", 3, ["pet"])
+    assert m["parameters"] == {"translation_mm": 7.0, "rotation_deg": 2.0} and m["expected_to_move"] == "radiomics-cox"
+    assert m["n_corrupted"] == 6 and m["train_corrupted"] == [] and "effect" not in m
+    assert all(set(e) == {"u", "corrupted", "direction", "axis"} for e in m["patients"].values())
+    assert len({tuple(e["direction"]) for e in m["patients"].values()}) == 6  # drawn per patient
+    assert m == _suite_manifest("misregistration-s3", ids, train_ids=["T1"])
+    missing = _suite_manifest("missing-ct", ids)
+    assert (missing["type"], missing["severity"], missing["parameters"]) == ("missing-ct", None, {"modality": "ct"})
+    assert all(set(e) == {"u", "corrupted"} for e in missing["patients"].values())
+
+
+def test_the_manifest_draws_are_the_ones_applied(smoke, tmp_path):
+    c = load_protocol("misregistration-s5").corruption
+    pid = smoke.ids[2]
+    files = corrupted_images(smoke.images[pid], smoke.fingerprint, c, pid, tmp_path)
+    entry = _suite_manifest("misregistration-s5", [pid], fp=smoke.fingerprint)["patients"][pid]
+    from bench.corruptions.kinds import TYPES
+
+    pet = sitk.ReadImage(str(smoke.images[pid].pet))
+    expected = TYPES["misregistration"].apply({"pet": pet}, {"translation_mm": 15.0, "rotation_deg": 5.0},
+                                               {"direction": entry["direction"], "axis": entry["axis"]}, None)["pet"]
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(files.pet))),
+                                  sitk.GetArrayFromImage(expected))
+
+
+def test_a_suite_row_regenerates_its_corruption_manifest_on_import(tiny_clinical_dir, tmp_path):
+    import json
+
+    from bench.compact import compact_corruption, regenerate
+    from bench.protocols import protocol_text
+
+    text = protocol_text("misregistration-s3").replace('name = "misregistration-s3"', 'name = "mine"').replace(
+        "[metrics]", "[corruption.effect]\nrho_h_proxy = 0.81\ntumour_cnr = 3\n\n[metrics]")
+    (tmp_path / "mine.toml").write_text(text)
+    protocol = load_protocol(str(tmp_path / "mine.toml"))
+    ds = load_hecktor(tiny_clinical_dir)
+    run_jobs(plan_methods(["coxph"], "smoke", []), [protocol], ds, scale="smoke", seeds=[0],
+             results_dir=tmp_path / "r", progress=False)
+    row = next(r for r in Store(tmp_path / "r", readonly=True).rows("done") if r["fold"] == 0)
+    stored = json.loads(row["corruption"])
+    assert stored["effect"] == {"rho_h_proxy": 0.81, "tumour_cnr": 3} and stored["affects_inputs"] is False
+    assert stored["n_corrupted"] == len(stored["patients"]) > 0
+    _, full = regenerate(row, unpack_arrays(row["predictions"]), "row")
+    assert compact_corruption(full) == compact_corruption(stored) and full["patients"] == stored["patients"]
+
+
+def test_bench_corrupt_renders_a_suite_protocol(tiny_dataset_dir, tmp_path):
+    out = run_bench("corrupt", "-p", "misregistration-s3", "--patient", "CHUM-001", "-d", str(tiny_dataset_dir),
+                    "--out", str(tmp_path / "o"))
+    assert out.returncode == 0, out.stderr
+    assert "misregistration severity 3: PET moved 7 mm along" in out.stdout
+    written = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert written == ["CHUM-001__PT.nii.gz", "CHUM-001__misregistration-s3.png"]  # the CT is not rewritten
+    assert (tmp_path / "o" / "CHUM-001__misregistration-s3.png").read_bytes()[:4] == b"\x89PNG"
+    out = run_bench("corrupt", "-p", "ct-metal-s2", "--patient", "CHUM-002", "-d", str(tiny_dataset_dir),
+                    "--out", str(tmp_path / "m"))
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["CHUM-002__CT.nii.gz", "CHUM-002__ct-metal-s2.png"]

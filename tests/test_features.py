@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 
 from bench.corruptions import corrupted_images
 from bench.data.cohort import ImageFiles
 from bench.errors import BenchInputError
-from bench.features.radiomics import ExtractionStats, cache_path, RadiomicsSettings, extract, feature_table
+from bench.features.radiomics import ExtractionStats, cache_paths, RadiomicsSettings, extract, feature_table
 from bench.protocols import load_protocol
 
 FAST = RadiomicsSettings(classes=("shape", "firstorder"), regions=("gtvp", "gtvn", "union"), resample_mm=0.0)
@@ -89,11 +90,104 @@ def test_features_are_cached_once_and_noisy_images_get_their_own(synthetic_smoke
     assert not np.allclose(table[intensity].to_numpy(), first[intensity].to_numpy())
     # a damaged cache entry is recomputed, not trusted
     cached = sorted((tmp_path / "features" / "radiomics").glob("*.json"))
-    assert len(cached) == 12
-    damaged = cache_path(files[ids[0]], FAST, tmp_path)
+    assert len(cached) == 24  # one per (patient, modality)
+    damaged = cache_paths(files[ids[0]], FAST, tmp_path)["ct"]
     damaged.write_text("{not json")
     feature_table(files, FAST, tmp_path, progress=False, stats=stats)
-    assert stats.computed == 13 and json.loads(damaged.read_text())["features"]
+    assert stats.computed == 13 and stats.computed_passes == {"ct": 13, "pet": 12}
+    assert json.loads(damaged.read_text())["regions"]["gtvp"]["features"]
+
+
+# the tiny dataset's GTVp is a 2³ cube: present with min_voxels 4, and no GTVn
+TINY = RadiomicsSettings(classes=("shape", "firstorder", "glcm"), regions=("gtvp", "gtvn", "union"), resample_mm=0.0,
+                         min_voxels=4)
+
+
+def _one_pass(files, settings):
+    """The extraction before the cache was split by modality, as the oracle: the CT read whole as the grid, PET
+    resampled onto that image (the tiny mask is on it already), one pass per region over CT then PET, shape in the
+    CT's."""
+    from bench.features.radiomics import REGIONS, _extractor
+
+    ct = sitk.ReadImage(str(files.ct), sitk.sitkFloat32)
+    images = {"ct": ct, "pet": sitk.Resample(sitk.ReadImage(str(files.pet), sitk.sitkFloat32), ct, sitk.Transform(),
+                                             sitk.sitkLinear, 0.0, sitk.sitkFloat32)}
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(files.mask)))
+    out = {}
+    for region in settings.regions:
+        inside = np.isin(labels, REGIONS[region]).astype(np.uint8)
+        roi = sitk.GetImageFromArray(inside)
+        roi.CopyInformation(ct)
+        out[f"{region}_present"] = float(inside.sum() >= settings.min_voxels)
+        for i, modality in enumerate(("ct", "pet")):
+            if not out[f"{region}_present"]:
+                out[f"{region}_shape_MeshVolume"] = out[f"{region}_shape_VoxelVolume"] = 0.0
+                break
+            classes = (["shape"] if i == 0 else []) + [c for c in settings.classes if c != "shape"]
+            extractor = _extractor(settings, settings.ct_bin_width if i == 0 else settings.pet_bin_width, classes)
+            for k, v in extractor.execute(images[modality], roi, label=1).items():
+                if not k.startswith("diagnostics_"):
+                    _, cls, feat = k.split("_", 2)
+                    out[f"{region}_shape_{feat}" if cls == "shape" else f"{modality}_{region}_{cls}_{feat}"] = float(v)
+    return out
+
+
+def test_per_modality_entries_join_to_the_one_pass_features(tiny_dataset, tmp_path):
+    files = {i: tiny_dataset.images[i] for i in tiny_dataset.ids[:8]}
+    table = feature_table(files, TINY, tmp_path, workers=1, progress=False)
+    expected = pd.DataFrame.from_dict({pid: _one_pass(f, TINY) for pid, f in files.items()}, orient="index")
+    assert (table["gtvp_present"] == 1).all() and (table["gtvn_present"] == 0).all()
+    assert table.filter(regex="^pet_gtvp_glcm_").shape[1] > 10  # texture of both modalities is compared
+    pd.testing.assert_frame_equal(table, expected.reindex(columns=sorted(expected.columns)).astype(float),
+                                  check_exact=True)
+
+
+def _rewritten(path, out, *, scale=1.0, shift_mm=0.0):
+    """A copy of the image at ``path`` with its voxels × ``scale`` and its origin moved by ``shift_mm`` along x."""
+    img = sitk.ReadImage(str(path))
+    new = sitk.GetImageFromArray(sitk.GetArrayFromImage(img) * np.float32(scale))
+    new.CopyInformation(img)
+    new.SetOrigin([img.GetOrigin()[0] + shift_mm, *img.GetOrigin()[1:]])
+    sitk.WriteImage(new, str(out))
+    return out
+
+
+def test_a_one_modality_corruption_recomputes_that_modality_only(tiny_dataset, tmp_path, monkeypatch):
+    """A new CT file (same geometry) recomputes the patient's CT entry and reuses its PET entry, and vice versa;
+    a CT on another grid recomputes both (PET and mask are brought onto it)."""
+    from bench.features import radiomics
+
+    ids = list(tiny_dataset.ids[:3])
+    files = {i: tiny_dataset.images[i] for i in ids}
+    cache = tmp_path / "cache"
+    clean = feature_table(files, TINY, cache, workers=1, progress=False)
+    calls = []
+    real = radiomics.extract_modality
+    monkeypatch.setattr(radiomics, "extract_modality", lambda f, s, m: (calls.append((f, m)), real(f, s, m))[1])
+    target = files[ids[0]]
+    entries = cache_paths(target, TINY, cache)
+    stamps = {m: p.stat().st_mtime_ns for m, p in entries.items()}
+    cases = {
+        "ct": ImageFiles(_rewritten(target.ct, tmp_path / "ct.nii.gz", scale=1.5), target.pet, target.mask),
+        "pet": ImageFiles(target.ct, _rewritten(target.pet, tmp_path / "pet.nii.gz", scale=1.5), target.mask),
+    }
+    for modality, corrupted in cases.items():
+        calls.clear()
+        stats = ExtractionStats()
+        table = feature_table(files | {ids[0]: corrupted}, TINY, cache, workers=1, progress=False, stats=stats)
+        assert calls == [(corrupted, modality)] and stats.computed_passes == {modality: 1}
+        assert (stats.computed, stats.cached) == (1, 2)
+        kept = "pet" if modality == "ct" else "ct"
+        assert entries[kept].stat().st_mtime_ns == stamps[kept]  # the clean entry of the other modality, read
+        same = [c for c in table.columns if not c.startswith(f"{modality}_")]
+        changed = [c for c in table.columns if c.startswith(f"{modality}_gtvp_firstorder_Mean")]
+        pd.testing.assert_frame_equal(table[same], clean[same], check_exact=True)
+        assert not np.allclose(table.loc[ids[0], changed], clean.loc[ids[0], changed])
+        np.testing.assert_array_equal(table.loc[ids[1:]].to_numpy(), clean.loc[ids[1:]].to_numpy())
+    calls.clear()
+    moved = ImageFiles(_rewritten(target.ct, tmp_path / "ct-moved.nii.gz", shift_mm=2.0), target.pet, target.mask)
+    feature_table(files | {ids[0]: moved}, TINY, cache, workers=1, progress=False)
+    assert sorted(m for _, m in calls) == ["ct", "pet"]  # same PET and mask files, but another grid
 
 
 def test_a_missing_mask_is_a_clear_error(synthetic_smoke, tmp_path):
@@ -114,7 +208,7 @@ def test_every_fold_and_method_reuses_one_extraction_per_image(synthetic_smoke, 
                       seeds=[0], results_dir=tmp_path / "r", progress=False)
     assert report.ran == 20 and report.fits == 10 and not report.failed
     n = len(synthetic_smoke.ids)
-    assert len(list((tmp_path / "cache" / "features" / "radiomics").glob("*.json"))) == 2 * n
+    assert len(list((tmp_path / "cache" / "features" / "radiomics").glob("*.json"))) == 2 * 2 * n  # CT and PET
     # every stored row says it read reference contours at test time, for the leaderboard to flag
     from bench.results import results_frame, summarise
     from bench.store import Store

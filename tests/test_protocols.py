@@ -7,7 +7,16 @@ import pytest
 from bench.errors import BenchInputError
 from bench.protocols import builtin_names, load_protocol, resolve_protocols
 
-EXPECTED = ["center-split", "clean", "loco"] + [f"noisy{p}" for p in range(10, 101, 10)]
+SUITE = {  # type: the design's parameters at severities 1 to 5
+    "ct-noise": {"sigma_x_range": [0.01, 0.025, 0.05, 0.075, 0.1]},
+    "pet-noise": {"counts_per_suv": [5.0, 1.5, 0.6, 0.3, 0.15]},
+    "blur": {"pet_fwhm_mm": [2, 3, 4, 6, 8], "ct_slab_mm": [3, 4.5, 6, 8, 10]},
+    "misregistration": {"translation_mm": [2, 4, 7, 10, 15], "rotation_deg": [0.5, 1, 2, 3, 5]},
+    "suv-calibration": {"factor": [0.95, 0.9, 0.8, 0.7, 0.6]},
+    "ct-metal": {"sources": [1, 2, 3, 4, 6], "amplitude_hu": [200, 300, 450, 650, 900]},
+}
+SUITE_NAMES = [f"{t}-s{k}" for t in SUITE for k in range(1, 6)] + ["missing-pet", "missing-ct"]
+EXPECTED = ["center-split", "clean", "loco"] + [f"noisy{p}" for p in range(10, 101, 10)] + SUITE_NAMES
 
 
 def test_every_shipped_protocol_parses():
@@ -25,7 +34,9 @@ def test_noisy_protocols_share_the_clean_folds_and_are_test_side_only():
         assert p.split_hash == clean.split_hash
         assert p.corruption["fraction"] == pytest.approx(pct / 100)
         assert p.corruption["ct_sigma"]["high"] == 0.1 and p.corruption["ct_level"] == "high"
-        assert p.train_corruption is None
+        assert p.corruption["pet_counts_per_suv"]["high"] == 0.15 and p.corruption["pet_level"] == "high"
+        assert p.version == "2.0" and "0.15 counts/SUV" in p.description
+        assert p.train_corruption is None and p.corruption_type is None and p.severity is None
     assert len({load_protocol(n).hash for n in EXPECTED}) == len(EXPECTED)
 
 
@@ -121,3 +132,80 @@ def test_non_utf8_file_and_shadowing_file_in_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "clean").write_text("notes, not a protocol")
     assert load_protocol("clean").source == "builtin:clean"
+
+
+def test_suite_protocols_share_clean_and_carry_the_design_parameters():
+    clean = load_protocol("clean")
+    for name in SUITE_NAMES:
+        p = load_protocol(name)
+        c = p.corruption
+        assert p.split == clean.split and p.metrics == clean.metrics, name
+        assert (c["seed"], c["fraction"], c["apply_to"]) == (2022, 1.0, ["test"]) and p.train_corruption is None
+        assert c["expected_to_move"] in ("radiomics-cox", "mtv-cox"), name
+        if name.startswith("missing-"):
+            assert (p.corruption_type, p.severity, c["modality"]) == (name, None, name.split("-")[1])
+            continue
+        typ, severity = name.rsplit("-s", 1)
+        assert (p.corruption_type, p.severity) == (typ, int(severity)) == (c["kind"], c["severity"])
+        for key, values in SUITE[typ].items():
+            assert c[key] == values[p.severity - 1], (name, key)
+    moves = {n: load_protocol(n).corruption["expected_to_move"] for n in SUITE_NAMES}
+    assert {n for n, m in moves.items() if m == "mtv-cox"} == {f"suv-calibration-s{k}" for k in range(1, 6)} | {
+        "missing-pet"}
+    assert load_protocol("pet-noise-s5").corruption["counts_per_suv"] == load_protocol("noisy50").corruption[
+        "pet_counts_per_suv"]["high"]
+
+
+def _suite_text(name: str = "misregistration-s3") -> str:
+    from bench.protocols import protocol_text
+
+    return protocol_text(name).replace(f'name = "{name}"', 'name = "mine"')
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("misregistration-s3", ("severity = 3", "severity = 6"),
+     r"corruption\.severity = 6 must be an integer in \[1, 5\]"),
+    ("misregistration-s3", ("severity = 3", 'severity = "3"'), r"corruption\.severity = '3'"),
+    ("misregistration-s3", ("severity = 3", "severity = 2.5"), r"corruption\.severity = 2\.5"),
+    ("misregistration-s3", ("severity = 3", "severity = true"), r"corruption\.severity = True"),
+    ("misregistration-s3", ("severity = 3", "sevrity = 3"),
+     r"unknown key corruption\.'sevrity' \(did you mean 'severity'\?\)"),
+    ("misregistration-s3", ("translation_mm = 7.0", "translation_mm = -7.0"), r"corruption\.translation_mm = -7\.0"),
+    ("misregistration-s3", ("translation_mm = 7.0", "translation_mm = nan"), r"corruption\.translation_mm"),
+    ("misregistration-s3", ("translation_mm = 7.0", "shift_mm = 7.0"), r"unknown key corruption\.'shift_mm'"),
+    ("misregistration-s3", ("rotation_deg = 2.0", ""), r"missing key corruption\.'rotation_deg'"),
+    ("misregistration-s3", ('expected_to_move = "radiomics-cox"', ""), r"missing key corruption\.'expected_to_move'"),
+    ("misregistration-s3", ('expected_to_move = "radiomics-cox"', 'expected_to_move = ""'),
+     r"corruption\.expected_to_move = '' must be a non-empty string"),
+    ("misregistration-s3", ('expected_to_move = "radiomics-cox"', "expected_to_move = 3"),
+     r"corruption\.expected_to_move = 3"),
+    ("misregistration-s3", ('kind = "misregistration"', 'kind = "misregistraton"'),
+     r"corruption\.kind = 'misregistraton' .*did you mean 'misregistration'"),
+    ("misregistration-s3", ('kind = "misregistration"', 'kind = ["misregistration"]'), r"corruption\.kind = \["),
+    ("misregistration-s3", ("[metrics]", "[corruption.effect]\nrho = \"high\"\n\n[metrics]"),
+     r"corruption\.effect = .* values must be finite numbers \(rho are not\)"),
+    ("misregistration-s3", ("[metrics]", "[corruption.effect]\n\n[metrics]"),
+     r"corruption\.effect = \{\} must be a non-empty"),
+    ("misregistration-s3", ("fraction = 1.0", "fraction = 0.0"), r"corruption\.fraction = 0\.0"),
+    ("ct-metal-s3", ("sources = 3", "sources = 2.5"), r"corruption\.sources = 2\.5 must be an integer"),
+    ("ct-noise-s3", ("sigma_x_range = 0.05", "sigma_x_range = 0"),
+     r"corruption\.sigma_x_range = 0 must be a number in \(0"),
+    ("missing-pet", ('modality = "pet"', 'modality = "mri"'),
+     r"corruption\.modality = 'mri' must be one of \['pet', 'ct'\]"),
+    ("missing-pet", ('modality = "pet"', 'modality = "pet"\nseverity = 1'), r"unknown key corruption\.'severity'"),
+])
+def test_bad_suite_files_name_the_file_and_key(tmp_path, name, edit, message):
+    text = _suite_text(name)
+    assert edit[0] in text
+    with pytest.raises(BenchInputError, match=message) as err:
+        load_protocol(_write(tmp_path, text.replace(edit[0], edit[1], 1)))
+    assert "mine.toml" in str(err.value)
+
+
+def test_the_measured_effect_is_an_optional_table_of_named_numbers(tmp_path):
+    text = _suite_text().replace("[metrics]", "[corruption.effect]\nrho_h_proxy = 0.81\ntumour_cnr = 3\n\n[metrics]")
+    p = load_protocol(_write(tmp_path, text))
+    assert p.corruption["effect"] == {"rho_h_proxy": 0.81, "tumour_cnr": 3}
+    assert p.hash != load_protocol(_write(tmp_path, _suite_text())).hash
+    with pytest.raises(BenchInputError, match=r"unknown key corruption\.'effect'"):
+        load_protocol(_write(tmp_path, _clean_text().replace("[metrics]", "[corruption.effect]\nx = 1\n\n[metrics]")))

@@ -2,9 +2,10 @@
 
 Per patient: read the NIfTI files (SimpleITK); find the head-and-neck box from the images alone — centred
 on the PET hot region (voxels above ``hot_fraction`` of the 99.9th SUV percentile, SUV-weighted
-centroid), never on the reference mask, which a test cohort does not even have; resample CT (linear),
-PET (linear) and, when present, the mask (nearest neighbour) onto ``size`` voxels of ``spacing_mm``
-around that centre; window the CT to [0, 1] and scale PET SUV by ``pet_suv_max`` (clipped to [0, 1]).
+centroid; the PET image's centre when nothing is hot, as for a missing PET of zeros), never on the reference
+mask, which a test cohort does not even have; resample CT (linear), PET (linear) and, when present, the mask
+(nearest neighbour) onto ``size`` voxels of ``spacing_mm`` around that centre; window the CT to [0, 1] and
+scale PET SUV by ``pet_suv_max`` (clipped to [0, 1]).
 
 Cache: ``<cache>/pipeline/<key>.npz`` with key = hash(content hashes of the input files, pipeline config).
 Corrupted images are separate files (bench.corruptions), so the corruption is part of the key through
@@ -55,16 +56,20 @@ def cache_key(files, cfg: PipelineConfig, cache: Path) -> str:
     return content_hash(parts, 24)
 
 
-def _hot_centre(pet, cfg: PipelineConfig) -> np.ndarray:
-    """Physical (x, y, z) centre of the PET hot region."""
+def hot_centre(pet, cfg: PipelineConfig) -> np.ndarray:
+    """Physical (x, y, z) centre of the PET hot region; the centre of the PET image when it has none (a
+    missing PET, all zeros: the box then sits in the middle of the field of view instead of failing)."""
     import SimpleITK as sitk
 
     a = sitk.GetArrayFromImage(pet).astype(np.float64)
     thr = cfg.hot_fraction * np.percentile(a, 99.9)
-    idx = np.argwhere(a > thr) if thr > 0 else np.argwhere(np.ones_like(a, bool))
-    w = a[tuple(idx.T)] if thr > 0 else np.ones(len(idx))
-    zyx = (idx * w[:, None]).sum(0) / w.sum()
-    return np.asarray(pet.TransformContinuousIndexToPhysicalPoint([float(zyx[2]), float(zyx[1]), float(zyx[0])]))
+    if thr > 0:
+        idx = np.argwhere(a > thr)
+        w = a[tuple(idx.T)]
+        z, y, x = (idx * w[:, None]).sum(0) / w.sum()
+    else:
+        z, y, x = (np.asarray(a.shape, float) - 1) / 2
+    return np.asarray(pet.TransformContinuousIndexToPhysicalPoint([float(x), float(y), float(z)]))
 
 
 def process(files, cfg: PipelineConfig) -> dict[str, np.ndarray]:
@@ -81,7 +86,7 @@ def process_images(ct, pet, mask, cfg: PipelineConfig) -> dict[str, np.ndarray]:
     """``process`` on SimpleITK images already in memory (``mask`` may be None)."""
     import SimpleITK as sitk
 
-    centre = _hot_centre(pet, cfg)
+    centre = hot_centre(pet, cfg)
     # The output grid is axis-aligned in LPS whatever the input's direction: array axes (z, y, x) run
     # inferior → superior, anterior → posterior, right → left for every scanner.
     ref = sitk.Image([int(s) for s in cfg.size], sitk.sitkFloat32)

@@ -64,6 +64,14 @@ def show_patient(files, pid: str, out_png: str | Path) -> Path:
         a.set_xticks([])
         a.set_yticks([])
     fig.suptitle(f"{pid}")
+    return save_png(fig, out_png)
+
+
+def save_png(fig, out_png: str | Path) -> Path:
+    """Write a matplotlib figure (laid out tight) to ``out_png`` and close it; an unwritable path is a
+    ``BenchInputError`` naming it as ``--out``."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_png = Path(out_png)
     try:

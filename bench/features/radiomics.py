@@ -1,25 +1,31 @@
-"""Radiomics features (PyRadiomics) from CT and PET inside GTVp, GTVn and their union, cached per patient.
+"""Radiomics features (PyRadiomics) from CT and PET inside GTVp, GTVn and their union, cached per
+(patient, modality).
 
-Per patient: read CT, PET and the reference mask (SimpleITK); bring PET and mask onto the CT grid (linear
-and nearest neighbour) when their geometry differs; optionally resample all three to an isotropic
-``resample_mm`` grid (PyRadiomics' own resampling); then one PyRadiomics extraction per (modality, region)
-with the configured feature classes and a fixed bin width per modality (HU for CT, SUV for PET). Shape
-features depend on the mask only, so they are taken once per region (from the CT pass).
+Per patient and modality: bring the image (PET only: CT is the grid) and the reference mask onto the CT grid
+(linear and nearest neighbour) when their geometry differs; optionally resample both to an isotropic
+``resample_mm`` grid (PyRadiomics' own resampling); then one PyRadiomics extraction per region with the
+configured feature classes and a fixed bin width per modality (HU for CT, SUV for PET). Shape features depend
+on the mask only, so they are taken once per region, in the first modality's pass (CT's by default).
 
 A region that is absent (an N0 patient has no GTVn) or too small for PyRadiomics gets
 ``<region>_present = 0``, volumes 0 and NaN for every other feature: the model's train-fitted imputer
-decides what to do with them, never this module.
+decides what to do with them, never this module. The modalities are joined as one pass over them in order
+would give: once a modality finds the region too small, no later modality adds features for it.
 
-Cache: ``<cache>/features/radiomics/<key>.json`` with key = hash(content hashes of the CT, PET and mask
-files, settings, this module's version, the PyRadiomics version). Corrupted images are other files
-(bench.corruptions), so they get their own features and never reuse the clean ones; the same noisy file
-serves every noise fraction that selects the patient, every method and every fold.
+Cache: ``<cache>/features/radiomics/<key>.json``, one entry per (patient, modality), keyed by what that
+modality's features depend on: the CT entry by the content hashes of the CT and mask files; the PET entry by
+those of the PET and mask files and the CT's geometry (size, spacing, origin, direction, read from its
+header: PET and mask are brought onto that grid, the CT voxels play no part); both by the settings, this
+module's version and the PyRadiomics version. Corrupted images are other files (bench.corruptions), so they
+get their own features and never reuse the clean ones, while a corruption of one modality reuses the other
+modality's clean entry; the same noisy file serves every noise fraction that selects the patient, every
+method and every fold.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,7 @@ from bench.fsutil import atomic_path
 from bench.hashing import content_hash
 from bench.parallel import progress_map
 
-RADIOMICS_VERSION = "1"  # bump when the extraction recipe changes: it is part of every cache key
+RADIOMICS_VERSION = "2"  # bump when the extraction recipe or the cache layout changes: part of every cache key
 FEATURE_CLASSES = ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 REGIONS = {"gtvp": (1,), "gtvn": (2,), "union": (1, 2)}
 MODALITIES = ("ct", "pet")
@@ -92,27 +98,67 @@ def _pyradiomics_version() -> str:
     raise BenchInputError("radiomics features need PyRadiomics: pip install pyradiomics-bhklab")
 
 
-def cache_path(files, settings: RadiomicsSettings, cache: Path) -> Path:
+def _ct_grid(path, digest: str, cache: Path):
+    """The CT's geometry from its header (``bench.data.images.Header``), memoised under ``cache`` by the file's
+    content hash ``digest``: reading a header costs more than the rest of a cached lookup, and a table is looked
+    up several times per fold."""
+    from bench.data.images import Header, read_header
+
+    memo = Path(cache) / "features" / "radiomics" / "grids" / f"{digest[:32]}.json"
+    try:
+        return Header(**{k: tuple(v) for k, v in json.loads(memo.read_text()).items()})
+    except (OSError, ValueError, TypeError):
+        pass
+    header = read_header(path, "CT", check=False)
+    with atomic_path(memo, ".json") as tmp:
+        tmp.write_text(json.dumps(asdict(header)))
+    return header
+
+
+def _pass_classes(settings: RadiomicsSettings, modality: str) -> list[str]:
+    """The feature classes of one modality's pass: every configured class but shape, plus shape (mask only,
+    so taken once) in the first modality's pass."""
+    texture = [c for c in settings.classes if c != "shape"]
+    first = modality == settings.modalities[0] and "shape" in settings.classes
+    return (["shape"] if first else []) + texture
+
+
+def entry_modalities(settings: RadiomicsSettings) -> tuple[str, ...]:
+    """The modalities that get a pass, and so a cache entry: those with a feature class to extract."""
+    return tuple(m for m in settings.modalities if _pass_classes(settings, m))
+
+
+def cache_paths(files, settings: RadiomicsSettings, cache: Path) -> dict[str, Path]:
+    """Where each of the patient's entries lives in the cache, ``{modality: path}``: the files' content hashes
+    (memoised) and, for the PET entry, the CT header."""
     from bench.data.pipeline import file_digest
 
     if files is None or files.mask is None:
         raise BenchInputError("radiomics features need CT, PET and a reference mask (labelsTr/) for every patient")
     memo = Path(cache) / "pipeline" / "file-hashes"
-    parts = {m: file_digest(Path(getattr(files, m)), memo) for m in ("ct", "pet", "mask")}
-    return Path(cache) / "features" / "radiomics" / f"{content_hash(parts | {'settings': settings.key()}, 24)}.json"
+    common = {"mask": file_digest(Path(files.mask), memo), "settings": settings.key()}
+    paths = {}
+    for modality in entry_modalities(settings):
+        parts = common | {"modality": modality, modality: file_digest(Path(getattr(files, modality)), memo)}
+        if modality != "ct":
+            parts["ct_grid"] = asdict(_ct_grid(files.ct, file_digest(Path(files.ct), memo), cache))
+        paths[modality] = Path(cache) / "features" / "radiomics" / f"{content_hash(parts, 24)}.json"
+    return paths
 
 
-def _on_grid(image, reference, interpolator, default: float):
-    """``image`` resampled onto ``reference``'s grid, or itself when the geometry already matches."""
+def _on_grid(image, grid, interpolator, default: float):
+    """``image`` resampled onto ``grid`` (a ``bench.data.images.Header``), or itself when its geometry already
+    matches."""
     import SimpleITK as sitk
 
-    same = (image.GetSize() == reference.GetSize()
-            and np.allclose(image.GetSpacing(), reference.GetSpacing(), atol=1e-4)
-            and np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=1e-3)
-            and np.allclose(image.GetDirection(), reference.GetDirection(), atol=1e-5))
+    same = (tuple(image.GetSize()) == grid.size
+            and np.allclose(image.GetSpacing(), grid.spacing, atol=1e-4)
+            and np.allclose(image.GetOrigin(), grid.origin, atol=1e-3)
+            and np.allclose(image.GetDirection(), grid.direction, atol=1e-5))
     if same:
         return image
-    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default, image.GetPixelID())
+    return sitk.Resample(image, [int(v) for v in grid.size], sitk.Transform(), interpolator, grid.origin, grid.spacing,
+                         grid.direction, default, image.GetPixelID())
 
 
 def _extractor(settings: RadiomicsSettings, bin_width: float, classes):
@@ -128,128 +174,165 @@ def _extractor(settings: RadiomicsSettings, bin_width: float, classes):
     return extractor
 
 
-def extract(files, settings: RadiomicsSettings) -> dict[str, float]:
-    """One patient's features (no cache): ``{modality}_{region}_{class}_{feature}`` for intensity and
-    texture, ``{region}_shape_{feature}`` and ``{region}_present``."""
+def extract_modality(files, settings: RadiomicsSettings, modality: str) -> dict[str, dict[str, Any]]:
+    """One modality's pass over one patient (no cache): ``{region: {"present": 0 | 1, "features": {...}}}`` with
+    features ``{modality}_{region}_{class}_{feature}`` and, in the pass that carries shape,
+    ``{region}_shape_{feature}``. ``present`` is 0 for a region below ``min_voxels`` or one that PyRadiomics
+    finds too small after resampling (then it has no features)."""
     import radiomics
     import SimpleITK as sitk
 
+    from bench.data.images import read_header
+
     radiomics.setVerbosity(logging.ERROR)  # its import sets its own stderr handler to WARNING
     logging.getLogger("radiomics").setLevel(logging.ERROR)  # and its records would reach the CLI's root handler
-    ct = sitk.ReadImage(str(files.ct), sitk.sitkFloat32)
-    images = {"ct": ct}
-    if "pet" in settings.modalities:
-        images["pet"] = _on_grid(sitk.ReadImage(str(files.pet), sitk.sitkFloat32), ct, sitk.sitkLinear, 0.0)
-    labels = _on_grid(sitk.ReadImage(str(files.mask), sitk.sitkUInt8), ct, sitk.sitkNearestNeighbor, 0)
+    grid = read_header(files.ct, "CT", check=False)
+    image = _on_grid(sitk.ReadImage(str(getattr(files, modality)), sitk.sitkFloat32), grid, sitk.sitkLinear, 0.0)
+    labels = _on_grid(sitk.ReadImage(str(files.mask), sitk.sitkUInt8), grid, sitk.sitkNearestNeighbor, 0)
     label_arr = sitk.GetArrayFromImage(labels)
-    texture = [c for c in settings.classes if c != "shape"]
-    extractors = {}  # modality -> extractor; shape (mask only) rides on the first modality's pass
-    for i, modality in enumerate(settings.modalities):
-        classes = (["shape"] if i == 0 and "shape" in settings.classes else []) + texture
-        if classes:
-            bin_width = settings.ct_bin_width if modality == "ct" else settings.pet_bin_width
-            extractors[modality] = _extractor(settings, bin_width, classes)
-    out: dict[str, float] = {}
+    bin_width = settings.ct_bin_width if modality == "ct" else settings.pet_bin_width
+    extractor = _extractor(settings, bin_width, _pass_classes(settings, modality))
+    out: dict[str, dict[str, Any]] = {}
     for region in settings.regions:
         region_arr = np.isin(label_arr, REGIONS[region]).astype(np.uint8)
+        entry = out[region] = {"present": float(int(region_arr.sum()) >= settings.min_voxels), "features": {}}
+        if not entry["present"]:
+            continue
         region_mask = sitk.GetImageFromArray(region_arr)
         region_mask.CopyInformation(labels)
-        present = f"{region}_present"
-        out[present] = float(int(region_arr.sum()) >= settings.min_voxels)
-        for modality, extractor in extractors.items():
-            if not out[present]:
+        try:
+            result = extractor.execute(image, region_mask, label=1)
+        except ValueError as exc:  # an ROI that resampling shrank below min_voxels (or to one voxel)
+            if not any(t in str(exc) for t in _TOO_SMALL):
+                raise
+            entry["present"] = 0.0
+            continue
+        for k, v in result.items():
+            if k.startswith("diagnostics_"):
+                continue
+            _, cls, feat = k.split("_", 2)
+            name = f"{region}_shape_{feat}" if cls == "shape" else f"{modality}_{region}_{cls}_{feat}"
+            entry["features"][name] = float(v)
+    return out
+
+
+def _joined(settings: RadiomicsSettings, passes: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float]:
+    """The modalities' passes as one row, ``{modality}_{region}_…``, ``{region}_shape_…`` and
+    ``{region}_present``, the way one pass over the modalities in order would give it: a region is present
+    when every pass found it so, and a pass that did not stops the later ones adding features for it."""
+    out: dict[str, float] = {}
+    for region in settings.regions:
+        present = 1.0
+        for modality in entry_modalities(settings):
+            if not passes[modality][region]["present"]:
+                present = 0.0
                 break
-            try:
-                result = extractor.execute(images[modality], region_mask, label=1)
-            except ValueError as exc:  # an ROI that resampling shrank below min_voxels (or to one voxel)
-                if not any(t in str(exc) for t in _TOO_SMALL):
-                    raise
-                out[present] = 0.0
-                break
-            for k, v in result.items():
-                if k.startswith("diagnostics_"):
-                    continue
-                _, cls, feat = k.split("_", 2)
-                name = f"{region}_shape_{feat}" if cls == "shape" else f"{modality}_{region}_{cls}_{feat}"
-                out[name] = float(v)
-        if not out[present] and "shape" in settings.classes:
+            out.update(passes[modality][region]["features"])
+        out[f"{region}_present"] = present
+        if not present and "shape" in settings.classes:
             for feat in _VOLUME_FEATURES:
                 out[f"{region}_{feat}"] = 0.0
     return out
 
 
-def _cached(path: Path) -> dict[str, float] | None:
-    """The features stored at ``path``; None when missing or damaged (then they are recomputed)."""
+def extract(files, settings: RadiomicsSettings) -> dict[str, float]:
+    """One patient's features (no cache): ``{modality}_{region}_{class}_{feature}`` for intensity and
+    texture, ``{region}_shape_{feature}`` and ``{region}_present``."""
+    return _joined(settings, {m: extract_modality(files, settings, m) for m in entry_modalities(settings)})
+
+
+def _cached(path: Path) -> dict[str, dict[str, Any]] | None:
+    """The pass stored at ``path``; None when missing or damaged (then it is recomputed)."""
     if path.is_file():
         try:
-            return json.loads(path.read_text())["features"]
-        except (ValueError, KeyError):
+            regions = json.loads(path.read_text())["regions"]
+            if all(isinstance(r["features"], dict) and r["present"] in (0.0, 1.0) for r in regions.values()):
+                return regions
+        except (ValueError, KeyError, TypeError, AttributeError):
             pass
     return None
 
 
-def load(files, settings: RadiomicsSettings, cache: Path, *, path: Path | None = None) -> dict[str, float]:
-    """The patient's features from the cache, computed and stored (atomically) when missing or damaged.
-    ``path``: its ``cache_path``, when the caller already knows it."""
-    target = path or cache_path(files, settings, cache)
-    features = _cached(target)
-    if features is not None:
-        return features
-    features = extract(files, settings)
-    with atomic_path(target, ".json") as tmp:
-        tmp.write_text(json.dumps({"files": {m: str(getattr(files, m)) for m in ("ct", "pet", "mask")},
-                                   "settings": settings.key(), "features": features}))
-    return features
+def _store(path: Path, files, settings: RadiomicsSettings, modality: str, regions: dict[str, dict[str, Any]]) -> None:
+    read = {"ct": str(files.ct), "mask": str(files.mask)} | {modality: str(getattr(files, modality))}
+    with atomic_path(path, ".json") as tmp:
+        tmp.write_text(json.dumps({"modality": modality, "files": read, "settings": settings.key(),
+                                   "regions": regions}))
+
+
+def _pass(files, settings: RadiomicsSettings, modality: str, path: Path) -> dict[str, dict[str, Any]]:
+    """One modality's pass, from the cache at ``path`` or computed and stored there (atomically)."""
+    regions = _cached(path)
+    if regions is None:
+        regions = extract_modality(files, settings, modality)
+        _store(path, files, settings, modality, regions)
+    return regions
+
+
+def load(files, settings: RadiomicsSettings, cache: Path) -> dict[str, float]:
+    """The patient's features, each modality's pass from the cache, computed and stored when missing or
+    damaged."""
+    paths = cache_paths(files, settings, cache)
+    return _joined(settings, {m: _pass(files, settings, m, path) for m, path in paths.items()})
 
 
 def _job(args):
-    pid, files, settings, cache, path = args
+    pid, modality, files, settings, path = args
     try:
-        return pid, load(files, settings, cache, path=path), None
+        return pid, modality, _pass(files, settings, modality, path), None
     except Exception as exc:  # report which patient, in the parent
-        return pid, None, f"{type(exc).__name__}: {exc}"
+        return pid, modality, None, f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
 class ExtractionStats:
+    """What a table cost: patients with at least one pass ``computed`` (the rest all ``cached``), the passes
+    computed per modality, and the seconds spent."""
+
     computed: int = 0
     cached: int = 0
     seconds: float = 0.0
+    computed_passes: dict[str, int] = field(default_factory=dict)
 
 
 def feature_table(image_files: dict, settings: RadiomicsSettings, cache: Path, *, workers: int | None = None,
                   progress: bool = True, stats: ExtractionStats | None = None) -> pd.DataFrame:
     """Features of every patient in ``image_files`` ({id: ImageFiles}), one row per patient in that order;
-    missing ones are computed in parallel (one process per core) with a progress bar."""
+    missing (patient, modality) passes are computed in parallel (one process per core) with a progress bar."""
     import time
 
     t0 = time.perf_counter()
-    rows: dict[str, dict[str, float]] = {}
+    passes: dict[str, dict[str, dict]] = {pid: {} for pid in image_files}
     todo = []
     for pid, files in image_files.items():
-        path = cache_path(files, settings, cache)
-        features = _cached(path)
-        if features is not None:
-            rows[pid] = features
-        else:
-            todo.append((pid, files, settings, Path(cache), path))
+        for modality, path in cache_paths(files, settings, cache).items():
+            regions = _cached(path)
+            if regions is not None:
+                passes[pid][modality] = regions
+            else:
+                todo.append((pid, modality, files, settings, path))
     failures: list[str] = []
 
     def collect(result) -> None:
-        pid, feats, err = result
+        pid, modality, regions, err = result
         if err is not None:
-            failures.append(f"{pid}: {err}")
+            failures.append(f"{pid} ({modality.upper()}): {err}")
         else:
-            rows[pid] = feats
+            passes[pid][modality] = regions
 
-    progress_map(_job, todo, collect, desc="radiomics", workers=workers, progress=progress)
+    progress_map(_job, todo, collect, desc="radiomics", unit="pass", workers=workers, progress=progress)
     if failures:
-        raise BenchInputError(f"radiomics extraction failed for {len(failures)} patient(s): " + "; ".join(failures[:5]))
+        raise BenchInputError(f"radiomics extraction failed for {len(failures)} (patient, modality) pass(es): "
+                              + "; ".join(failures[:5]))
     if stats is not None:
-        stats.computed += len(todo)
-        stats.cached += len(image_files) - len(todo)
+        computed = {job[0] for job in todo}
+        stats.computed += len(computed)
+        stats.cached += len(image_files) - len(computed)
+        for job in todo:
+            stats.computed_passes[job[1]] = stats.computed_passes.get(job[1], 0) + 1
         stats.seconds += time.perf_counter() - t0
-    frame = pd.DataFrame.from_dict({pid: rows[pid] for pid in image_files}, orient="index")
+    rows = {pid: _joined(settings, passes[pid]) for pid in image_files}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
     return frame.reindex(columns=sorted(frame.columns)).astype(float)
 
 
@@ -266,5 +349,5 @@ def cohort_features(cohort, settings: RadiomicsSettings, cache: Path, *, progres
     return feature_table(files, settings, cache, progress=progress, stats=stats)
 
 
-__all__ = ["RadiomicsSettings", "extract", "load", "feature_table", "cohort_features", "cache_path",
-           "ExtractionStats", "FEATURE_CLASSES", "REGIONS", "RADIOMICS_VERSION"]
+__all__ = ["RadiomicsSettings", "extract", "extract_modality", "entry_modalities", "load", "feature_table",
+           "cohort_features", "cache_paths", "ExtractionStats", "FEATURE_CLASSES", "REGIONS", "RADIOMICS_VERSION"]
