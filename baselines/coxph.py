@@ -27,6 +27,20 @@ def curves_at(fns, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.vstack([fn(times) for fn in fns]), times
 
 
+def fit_clinical_encoding(clinical) -> tuple[list[str], object]:
+    """The columns that hold a value in the training fold and the preprocessor fitted on them."""
+    x = as_object(clinical)
+    columns = [c for c in x.columns if x[c].notna().any()]
+    return columns, clinical_preprocessor().fit(x[columns])
+
+
+def fit_cox(config: dict, design: np.ndarray, outcomes) -> tuple[CoxPHSurvivalAnalysis, np.ndarray]:
+    """The ridge Cox model (Breslow baseline) on ``design`` and the time grid of its survival curves."""
+    y = Surv.from_arrays(event=outcomes["event"].astype(bool).to_numpy(), time=outcomes["time"].to_numpy())
+    model = CoxPHSurvivalAnalysis(alpha=config["alpha"], ties=config["ties"], n_iter=config["n_iter"]).fit(design, y)
+    return model, event_time_grid(outcomes["time"].to_numpy(), outcomes["event"].to_numpy(), config["n_times"])
+
+
 class CoxPH(Method):
     """Cox PH on the clinical table (scikit-survival), ridge ``alpha``, Breslow ties and baseline.
 
@@ -51,15 +65,9 @@ class CoxPH(Method):
 
     def fit(self, train: Cohort, val: Cohort) -> None:
         data = train.union(val) if len(val) else train  # no early stopping: use every training patient
-        x = as_object(data.clinical)
-        self.columns_ = [c for c in x.columns if x[c].notna().any()]
-        self.pre_ = clinical_preprocessor().fit(x[self.columns_])
-        out = data.outcomes
-        y = Surv.from_arrays(event=out["event"].astype(bool).to_numpy(), time=out["time"].to_numpy())
-        self.model_ = CoxPHSurvivalAnalysis(
-            alpha=self.config["alpha"], ties=self.config["ties"], n_iter=self.config["n_iter"]
-        ).fit(self.pre_.transform(x[self.columns_]), y)
-        self.times_ = event_time_grid(out["time"].to_numpy(), out["event"].to_numpy(), self.config["n_times"])
+        self.columns_, self.pre_ = fit_clinical_encoding(data.clinical)
+        design = self.pre_.transform(as_object(data.clinical)[self.columns_])
+        self.model_, self.times_ = fit_cox(self.config, design, data.outcomes)
 
     def predict(self, cohort: Cohort) -> Prediction:
         x = self.pre_.transform(as_object(cohort.clinical)[self.columns_])

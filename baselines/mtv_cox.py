@@ -33,18 +33,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.preprocessing import StandardScaler
-from sksurv.linear_model import CoxPHSurvivalAnalysis
-from sksurv.util import Surv
 
-from baselines.coxph import CoxPH, curves_at
+from baselines.coxph import CoxPH, curves_at, fit_clinical_encoding, fit_cox
 from bench import BenchInputError, Cohort, Method, Prediction
-from bench.clinical import as_object, clinical_preprocessor
+from bench.clinical import as_object
 from bench.data import ImageFiles, cache_dir
 from bench.data.pipeline import PipelineConfig, process
 from bench.fsutil import atomic_path, file_digest
 from bench.hashing import content_hash
 from bench.parallel import progress_map
-from bench.survival import event_time_grid
 
 FEATURES_VERSION = "1"  # bump when what a feature measures changes: it is part of every cache key
 FEATURE_NAMES = ("mtv_cc", "tlg", "suv_max")  # as cached; the model reads log1p of the first two
@@ -188,15 +185,8 @@ class _BurdenCox(Method):
         burden = self._burden(data)
         self.scaler_ = StandardScaler().fit(burden)
         if self.with_clinical:  # the clinical table encoded exactly as coxph encodes it
-            x = as_object(data.clinical)
-            self.columns_ = [c for c in x.columns if x[c].notna().any()]
-            self.pre_ = clinical_preprocessor().fit(x[self.columns_])
-        out = data.outcomes
-        y = Surv.from_arrays(event=out["event"].astype(bool).to_numpy(), time=out["time"].to_numpy())
-        self.model_ = CoxPHSurvivalAnalysis(
-            alpha=self.config["alpha"], ties=self.config["ties"], n_iter=self.config["n_iter"]
-        ).fit(self._design(data, burden), y)
-        self.times_ = event_time_grid(out["time"].to_numpy(), out["event"].to_numpy(), self.config["n_times"])
+            self.columns_, self.pre_ = fit_clinical_encoding(data.clinical)
+        self.model_, self.times_ = fit_cox(self.config, self._design(data, burden), data.outcomes)
 
     def predict(self, cohort: Cohort) -> Prediction:
         x = self._design(cohort, self._burden(cohort))
