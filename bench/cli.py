@@ -320,7 +320,9 @@ def data_demo(out: Path, seed: int) -> None:
 @cli.command("run")
 @click.option("--method", "-m", "method", required=True, help="Method name(s), comma-separated, or 'all' (see `bench list`).")
 @click.option("--protocol", "-p", "protocol", default="clean", show_default=True,
-              help="Protocol name(s), comma-separated, or a TOML file path (see `bench protocols`).")
+              help="Protocol name(s), comma-separated, or a TOML file path (see `bench protocols`); groups: "
+                   "noisy (noisy10…noisy100), suite (every corruption-suite protocol), suite-s135 (severities 1, "
+                   "3, 5 and the missing modalities).")
 @click.option("--dataset", "-d", default=None,
               help="synthetic[:SCALE[:SEED]] (default: the synthetic PET/CT cohort of the run's scale, "
                    "generated on first use), demo[:SEED] (clinical only) or hecktor2022:PATH.")

@@ -298,10 +298,32 @@ def shipped_content(name: str, protocol_hash: str) -> dict[str, Any] | None:
     return protocol.content() if protocol is not None and protocol.hash == protocol_hash else None
 
 
+# Names that stand for several shipped protocols on the command line (`bench run -p clean,noisy,suite-s135`).
+GROUPS = {
+    "noisy": "the noise-fraction sweep noisy10 … noisy100",
+    "suite": "every corruption-suite protocol (each type at severities 1–5, missing-pet, missing-ct)",
+    "suite-s135": "the corruption suite at severities 1, 3 and 5, with missing-pet and missing-ct",
+}
+
+
+def group_members(group: str) -> list[str]:
+    """The shipped protocols a group name stands for, in natural order."""
+    shipped = [load_protocol(n) for n in builtin_names()]
+    if group == "noisy":
+        return [p.name for p in shipped if p.corruption["kind"] == "noise"]
+    suite = [p for p in shipped if p.corruption["kind"] in SUITE_KINDS]
+    if group == "suite-s135":
+        suite = [p for p in suite if p.severity in (None, 1, 3, 5)]
+    return [p.name for p in suite]
+
+
 def resolve_protocols(spec: str) -> list[Protocol]:
+    """The protocols of a comma-separated ``--protocol`` value: shipped names, group names (``GROUPS``) and
+    paths of user files; the same protocol named twice counts once."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise BenchInputError("--protocol is empty")
+    names = [m for n in names for m in (group_members(n) if n in GROUPS else [n])]
     protocols = [load_protocol(n) for n in names]
     seen: dict[str, str] = {}
     for p in protocols:

@@ -209,3 +209,16 @@ def test_the_measured_effect_is_an_optional_table_of_named_numbers(tmp_path):
     assert p.hash != load_protocol(_write(tmp_path, _suite_text())).hash
     with pytest.raises(BenchInputError, match=r"unknown key corruption\.'effect'"):
         load_protocol(_write(tmp_path, _clean_text().replace("[metrics]", "[corruption.effect]\nx = 1\n\n[metrics]")))
+
+
+def test_group_names_stand_for_the_shipped_protocols_they_name():
+    from bench.protocols import resolve_protocols
+
+    noisy = [p.name for p in resolve_protocols("noisy")]
+    assert noisy == [f"noisy{k}" for k in range(10, 101, 10)]
+    suite = resolve_protocols("suite")
+    assert len(suite) == 32 and {p.corruption_type for p in suite} >= {"blur", "missing-pet", "missing-ct"}
+    s135 = resolve_protocols("suite-s135")
+    assert len(s135) == 20 and {p.severity for p in s135} == {1, 3, 5, None}
+    both = resolve_protocols("clean,suite-s135,suite")  # a protocol named twice counts once
+    assert len(both) == 33

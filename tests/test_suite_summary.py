@@ -122,3 +122,13 @@ def test_a_synthetic_cohort_says_what_scanner_each_centre_has(tmp_path):
     generate(root, scale_config("smoke"), 0, workers=1, progress=False)
     facts = load_hecktor(root).centre_facts()
     assert facts and all(set(v) == {"scanner", "PET voxel (mm)"} for v in facts.values())
+
+
+def test_a_protocol_naming_no_method_is_listed_as_a_negative_control(records):
+    for m in ("radiomics-cox", "deep"):
+        clean = next(r for r in records if r["method"] == m and r["corruption"]["kind"] == "none")
+        records.append(_record(m, _kind("blur", 5, expected_to_move="none"),
+                               [f["metrics"]["cindex_td"] for f in clean["folds"]]))
+    text = _robustness_page("x", records).text
+    assert "Negative controls (`blur`)" in text and "### `blur`" in text
+    assert not any(line.startswith("| `blur-s5`") for line in text.splitlines())  # no mover row for it
