@@ -174,17 +174,17 @@ def apply(result: dict) -> list[Path]:
     for name, effect in result["effects"].items():
         path = ROOT / "protocols" / f"{name}.toml"
         text = path.read_text()
-        text = re.sub(r"\n\[corruption\.effect\][^\[]*", "\n", text)
+        text = re.sub(r"\n(# [^\n]*\n)*\[corruption\.effect\][^\[]*", "\n", text)
         text = re.sub(r'expected_to_move = "[^"]*"[^\n]*',
                       f'expected_to_move = "{result["expected_to_move"][name]}"  # by the rule of '
                       f'benchmarks/corruption_calibration.py, from seeds 5-9', text)
         if "counts_per_suv = " in text and name.startswith("pet-noise-s"):
             k = int(name.rsplit("s", 1)[1])
             text = re.sub(r"counts_per_suv = [0-9.]+[^\n]*",
-                          f"counts_per_suv = {PET_NOISE_COUNTS[k - 1]:g}                # expected counts per unit SUV "
+                          f"counts_per_suv = {PET_NOISE_COUNTS[k - 1]:g}  # expected counts per unit SUV "
                           f"(calibrated on seeds 5-9)", text)
-        block = ["", "[corruption.effect]  # measured after the quick pipeline on development seeds 5-9 "
-                 "(benchmarks/corruption_calibration.py); mean over seeds"]
+        block = ["", "# measured after the quick pipeline on development seeds 5-9, mean over seeds",
+                 "# (benchmarks/corruption_calibration.py)", "[corruption.effect]"]
         block += [f"{k} = {round(v, 3)}" for k, v in effect.items() if v is not None]
         text = text.replace("\n[metrics]", "\n".join(block) + "\n\n[metrics]", 1)
         path.write_text(text)

@@ -2,6 +2,7 @@
 patients, what an image method actually receives in a run) and the corruption suite's types (each rewrites
 only its modality on the same grid, deterministic and cached, monotone over severities, recorded in a manifest
 that import regenerates, rendered by `bench corrupt`)."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -321,7 +322,7 @@ def test_a_suite_manifest_states_type_severity_and_each_patients_draws():
     m = _suite_manifest("misregistration-s3", ids, train_ids=["T1"])
     assert (m["kind"], m["type"], m["severity"], m["modalities"]) == ("misregistration", "misregistration", 3, ["pet"])
     assert m["parameters"] == {"translation_mm": 7.0, "rotation_deg": 2.0} and m["expected_to_move"] == "radiomics-cox"
-    assert m["n_corrupted"] == 6 and m["train_corrupted"] == [] and "effect" not in m
+    assert m["n_corrupted"] == 6 and m["train_corrupted"] == [] and m["effect"] == load_protocol("misregistration-s3").corruption["effect"]
     assert all(set(e) == {"u", "corrupted", "direction", "axis"} for e in m["patients"].values())
     assert len({tuple(e["direction"]) for e in m["patients"].values()}) == 6  # drawn per patient
     assert m == _suite_manifest("misregistration-s3", ids, train_ids=["T1"])
@@ -350,7 +351,8 @@ def test_a_suite_row_regenerates_its_corruption_manifest_on_import(tiny_clinical
     from bench.compact import compact_corruption, regenerate
     from bench.protocols import protocol_text
 
-    text = protocol_text("misregistration-s3").replace('name = "misregistration-s3"', 'name = "mine"').replace(
+    text = re.sub(r"\n(# [^\n]*\n)*\[corruption\.effect\][^\[]*", "\n", protocol_text("misregistration-s3")).replace(
+        'name = "misregistration-s3"', 'name = "mine"').replace(
         "[metrics]", "[corruption.effect]\nrho_h_proxy = 0.81\ntumour_cnr = 3\n\n[metrics]")
     (tmp_path / "mine.toml").write_text(text)
     protocol = load_protocol(str(tmp_path / "mine.toml"))
