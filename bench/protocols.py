@@ -25,6 +25,9 @@ from bench.fsutil import safe_name
 from bench.hashing import content_hash
 from bench.metric_registry import get_metric
 
+# The version of the shipped protocol suite as a whole (protocols and corruption recipes): bump when a
+# shipped protocol's meaning changes; pages cite it with the hash of the protocols their records ran.
+SUITE_VERSION = "2.0"
 SPLIT_KINDS = ("kfold", "loco", "center-split")
 CORRUPTION_KINDS = ("none", "noise", *SUITE_KINDS)
 LEVELS = ("low", "medium", "high")
