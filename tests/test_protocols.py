@@ -235,3 +235,20 @@ def test_suite_files_carry_the_committed_calibration():
         c = load_protocol(name).corruption
         assert c["expected_to_move"] == result["expected_to_move"][name], name
         assert c["effect"] == {k: round(v, 3) for k, v in result["effects"][name].items() if v is not None}, name
+
+
+def test_the_corruption_docs_quote_the_committed_calibration():
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    d = json.loads((root / "benchmarks" / "results" / "corruption-calibration.json").read_text())
+    e, doc = d["effects"], (root / "docs" / "corruptions.md").read_text()
+    metal = min(e[f"ct-metal-s{k}"][m] for k in range(1, 6) for m in ("rho_pet_volume", "rho_suv_cov", "rho_ct_texture"))
+    quoted = [f"ρ(SUV CoV, h) at {e['pet-noise-s5']['rho_h']:.3f} (clean {d['clean']['rho_h']:.3f})",
+              f"keeps {e['pet-noise-s1']['rho_h'] / d['clean']['rho_h']:.3f} of the clean ρ",
+              f"CT texture ρ {e['ct-noise-s5']['rho_ct_texture']:.2f} at s5", f"SUV CoV {e['pet-noise-s5']['rho_suv_cov']:.2f}",
+              f"misregistration (SUV CoV {e['misregistration-s5']['rho_suv_cov']:.2f})",
+              f"SUV CoV ρ {e['blur-s5']['rho_suv_cov']:.2f}, CT texture {e['blur-s5']['rho_ct_texture']:.2f}",
+              f"PET volume ρ {e['suv-calibration-s5']['rho_pet_volume']:.2f}", f"every ρ ≥ {int(metal * 1000) / 1000:.3f}"]
+    for text in quoted:
+        assert text in doc, text
