@@ -657,7 +657,9 @@ def _suite_lines(slug: str, recs: list[dict]) -> tuple[list[str], list]:
              "mRD = its mean over types (n/a when the clean CI includes 0.5); "
              f"rCE = per type Σ(1 − C) / Σ(1 − C) of `{REFERENCE_METHOD}` over the severities both ran, averaged "
              "over types (below 1: fewer errors than the reference). A method that reads no image shows "
-             f"\"{NO_IMAGE}\".", ""]
+             f"\"{NO_IMAGE}\". C-td counts tied predictions as discordant (Antolini's definition, as pycox "
+             "computes it): a method whose prediction a corruption makes constant (mtv-cox without a PET) scores "
+             "C-td 0 and R below 0, where Harrell's C beside it is 0.5.", ""]
     rows = []
     for k in order:
         pts, clean = experiments[k], clean_of[k]
@@ -688,9 +690,9 @@ def _suite_lines(slug: str, recs: list[dict]) -> tuple[list[str], list]:
                 trows.append([_label(clean), _triple(clean)] + [NO_IMAGE] * len(sevs))
                 continue
             trows.append([_label(clean), _triple(clean)] + [_triple(pts.records.get((typ, s))) for s in sevs])
+        levels = ["absent"] if typ.startswith("missing-") else [f"s{s}" for s in sevs]  # one level, no severity
         lines += [f"### `{typ}`", "", "Cells: C-td · Harrell · Uno (fold means).", "",
-                  tabulate(trows, headers=["method", "clean"] + [f"s{s}" for s in sevs], tablefmt="github",
-                           disable_numparse=True), ""]
+                  tabulate(trows, headers=["method", "clean"] + levels, tablefmt="github", disable_numparse=True), ""]
     lines += ["![retained discrimination per type and severity](plots/suite-heatmap.png)", "",
               "![C-td against severity, per type](plots/suite-curves.png)", ""]
     shown = {k: v for k, v in experiments.items() if reads_images(clean_of[k])}
