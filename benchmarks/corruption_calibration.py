@@ -44,18 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.data.proxies import SEVERITY5  # noqa: E402
+from synthetic_targets import _seeds  # noqa: E402  (the same --seeds syntax as the targets script)
 
 PET_NOISE_COUNTS = tuple(float(f"{1.0 * (SEVERITY5['pet-noise'] / 1.0) ** (k / 4):.3g}") for k in range(5))
 RULE_RHO = 0.8  # a proxy whose clean <-> corrupted rho falls below this counts as destroyed
 EFFECT_KEYS = ("rho_h", "rho_g", "rho_pet_volume", "rho_suv_cov", "rho_ct_texture", "pet_cnr", "ct_cnr")
-
-
-def _seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def suite_protocols() -> dict[str, dict]:
