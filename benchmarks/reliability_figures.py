@@ -122,22 +122,11 @@ def suite() -> dict:
 
 # --- the same cases against the code before the fixes ------------------------------------------------------------
 def protocols(folder: Path) -> dict[str, Path]:
-    """The reliability suite's small protocols (two folds of clean and noisy10; one centre-split fold)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    made = {}
-    edits = {"rel-clean": ("clean", [("n_folds = 5", "n_folds = 2")]),
-             "rel-noisy": ("noisy10", [("n_folds = 5", "n_folds = 2")]),
-             "rel-centre": ("center-split", [('train_centres = ["CHUP", "CHUS", "HGJ", "HMR", "MDA"]',
-                                              'train_centres = ["CHUM", "CHUP"]'),
-                                             ('test_centres = ["CHUM", "CHUV"]', 'test_centres = ["MDA"]')])}
-    for name, (source, changes) in edits.items():
-        text = (ROOT / "protocols" / f"{source}.toml").read_text()
-        for old, new in [(f'name = "{source}"', f'name = "{name}"'), ("bootstrap = 1000 ", "bootstrap = 50 "),
-                         *changes]:
-            text = text.replace(old, new)
-        made[name] = folder / f"{name}.toml"
-        made[name].write_text(text)
-    return made
+    """The reliability suite's small protocols (tests/helpers.py), written under ``folder``."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers import reliability_protocols
+
+    return reliability_protocols(folder)
 
 
 def workload(name: str, target: Path, proto: dict[str, Path], data: dict[str, Path]) -> list[str]:

@@ -76,3 +76,26 @@ def load_script(relpath: str):
     sys.modules[path.stem] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def reliability_protocols(folder: Path) -> dict[str, Path]:
+    """Smaller versions of the shipped protocols (50 bootstrap resamples), written under ``folder``: the same
+    code paths in a fraction of the time. rel-clean and rel-noisy: clean and noisy10 in two folds, one split, so
+    each fold's model scores both; rel-centre: one fold, trained on two centres of the tiny cohort, tested on the
+    third. The reliability suite and benchmarks/reliability_figures.py both run them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    edits = {"rel-clean": ("clean", [("n_folds = 5", "n_folds = 2")]),
+             "rel-noisy": ("noisy10", [("n_folds = 5", "n_folds = 2")]),
+             "rel-centre": ("center-split", [('train_centres = ["CHUP", "CHUS", "HGJ", "HMR", "MDA"]',
+                                              'train_centres = ["CHUM", "CHUP"]'),
+                                             ('test_centres = ["CHUM", "CHUV"]', 'test_centres = ["MDA"]')])}
+    for name, (source, changes) in edits.items():
+        text = (ROOT / "protocols" / f"{source}.toml").read_text()
+        for old, new in [(f'name = "{source}"', f'name = "{name}"'), ("bootstrap = 1000 ", "bootstrap = 50 "),
+                         *changes]:
+            assert old in text, (source, old)
+            text = text.replace(old, new)
+        made[name] = folder / f"{name}.toml"
+        made[name].write_text(text)
+    return made

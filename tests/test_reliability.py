@@ -45,7 +45,7 @@ from bench import faults
 from bench.errors import BenchInputError
 from bench.faults import FAULT_POINTS, InjectedFault, fault_point
 from bench.store import Store
-from helpers import BENCH, ROOT
+from helpers import BENCH, ROOT, reliability_protocols
 
 KEY = ("method", "config_hash", "dataset_fp", "protocol_hash", "fold", "seed")
 # what a resumed row must share with the uninterrupted run's (times, environment and history are allowed to differ)
@@ -57,25 +57,7 @@ RUN_ENV = ("BENCH_FAULT", "BENCH_CLAIM_TTL")  # never inherited from the shell t
 # --- workloads ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def protocols(tmp_path_factory) -> dict[str, Path]:
-    """Smaller versions of the shipped protocols (50 bootstrap resamples): the same code paths in a fraction
-    of the time. rel-clean and rel-noisy: clean and noisy10 in two folds, one split, so each fold's model
-    scores both; rel-centre: one fold, trained on two centres of the tiny cohort, tested on the third."""
-    out = tmp_path_factory.mktemp("protocols")
-    made = {}
-    edits = {"rel-clean": ("clean", [("n_folds = 5", "n_folds = 2")]),
-             "rel-noisy": ("noisy10", [("n_folds = 5", "n_folds = 2")]),
-             "rel-centre": ("center-split", [('train_centres = ["CHUP", "CHUS", "HGJ", "HMR", "MDA"]',
-                                              'train_centres = ["CHUM", "CHUP"]'),
-                                             ('test_centres = ["CHUM", "CHUV"]', 'test_centres = ["MDA"]')])}
-    for name, (source, changes) in edits.items():
-        text = (ROOT / "protocols" / f"{source}.toml").read_text()
-        for old, new in [(f'name = "{source}"', f'name = "{name}"'), ("bootstrap = 1000 ", "bootstrap = 50 "),
-                         *changes]:
-            assert old in text, (source, old)
-            text = text.replace(old, new)
-        made[name] = out / f"{name}.toml"
-        made[name].write_text(text)
-    return made
+    return reliability_protocols(tmp_path_factory.mktemp("protocols"))
 
 
 def _workload(name: str, target: Path, protocols: dict[str, Path], clinical_dir: Path, image_dir: Path) -> list[str]:
