@@ -152,6 +152,26 @@ def _rewritten(path, out, *, scale=1.0, shift_mm=0.0):
     return out
 
 
+def test_skipping_pyradiomics_diagnostics_leaves_every_feature_unchanged(tiny_dataset):
+    """The extractor is built without PyRadiomics' diagnostics (additionalInfo), which the tables drop; the
+    features must equal those of an extractor with its default settings, bit for bit."""
+    from bench.features.radiomics import _extractor
+
+    files = tiny_dataset.images[tiny_dataset.ids[0]]
+    ct = sitk.ReadImage(str(files.ct), sitk.sitkFloat32)
+    roi = sitk.GetImageFromArray((sitk.GetArrayFromImage(sitk.ReadImage(str(files.mask))) > 0).astype(np.uint8))
+    roi.CopyInformation(ct)
+    ours = _extractor(TINY, TINY.ct_bin_width, ["shape", "firstorder", "glcm"])
+    assert ours.settings["additionalInfo"] is False
+    default = _extractor(TINY, TINY.ct_bin_width, ["shape", "firstorder", "glcm"])
+    default.settings["additionalInfo"] = True
+    got, want = ours.execute(ct, roi, label=1), default.execute(ct, roi, label=1)
+    assert not any(k.startswith("diagnostics_") for k in got)
+    assert any(k.startswith("diagnostics_") for k in want)
+    want = {k: float(v) for k, v in want.items() if not k.startswith("diagnostics_")}
+    assert {k: float(v) for k, v in got.items()} == want and len(want) > 30
+
+
 def test_a_one_modality_corruption_recomputes_that_modality_only(tiny_dataset, tmp_path, monkeypatch):
     """A new CT file (same geometry) recomputes the patient's CT entry and reuses its PET entry, and vice versa;
     a CT on another grid recomputes both (PET and mask are brought onto it)."""

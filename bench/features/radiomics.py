@@ -167,7 +167,8 @@ def _extractor(settings: RadiomicsSettings, bin_width: float, classes):
     extractor = featureextractor.RadiomicsFeatureExtractor(
         binWidth=bin_width, resampledPixelSpacing=[settings.resample_mm] * 3 if settings.resample_mm else None,
         interpolator="sitkBSpline", label=1, minimumROISize=settings.min_voxels, correctMask=False,
-    )
+        additionalInfo=False,  # the diagnostics_* entries are dropped anyway, and computing them (image and mask
+    )                          # hashes, connected components) is a large part of a pass (benchmarks/radiomics_speed.py)
     extractor.disableAllFeatures()
     for c in classes:
         extractor.enableFeatureClassByName(c)
