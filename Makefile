@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.survbench-installed
 
-.PHONY: bench bench-deep test install clean-venv
+.PHONY: bench bench-full bench-deep test install clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,27 +18,36 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# `make bench`: the clinical and feature methods over the whole sweep, about 16 minutes on 2 cores from an
-# empty cache (measured), ending with the leaderboard. `make bench-deep`: the deep image methods over the
-# clean and noisy protocols (one training per fold serves every noise fraction; about 6 minutes per fold and
-# method on 2 cores). Both are resumable: run again after a kill and only the missing jobs run. A fold whose
-# finished rows came from another store (bench store import) has no fitted model here: bench run refuses to
-# refit it for more noise levels (two models in one fold); drop that experiment and rerun every protocol.
-NOISE := noisy10,noisy20,noisy30,noisy40,noisy50,noisy60,noisy70,noisy80,noisy90,noisy100
-SWEEP ?= clean,$(NOISE),loco,center-split
-METHODS ?= coxph,oracle,radiomics-cox,lasso-cox,rsf,deepsurv
+# `make bench`: the clinical, reference and feature methods over clean, the noise sweep, the corruption suite at
+# severities 1, 3 and 5 (plus the missing modalities), leave-one-centre-out and the centre split, ending with the
+# leaderboard; `make bench-full` takes every suite severity (1-5). Both stay on the quick scale; the times of
+# each, from an empty cache on 2 cores, are in benchmarks/results/make-bench.json. `make bench-deep`: the deep
+# image methods over clean and the noise sweep (about 6 minutes per fold and method on 2 cores).
+# All are resumable: run again after a kill and only the missing jobs run. A fold whose finished rows came from
+# another store (bench store import) has no fitted model here: bench run refuses to refit it for more protocols
+# (two models in one fold); drop that experiment and rerun every protocol.
+RESULTS ?= results
+BOARDS ?= leaderboards
+SWEEP ?= clean,noisy,suite-s135,loco,center-split
+FULL_SWEEP ?= clean,noisy,suite,loco,center-split
+METHODS ?= coxph,oracle,mtv-cox,clinical-mtv-cox,radiomics-cox,lasso-cox,rsf,deepsurv
 DEEP_METHODS ?= deepmts,tmss,tmss-image
-DEEP_SWEEP ?= clean,$(NOISE)
+DEEP_SWEEP ?= clean,noisy
 
 bench: $(STAMP)
-	$(BIN)/bench run --method $(METHODS) --protocol $(SWEEP) --scale quick
-	$(BIN)/bench leaderboard --results results --out leaderboards
-	cat leaderboards/synthetic-quick-v3-0/cv.md
+	$(BIN)/bench run --method $(METHODS) --protocol $(SWEEP) --scale quick --results $(RESULTS)
+	$(BIN)/bench leaderboard --results $(RESULTS) --out $(BOARDS)
+	cat $(BOARDS)/synthetic-quick-v3-0/cv.md
+
+bench-full: $(STAMP)
+	$(BIN)/bench run --method $(METHODS) --protocol $(FULL_SWEEP) --scale quick --results $(RESULTS)
+	$(BIN)/bench leaderboard --results $(RESULTS) --out $(BOARDS)
+	cat $(BOARDS)/synthetic-quick-v3-0/cv.md
 
 bench-deep: $(STAMP)
-	$(BIN)/bench run --method $(DEEP_METHODS) --protocol $(DEEP_SWEEP) --scale quick
-	$(BIN)/bench leaderboard --results results --out leaderboards
-	cat leaderboards/synthetic-quick-v3-0/cv.md
+	$(BIN)/bench run --method $(DEEP_METHODS) --protocol $(DEEP_SWEEP) --scale quick --results $(RESULTS)
+	$(BIN)/bench leaderboard --results $(RESULTS) --out $(BOARDS)
+	cat $(BOARDS)/synthetic-quick-v3-0/cv.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
