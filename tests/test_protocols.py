@@ -252,3 +252,41 @@ def test_the_corruption_docs_quote_the_committed_calibration():
               f"PET volume ρ {e['suv-calibration-s5']['rho_pet_volume']:.2f}", f"every ρ ≥ {int(metal * 1000) / 1000:.3f}"]
     for text in quoted:
         assert text in doc, text
+
+
+def test_the_corruption_docs_quote_the_committed_suite_records_and_diagnosis():
+    """docs/corruptions.md 'What the first sweep showed': every paired drop in its table is what the committed
+    records give, and the diagnosis numbers are those of its result file."""
+    import json
+    import re
+
+    from bench.leaderboard import _paired_drop
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs" / "corruptions.md").read_text()
+    section = doc.split("## What the first sweep showed", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([\w-]+) \| ([\w-]+) \| ([+-][\d.]+) \| ([+-][\d.]+) – ([+-][\d.]+) \|$", section, re.M)
+    assert len(rows) >= 9
+    records = root / "leaderboards" / "records" / "synthetic-quick-v3-0"
+
+    def record(protocol, method):
+        (path,) = records.glob(f"{protocol}__{method}__*.json")
+        return json.loads(path.read_text())
+
+    for method, protocol, *quoted in rows:
+        drop = _paired_drop(record("clean", method), record(protocol, method))
+        assert [f"{v:+.3f}" for v in drop] == quoted, (method, protocol)
+    d = json.loads((root / "benchmarks" / "results" / "radiomics-cox-diagnosis.json").read_text())
+    share = d["clean"]["variance_share"]
+    ct = [d["protocols"][f"ct-noise-s{k}"]["rho_part_clean"]["ct"] for k in (1, 2, 3)]
+    quoted = [f"{share['ct']:.0%} of its variance from CT texture (ρ with the CT latent g {d['clean']['rho_part_g']['ct']:.2f})",
+              f"{share['pet']:.0%} from PET texture (ρ with the PET latent h {d['clean']['rho_part_h']['pet']:.2f})",
+              f"{share['clinical']:.0%} from clinical inputs and {share['shape']:.0%} from shape",
+              f"{ct[0]:.2f}, {ct[1]:.2f}, {ct[2]:.2f} at severities 1–3",
+              f"keeps ρ {d['protocols']['pet-noise-s5']['rho_part_clean']['pet']:.2f}",
+              f"misregistration-s5: {d['protocols']['misregistration-s5']['rho_part_clean']['pet']:.2f}",
+              f"keeps {d['protocols']['pet-noise-s5']['rho_suv_cov_clean']:.2f} "
+              f"({d['protocols']['misregistration-s5']['rho_suv_cov_clean']:.2f})"]
+    flat = " ".join(section.split())
+    for text in quoted:
+        assert text.replace("%", " %") in flat, text
