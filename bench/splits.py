@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from bench.data.hecktor import Dataset
+from bench.data.dataset import Dataset
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path
 from bench.hashing import canonical_json, content_hash
@@ -62,6 +62,10 @@ def make_folds(dataset: Dataset, split: dict) -> list[Fold]:
             Fold(i, f"fold{i}", tuple(ids[tr]), tuple(ids[te]))
             for i, (tr, te) in enumerate(skf.split(ids, labels))
         ]
+    if kind in ("loco", "center-split") and not getattr(dataset, "has_centres", True):
+        raise BenchInputError(f"dataset {dataset.name} declares no centre, so a {kind} protocol cannot split it: "
+                              f"declare a grouping column as the centre (a manifest's `centre = \"COLUMN\"`, or "
+                              f"CenterID in a HECKTOR folder), or run k-fold protocols such as clean")
     centres = dataset.centres.loc[ids].to_numpy()
     present = sorted(set(centres))
     if kind == "loco":

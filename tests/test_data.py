@@ -65,8 +65,13 @@ def _edit_csv(path, fn):
 @pytest.mark.parametrize(
     "breakage, expected",
     [
-        (lambda d: _edit_csv(d / CLINICAL_FILE, lambda f: f.drop(columns=["Age"], inplace=True)),
-         r"hecktor2022_clinical_info_training.csv: missing column\(s\) \['Age'\]"),
+        (lambda d: _edit_csv(d / CLINICAL_FILE, lambda f: f.rename(columns={"PatientID": "ID"}, inplace=True)),
+         r"hecktor2022_clinical_info_training.csv: missing column\(s\) \['PatientID'\]"),
+        (lambda d: _edit_csv(d / CLINICAL_FILE, lambda f: f.loc.__setitem__((1, "CenterID"), np.nan)),
+         r"column 'CenterID' is empty for patient\(s\) \['CHUM-002'\]"),
+        (lambda d: _edit_csv(d / CLINICAL_FILE, lambda f: f.loc.__setitem__((1, "CenterID"), 99)),
+         r"PatientID code 'CHUM' and column 'CenterID' disagree \(CenterID 1: .* CenterID 99: 1 patient\(s\), "
+         r"e.g. \['CHUM-002'\]"),
         (lambda d: _edit_csv(d / ENDPOINT_FILE, lambda f: f.rename(columns={"RFS": "rfs"}, inplace=True)),
          r"endpoint_training.csv: missing column\(s\) \['RFS'\]"),
         (lambda d: _edit_csv(d / ENDPOINT_FILE, lambda f: f.loc.__setitem__((1, "PatientID"), f.loc[0, "PatientID"])),

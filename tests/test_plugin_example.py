@@ -81,3 +81,17 @@ def test_outside_metric_is_scored_stored_exported_and_on_a_page(plugin_env, tiny
     # without the package, the stored column still renders under its own name
     bare = run_bench("leaderboard", "--out", str(boards), "--check")
     assert bare.returncode == 1 and "cindex_harrell_2y" in bare.stdout
+
+
+def test_installed_dataset_plugin_runs_clean_and_loco(plugin_env, tmp_path):
+    """The example package's dataset (entry point of bench.datasets) is found by name and run like a built-in
+    one, its grouping column held out centre by centre."""
+    done = run_bench("run", "--method", "coxph", "--protocol", "clean,loco", "--dataset", "example-veterans",
+                     "--results", str(tmp_path), env=plugin_env)
+    assert done.returncode == 0, done.stderr
+    assert "dataset example-veterans (137 patients" in done.stdout
+    assert "9 job(s) run" in done.stdout  # 5 folds + one per cell type (4)
+    missing = run_bench("run", "--method", "coxph", "--dataset", "example-veteran", "--results", str(tmp_path),
+                        env=plugin_env)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "'example-veteran' is not a registered dataset" in missing.stderr and "example-veterans" in missing.stderr

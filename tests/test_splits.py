@@ -115,8 +115,11 @@ def test_a_one_patient_centre_still_splits(tiny_dataset_dir, tmp_path):
     for name in (CLINICAL_FILE, ENDPOINT_FILE):
         f = pd.read_csv(d / name, dtype={"PatientID": str})
         f.loc[0, "PatientID"] = "NEW-001"
+        if "CenterID" in f:
+            f.loc[0, "CenterID"] = 8  # a centre of its own: CenterID decides, and the id's code agrees
         f.to_csv(d / name, index=False)
     ds = load_hecktor(d)
+    assert (ds.centres == "NEW").sum() == 1
     for protocol in ("clean", "loco"):
         plan = split_plan(ds, load_protocol(protocol).split, tmp_path / protocol, seeds=[0])
         for fold in plan.folds:

@@ -1,13 +1,15 @@
 """Datasets: the HECKTOR 2022 layout loader, the built-in demo cohort and the ``--dataset`` spec parser.
 
-Dataset specs:
+Dataset specs (NAME[:ARG], resolved through the entry-point group ``bench.datasets``, bench.data.sources):
     synthetic[:SCALE[:[vN:]SEED]]  the synthetic multi-centre PET/CT cohort (bench.data.synthetic), generated on
                               first use into the cache directory; SCALE smoke|quick|paper|large (bench.scales;
                               "full" is read as paper). The default: the run's own scale.
                               Recorded as synthetic:SCALE:vVERSION:SEED (the generator version)
     demo[:SEED]               the clinical-only demo cohort (the two CSVs, no images)
     hecktor2022:PATH          a folder in the HECKTOR 2022 training layout
+    manifest:FILE.toml        tables, columns, time unit, centre and images declared in a TOML manifest
     PATH                      same as hecktor2022:PATH
+    OTHER:ARG                 a dataset an installed package registers (docs/datasets.md)
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ import os
 from pathlib import Path
 
 from bench.data.cohort import Cohort, ImageFiles
-from bench.data.hecktor import Dataset, load_hecktor
+from bench.data.dataset import Dataset
+from bench.data.hecktor import load_hecktor
 from bench.errors import BenchInputError
 from bench.scales import SYNTHETIC_SCALES, synthetic_scale
 
 DEFAULT_DATASET = "synthetic"
-DATASET_KINDS = ("synthetic[:SCALE[:SEED]]", "demo[:SEED]", "hecktor2022:PATH")
+DATASET_KINDS = ("synthetic[:SCALE[:SEED]]", "demo[:SEED]", "hecktor2022:PATH", "manifest:FILE.toml")
 
 __all__ = ["Cohort", "Dataset", "ImageFiles", "cache_dir", "check_images", "load_dataset", "synthetic_name",
            "DEFAULT_DATASET"]
@@ -69,38 +72,9 @@ def synthetic_name(scale: str, seed: int) -> str:
 
 
 def load_dataset(spec: str | None, run_scale: str = "quick", *, progress: bool = True) -> Dataset:
-    """Resolve a ``--dataset`` spec (see the module docstring) to a loaded, validated ``Dataset``."""
-    spec = spec or f"{DEFAULT_DATASET}:{run_scale}"
-    kind, _, arg = spec.partition(":")
-    if kind == "synthetic":
-        from bench.data.synthetic import GENERATOR_VERSION
+    """Resolve a ``--dataset`` spec ``NAME[:ARG]`` through the dataset registry (entry-point group
+    ``bench.datasets``; see ``bench.data.sources``) to a loaded, checked ``Dataset``; a bare folder path is
+    read as ``hecktor2022:PATH``."""
+    from bench.data.sources import load
 
-        scale, _, seed_text = arg.partition(":")
-        version, _, rest = seed_text.partition(":")
-        if version.startswith("v"):  # the recorded name, synthetic:SCALE:vN:SEED, is accepted as a spec
-            if version[1:] != GENERATOR_VERSION:
-                raise BenchInputError(f"--dataset {spec}: generator {version} is not this harness's "
-                                      f"(v{GENERATOR_VERSION}); its records stay readable, its cohort cannot be "
-                                      f"generated here")
-            seed_text = rest
-        scale = synthetic_scale(scale or run_scale)
-        if scale not in SYNTHETIC_SCALES:
-            raise BenchInputError(f"--dataset {spec}: unknown synthetic scale {scale!r} "
-                                  f"(choose {', '.join(SYNTHETIC_SCALES)})")
-        seed = _seed(spec, seed_text)
-        return load_hecktor(synthetic_root(scale, seed, progress=progress), name=synthetic_name(scale, seed))
-    if kind == "demo":
-        from bench.data.demo import GENERATOR_VERSION, write_demo
-
-        seed = _seed(spec, arg)
-        root = write_demo(cache_dir() / "datasets" / f"demo-v{GENERATOR_VERSION}-seed{seed}", seed)
-        return load_hecktor(root, name=f"demo:{seed}")
-    if kind == "hecktor2022":
-        if not arg:
-            raise BenchInputError("--dataset hecktor2022:PATH needs a folder path after the colon")
-        return load_hecktor(arg, name=f"hecktor2022:{Path(arg).expanduser().resolve()}")
-    if Path(spec).expanduser().is_dir():
-        return load_hecktor(spec, name=f"hecktor2022:{Path(spec).expanduser().resolve()}")
-    raise BenchInputError(
-        f"--dataset {spec!r}: not a known dataset kind nor an existing folder (kinds: {', '.join(DATASET_KINDS)})"
-    )
+    return load(spec or f"{DEFAULT_DATASET}:{run_scale}", run_scale, progress=progress)

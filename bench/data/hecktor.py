@@ -11,14 +11,15 @@ a clinical-only method never touches them. Every problem found is reported with 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.data.cohort import Cohort, ImageFiles
+from bench.data.cohort import ImageFiles
+from bench.data.dataset import (GROUNDTRUTH_FILE, MAX_LISTED_PROBLEMS, NO_CENTRE, Dataset, Problem, fail,  # noqa: F401
+                                listed)
 from bench.errors import BenchInputError
 from bench.fsutil import name_problem
 
@@ -26,7 +27,6 @@ CLINICAL_FILE = "hecktor2022_clinical_info_training.csv"
 ENDPOINT_FILE = "hecktor2022_endpoint_training.csv"
 IMAGES_DIR = "imagesTr"
 LABELS_DIR = "labelsTr"
-GROUNDTRUTH_FILE = Path("groundtruth") / "oracle.csv"
 
 HPV_COLUMN = "HPV status (0=-, 1=+)"
 CLINICAL_COLUMNS = [
@@ -38,105 +38,6 @@ ENDPOINT_COLUMNS = ["PatientID", "Relapse", "RFS"]
 NON_FEATURES = ("PatientID", "Task 1", "Task 2", "CenterID")
 CATEGORICAL = ("Gender",)
 NUMERIC = ("Age", "Weight", "Tobacco", "Alcohol", "Performance status", HPV_COLUMN, "Surgery", "Chemotherapy")
-MAX_LISTED_PROBLEMS = 20  # per kind of problem
-
-
-class Problem(str):
-    """One problem found in a dataset (its text names the file and patient), with a ``kind`` that groups
-    problems for listing: a broken export repeats one kind thousands of times."""
-
-    kind: str
-
-    def __new__(cls, text: str, kind: str = "other") -> "Problem":
-        obj = super().__new__(cls, text)
-        obj.kind = kind
-        return obj
-
-    def __reduce__(self):
-        return (Problem, (str(self), self.kind))
-
-
-def listed(problems: list[str], per_kind: int | None = MAX_LISTED_PROBLEMS) -> list[str]:
-    """The lines that list ``problems``: grouped by kind (in order of first appearance), at most ``per_kind``
-    of each, then "… and N more" for the rest of that kind; every problem with None."""
-    groups: dict[str, list[str]] = {}
-    for p in problems:
-        groups.setdefault(getattr(p, "kind", "other"), []).append(str(p))
-    lines = []
-    for kind, group in groups.items():
-        shown = group if per_kind is None else group[:per_kind]
-        lines += shown
-        if len(group) > len(shown):
-            lines.append(f"… and {len(group) - len(shown)} more ({kind})")
-    return lines
-
-
-@dataclass
-class Dataset:
-    """A loaded cohort: the whole table, image listing and a fingerprint of the files it came from."""
-
-    name: str
-    root: Path
-    clinical: pd.DataFrame
-    outcomes: pd.DataFrame
-    centres: pd.Series
-    images: dict[str, ImageFiles] | None
-    fingerprint: str
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self.outcomes.index.to_numpy(dtype=object)
-
-    @property
-    def has_groundtruth(self) -> bool:
-        return (self.root / GROUNDTRUTH_FILE).is_file()
-
-    def groundtruth(self) -> pd.DataFrame:
-        """The hidden truth of a synthetic cohort (``groundtruth/oracle.csv``), indexed by patient id."""
-        path = self.root / GROUNDTRUTH_FILE
-        if not path.is_file():
-            raise BenchInputError(f"dataset {self.name} has no ground truth ({path} is missing)")
-        table = pd.read_csv(path, dtype={"PatientID": str}).set_index("PatientID")
-        missing = sorted(set(self.ids) - set(table.index))
-        if missing:
-            raise BenchInputError(f"{path}: no ground truth for patient(s) {missing[:10]}")
-        return table
-
-    def centre_facts(self) -> dict[str, dict[str, str]]:
-        """What is known of each centre beyond its patients, for pages: a synthetic cohort's scanner archetype
-        and PET voxel (``groundtruth/centres.json``); empty for a cohort that does not say."""
-        path = self.root / "groundtruth" / "centres.json"
-        if not path.is_file():
-            return {}
-        try:
-            centres = json.loads(path.read_text())
-            return {str(c): {"scanner": str(v["archetype"]),
-                             "PET voxel (mm)": "×".join(f"{x:g}" for x in v["pet_voxel_mm"])}
-                    for c, v in centres.items()}
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BenchInputError(f"{path}: not a readable centre description ({exc})") from None
-
-    def cohort(self, ids, *, with_outcomes: bool, with_mask: bool = True, name: str = "cohort",
-               replace_images: dict[str, ImageFiles] | None = None, with_groundtruth: bool = False) -> Cohort:
-        """The patients ``ids``; ``replace_images`` swaps in other files for some (the corrupted ones);
-        ``with_groundtruth`` attaches the hidden truth (the oracle only)."""
-        images = self.images
-        if images is not None and replace_images:
-            images = {**images, **replace_images}
-        if images is not None and not with_mask:
-            images = {i: ImageFiles(f.ct, f.pet, None) for i, f in images.items()}
-        outcomes = self.outcomes if with_outcomes else None
-        truth = self.groundtruth() if with_groundtruth else None
-        return Cohort(ids, self.centres, self.clinical, outcomes, images, name, truth)
-
-
-def _fail(problems: list[str], root: Path, max_listed: int | None = MAX_LISTED_PROBLEMS) -> None:
-    """Raise the problems as one ``BenchInputError`` (``max_listed`` of each kind listed; all with None); the
-    exception carries the whole list as ``problems``."""
-    text = "\n".join(f"  - {line}" for line in listed(problems, max_listed))
-    exc = BenchInputError(f"dataset {root} is not a valid HECKTOR 2022 folder:\n{text}")
-    exc.problems = list(problems)
-    raise exc
 
 
 def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFrame | None:
@@ -174,11 +75,61 @@ def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFr
     return table.set_index("PatientID", drop=False)
 
 
-def _centre_of(pid: str, center_id) -> str:
-    """HECKTOR ids are <Centre>-<NNN>; the numeric CenterID is the fallback for other id schemes."""
-    if "-" in pid:
-        return pid.split("-", 1)[0]
-    return str(center_id)
+HECKTOR_ID = re.compile(r"^([A-Za-z]+)-\d+$")  # CHUM-001: the centre's code, a dash, a number
+
+
+def _centre_text(value) -> str | None:
+    """A CenterID cell as text: None when empty; 3.0 (a column with gaps reads as float) as "3"."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+def _centres(clinical: pd.DataFrame, ids: list[str], path: Path, problems: list[str]) -> tuple[pd.Series, bool] | None:
+    """Each patient's centre, and whether the dataset has centres at all.
+
+    CenterID decides when it is filled in. HECKTOR's own ids (``CHUM-001``) name the centre too: when every id
+    has such a code, there are at least two codes and codes and CenterIDs correspond one to one, the codes are
+    the centres' names on pages (the same grouping); when they disagree, that is an error naming the patients.
+    Ids in any other form never decide anything. A CenterID left empty for some patients is an error naming
+    them (never a pseudo-centre); a column empty for every patient (or absent) falls back to the ids' codes
+    when every id has one, else the dataset has no centres."""
+    column = clinical["CenterID"] if "CenterID" in clinical.columns else pd.Series(None, index=clinical.index)
+    given = {pid: _centre_text(column.get(pid)) for pid in ids}
+    codes = {pid: m.group(1) for pid in ids if (m := HECKTOR_ID.match(pid))}
+    empty = [pid for pid, c in given.items() if c is None]
+    if len(empty) == len(ids):
+        if len(codes) == len(ids):
+            return pd.Series([codes[p] for p in ids], index=ids, name="centre"), True
+        return pd.Series(NO_CENTRE, index=ids, name="centre"), False
+    if empty:
+        problems.append(Problem(f"{path}: column 'CenterID' is empty for patient(s) {empty[:10]}"
+                                f"{f' and {len(empty) - 10} more' if len(empty) > 10 else ''}: give every patient "
+                                f"a centre, or leave the column empty for all (no centre-based protocols then)",
+                                "centre"))
+        return None
+    if len(codes) == len(ids) and len(set(codes.values())) >= 2:
+        pairs: dict[str, dict[str, list[str]]] = {}
+        for pid in ids:
+            pairs.setdefault(codes[pid], {}).setdefault(given[pid], []).append(pid)
+        centre_codes: dict[str, set[str]] = {}
+        for code, by_centre in pairs.items():
+            for centre in by_centre:
+                centre_codes.setdefault(centre, set()).add(code)
+        clashes = [(code, by_centre) for code, by_centre in pairs.items()
+                   if len(by_centre) > 1 or any(len(centre_codes[c]) > 1 for c in by_centre)]
+        if not clashes:
+            return pd.Series([codes[p] for p in ids], index=ids, name="centre"), True
+        for code, by_centre in clashes[:10]:
+            listed_ = "; ".join(f"CenterID {c}: {len(p)} patient(s), e.g. {p[:3]}" for c, p in by_centre.items())
+            problems.append(Problem(f"{path}: PatientID code {code!r} and column 'CenterID' disagree ({listed_}); "
+                                    f"the ids name a centre that CenterID contradicts: correct one of them",
+                                    "centre"))
+        return None
+    return pd.Series([given[p] for p in ids], index=ids, name="centre"), True
 
 
 def _type_clinical(table: pd.DataFrame, path: Path, problems: list[str]) -> pd.DataFrame:
@@ -274,10 +225,10 @@ def load_hecktor(root: str | Path, name: str | None = None, *, max_listed: int |
         raise BenchInputError(f"dataset folder {root} does not exist")
     problems: list[str] = []
     clin_path, end_path = root / CLINICAL_FILE, root / ENDPOINT_FILE
-    clinical = _read_csv(clin_path, CLINICAL_COLUMNS, problems)
+    clinical = _read_csv(clin_path, ["PatientID"], problems)  # every other column is optional
     endpoint = _read_csv(end_path, ENDPOINT_COLUMNS, problems)
     if clinical is None or endpoint is None:
-        _fail(problems, root, max_listed)
+        fail(problems, f"dataset {root} is not a valid HECKTOR 2022 folder", max_listed)
     unknown = sorted(set(endpoint.index) - set(clinical.index))
     if unknown:
         problems.append(Problem(f"{end_path}: patient(s) {unknown[:10]} are not in {CLINICAL_FILE}", "PatientID"))
@@ -287,11 +238,11 @@ def load_hecktor(root: str | Path, name: str | None = None, *, max_listed: int |
     if not ids:
         problems.append(Problem(f"{end_path}: no patients", "PatientID"))
     images = _list_images(root, ids, problems)
+    found = _centres(clinical, [i for i in ids if i in clinical.index], clin_path, problems) if not unknown else None
     if problems:
-        _fail(problems, root, max_listed)
-    centres = pd.Series(
-        [_centre_of(pid, clinical.at[pid, "CenterID"]) for pid in ids], index=endpoint.index, name="centre"
-    )
+        fail(problems, f"dataset {root} is not a valid HECKTOR 2022 folder", max_listed)
+    centres, has_centres = found
+    centres.index = endpoint.index
     return Dataset(
         name=name or f"hecktor2022:{root}",
         root=root,
@@ -300,4 +251,5 @@ def load_hecktor(root: str | Path, name: str | None = None, *, max_listed: int |
         centres=centres,
         images=images,
         fingerprint=_fingerprint(root, images),
+        has_centres=has_centres,
     )
