@@ -182,14 +182,17 @@ def data_cmd() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write (default: the cache, where `bench run` finds it).")
 @click.option("--workers", type=int, default=None, help="Processes (default: every core).")
+@click.option("--format", "fmt", type=click.Choice(["nifti", "dicom"]), default="nifti", show_default=True,
+              help="dicom: generate the NIfTI cohort (in the cache), then export it as DICOM studies (CT, PET, "
+                   "RTSTRUCT) with the two CSVs to --out, for `bench data import-dicom` (docs/dicom.md).")
 @click.pass_context
-def data_synth(ctx, scale: str, seed: int, out: Path | None, workers: int | None) -> None:
+def data_synth(ctx, scale: str, seed: int, out: Path | None, workers: int | None, fmt: str) -> None:
     """Write the synthetic multi-centre head-and-neck PET/CT cohort in the HECKTOR 2022 layout.
 
     CT, PET and masks as NIfTI, the two CSVs, and the ground truth (linear predictor η and each term's
     contribution, the latent traits h and g, necrosis, true volumes) in groundtruth/ outside the layout.
     Same scale and seed → same bytes; a complete cohort is not rewritten, and a killed generation resumes
-    with the patients already written.
+    with the patients already written. With --format dicom, the same cohort as DICOM studies instead.
     """
     import time
 
@@ -202,10 +205,22 @@ def data_synth(ctx, scale: str, seed: int, out: Path | None, workers: int | None
     scale = synthetic_scale(scale)
     if workers is not None and workers < 1:
         raise BenchInputError("--workers must be at least 1")
-    target = out or default_path(cache_dir() / "datasets", scale, seed)
+    nifti = default_path(cache_dir() / "datasets", scale, seed)
+    target = (out or nifti) if fmt == "nifti" else nifti
     t0 = time.perf_counter()
     generate(target, scale_config(scale), seed, workers=workers, progress=not ctx.obj["quiet"])
     ds = load_hecktor(target)
+    if fmt == "dicom":
+        from bench.data.dicom_write import export_dicom
+        from bench.data.hecktor import CLINICAL_FILE, ENDPOINT_FILE
+
+        dicom = out or nifti.with_name(nifti.name + "-dicom")
+        export_dicom(target, dicom, progress=not ctx.obj["quiet"])
+        click.echo(f"{dicom}: DICOM (CT, PET in Bq/ml, RTSTRUCT) of {len(ds.ids)} patients exported from {target} "
+                   f"({time.perf_counter() - t0:.1f} s); the CSVs are beside them. Import with:\n"
+                   f"  bench data import-dicom {dicom} --out DIR --clinical {dicom / CLINICAL_FILE} "
+                   f"--endpoints {dicom / ENDPOINT_FILE}")
+        return
     events = int(ds.outcomes.event.sum())
     click.echo(f"{target}: generator v{GENERATOR_VERSION}, {len(ds.ids)} patients in {len(set(ds.centres.values))} "
                f"centres, {events} events ({events / len(ds.ids):.0%}), fingerprint {ds.fingerprint} "
@@ -314,6 +329,43 @@ def data_demo(out: Path, seed: int) -> None:
     ds = load_hecktor(out)
     click.echo(f"wrote {out}: {len(ds.ids)} patients, {ds.outcomes.event.sum()} events, "
                f"{ds.centres.nunique()} centres, fingerprint {ds.fingerprint}")
+
+
+@data_cmd.command("import-dicom")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write (new or empty; written all at once, nothing when there is a problem).")
+@click.option("--roi-map", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML file of ROI-name patterns: [gtvp] patterns = [...], [gtvn] patterns = [...] "
+                   "(default: ^gtv[-_ ]?p|primary and ^gtv[-_ ]?n|node, case-insensitive).")
+@click.option("--clinical", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Clinical table (HECKTOR 2022 columns), copied in; with --endpoints.")
+@click.option("--endpoints", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Endpoint table (PatientID, Relapse, RFS), copied in; with --clinical.")
+@click.pass_context
+def data_import_dicom(ctx, src: Path, out: Path, roi_map: Path | None, clinical: Path | None,
+                      endpoints: Path | None) -> None:
+    """Turn a folder of DICOM studies (CT, PET, RTSTRUCT; grouped by PatientID) into the dataset layout: CT in
+    HU, PET in SUVbw from its tags, GTVp/GTVn masks on the CT grid from the RTSTRUCT, a provenance file per
+    patient and study.toml. With the two tables, OUT is also a HECKTOR 2022 folder (--dataset hecktor2022:OUT).
+    Every problem is listed with its patient and file, and nothing is written (exit 2). See docs/dicom.md."""
+    from bench.data.dicom import MANIFEST_FILE, import_dicom, load_roi_map
+    from bench.data.hecktor import load_hecktor
+
+    result = import_dicom(src, out, roi_map=load_roi_map(roi_map), clinical=clinical, endpoints=endpoints,
+                          progress=not ctx.obj["quiet"])
+    click.echo(f"{out}: {len(result.patients)} patient(s) imported, {len(result.with_mask)} with GTVp/GTVn masks "
+               f"({len(result.skipped)} non-DICOM file(s) skipped)")
+    if result.not_in_tables:
+        click.echo(f"note: {len(result.not_in_tables)} imported patient(s) are not in the endpoint table and are not "
+                   f"part of the dataset: {', '.join(result.not_in_tables[:10])}", err=True)
+    if result.has_tables:
+        ds = load_hecktor(out)
+        click.echo(f"{out}: a HECKTOR 2022 folder of {len(ds.ids)} patients, fingerprint {ds.fingerprint}; use "
+                   f"--dataset hecktor2022:{out}")
+    else:
+        click.echo(f"note: no --clinical/--endpoints: {out / MANIFEST_FILE} lists the images, its [dataset] section "
+                   f"is commented out; add the two tables and uncomment it", err=True)
 
 
 # --- run ------------------------------------------------------------------------------------------------
