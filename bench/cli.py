@@ -430,6 +430,86 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
         sys.exit(1)
 
 
+@cli.command("score")
+@click.option("--dataset", "-d", default=None, help="As for `bench run` (default: the synthetic cohort of --scale).")
+@click.option("--protocol", "-p", "protocol", required=True,
+              help="One protocol name or TOML file: its folds (the results folder's stored split) and metrics.")
+@click.option("--predictions", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV: PatientID, fold, risk (or Prediction under --convention hecktor), optional S(<days>) "
+                   "survival columns; one row per test patient of every fold (see docs/score.md).")
+@click.option("--name", default=None, help="Method name to store the rows under (not a registered method's).")
+@click.option("--train-predictions", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Optional CSV of the same format for the training patients of each fold: the log-rank split at "
+                   "the training-fold median risk (else the test fold's median, noted) and Breslow curves.")
+@click.option("--convention", type=click.Choice(["survbench", "hecktor"]), default="survbench", show_default=True,
+              help="survbench: column risk, higher = earlier event. hecktor: HECKTOR 2022 Task 2, column Prediction "
+                   "(a risk score, anti-concordant with RFS), a missing (NaN) prediction allowed and tied.")
+@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write an empty predictions file with PatientID and fold filled in, print the folds, and stop.")
+@click.option("--train-template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The same for --train-predictions (each training patient once per fold it trains in).")
+@click.option("--scale", type=click.Choice(SCALES), default="quick", show_default=True,
+              help="The scale the rows are stored under (the other methods' runs they are compared with).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed the rows are stored under.")
+@click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
+@click.pass_context
+def score_cmd(ctx, dataset, protocol, predictions, name, train_predictions, convention, template, train_template,
+              scale, seed, results) -> None:
+    """Score predictions made elsewhere (a model that cannot be a plugin) with the metrics, CIs, stored rows,
+    records and pages of `bench run`, on the same folds; the rows are marked external.
+
+    Run with --template first to get the patients of each fold. Scoring the same file again changes nothing;
+    another file under the same --name and protocol is refused (see `bench store drop`)."""
+    from tabulate import tabulate
+
+    from bench.data import load_dataset
+    from bench.external import check_name, score_external, write_template
+    from bench.metric_registry import run_summary_columns
+    from bench.protocols import load_protocol
+    from bench.results import results_frame, summarise
+    from bench.splits import split_plan
+    from bench.store import Store
+
+    if "," in protocol:
+        raise BenchInputError(f"--protocol {protocol!r}: one protocol per predictions file")
+    templates = [(t, side) for t, side in ((template, "test"), (train_template, "training")) if t is not None]
+    if templates and (predictions is not None or train_predictions is not None):
+        raise BenchInputError("--template/--train-template write empty files to fill in; score them in a second "
+                              "call with --predictions")
+    if not templates:
+        missing = [opt for opt, v in (("--predictions", predictions), ("--name", name)) if v is None]
+        if missing:
+            raise BenchInputError(f"{' and '.join(missing)} missing: give the CSV to score and the name to store it "
+                                  f"under (or --template OUT.csv to get an empty one)")
+        check_name(name)
+    if not 0 <= seed < 2**32:
+        raise BenchInputError(f"--seed {seed}: seeds must lie in [0, 2**32)")
+    pr = load_protocol(protocol)
+    ds = load_dataset(dataset, scale, progress=not ctx.obj["quiet"])
+    if templates:
+        splits = split_plan(ds, pr.split, results, [seed])
+        for out, side in templates:
+            counts = write_template(out, splits, side=side, convention=convention, seed=seed)
+            click.echo(f"{out}: {side} patients of {pr.name} on {ds.name} (split {splits.path.name}), fill in "
+                       f"the {'Prediction' if convention == 'hecktor' else 'risk'} column:")
+            click.echo(tabulate(counts, headers=["fold", "patients"], disable_numparse=True))
+        return
+    report = score_external(name, pr, ds, predictions, results_dir=results, scale=scale, seed=seed,
+                            convention=convention, train_predictions=train_predictions)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    frame = results_frame(Store(results), report.keys, with_bootstrap=True)
+    summary = summarise(frame, metrics=run_summary_columns())
+    click.echo(f"\n{name} (external, config {report.config_hash[:8]}) under {pr.name} on {ds.name} "
+               f"({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}")
+    click.echo(tabulate(summary, headers="keys", showindex=False) if not summary.empty else "no results")
+    click.echo(f"\n{report.scored} fold(s) scored, {report.skipped} already scored from this file; results in "
+               f"{results}/")
+    if report.rescored:
+        click.echo(f"{report.rescored} finished fold(s) rescored from their stored predictions (older metric "
+                   f"definitions)")
+
+
 
 @cli.command("results")
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)

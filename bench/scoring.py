@@ -19,7 +19,10 @@ from bench.hashing import content_hash
 from bench.metric_registry import BUILTIN, DAYS_PER_YEAR, MetricSpec, ScoreInputs, get_metric, horizon_key
 
 log = logging.getLogger("bench.scoring")
-__all__ = ["Scored", "score", "bootstrap_seed", "horizon_key", "DAYS_PER_YEAR"]
+__all__ = ["Scored", "score", "bootstrap_seed", "horizon_key", "DAYS_PER_YEAR", "NO_CURVES"]
+# A stored prediction array (text) saying why the job has no survival curves and none may be derived: the metrics
+# that need curves are then NaN with that reason (bench.external: predictions without S(t) or training risks).
+NO_CURVES = "no_curves"
 
 
 @dataclass
@@ -60,6 +63,12 @@ def _attach_curves(x: ScoreInputs, pred: dict[str, Any], specs: list[MetricSpec]
         return
     curved = [s.name for s in specs if "curves" in s.needs]
     if not curved:
+        return
+    if NO_CURVES in pred:  # predictions made elsewhere, with neither curves nor training risks to derive them
+        why = str(pred[NO_CURVES])
+        x.manifest["survival_curves"] = {"source": f"none: {why}"}
+        for name in curved:
+            metrics[name] = M._nan(f"{name}: n/a, {why}")
         return
     if x.train_event.any():
         from bench.survival import breslow_curves

@@ -735,6 +735,15 @@ class Store:
             rows = [dict(r) for r in con.execute(query, (status,) if status else ())]
         return [self._checked(r) for r in rows]
 
+    def method_rows(self, method: str) -> list[dict[str, Any]]:
+        """The key columns, protocol name, status and config (JSON text) of every row of ``method``, without
+        their blobs: what a name already holds, for a command that is about to store rows under it."""
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            return [dict(r) for r in con.execute(
+                "SELECT method, config_hash, dataset_fp, protocol_hash, fold, seed, protocol, status, config "
+                "FROM runs WHERE method=? ORDER BY protocol, seed, fold", (method,))]
+
     def row(self, key: RunKey) -> dict[str, Any] | None:
         with self._connect() as con:
             con.row_factory = sqlite3.Row
