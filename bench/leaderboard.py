@@ -11,17 +11,23 @@ Layout under the output folder (default ``leaderboards/``)::
     <dataset>/generalisation.md     leave-one-centre-out per held-out centre and pooled; the centre split
     <dataset>/plots/*.png           robustness curve; Kaplan-Meier curves of the risk groups; training loss
 
-A record holds what the pages show: per-fold metrics, the pooled bootstrap CI of every metric, the pooled
+A record holds what the pages show: per-fold metrics (with the fold's test patients and events, and the
+scoring notes that say why a metric is missing), the pooled bootstrap CI of every metric, the pooled
 bootstrap replicates of the primary metric (for paired comparisons), the risk groups of the test
-patients (for Kaplan-Meier plots), the method's flags, the protocol's version and hash, the dataset
-fingerprint, the harness version and the newest run's finish time. Pages carry that time, never the
-time of rendering, so rendering twice gives the same bytes.
+patients (for Kaplan-Meier plots and the pooled log-rank p), the method's flags, the protocol's version and
+hash, the dataset fingerprint, the harness version and the newest run's finish time. Pages carry that time,
+never the time of rendering, so rendering twice gives the same bytes.
+
+Pages of a synthetic cohort (a dataset named ``synthetic:…`` or ``demo:…``, or a record saying
+``"synthetic": true``) carry its generator and caveats; a real dataset's pages carry none of them. Rows whose
+predictions were made outside survbench (``bench score``: config ``external = true``) are marked ⊕.
 """
 from __future__ import annotations
 
 import difflib
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,29 @@ from bench.suite_summary import (NO_IMAGE, REFERENCE_METHOD, SUITE_TYPES, SuiteP
 log = logging.getLogger("bench.leaderboard")
 RECORD_VERSION = 1
 PRIMARY = "cindex_td"
+LOGRANK = "logrank_p"
+LOGRANK_HEADER = "pooled log-rank p"
+SYNTHETIC_KINDS = ("synthetic", "demo")  # dataset kinds that are generated cohorts (they have a ground truth)
+EXTERNAL_MARK = "⊕"
+EXTERNAL_NOTE = "predictions made outside survbench (`bench score`); the harness did not train this model"
+DAYS_PER_YEAR = 365.25
+
+
+def is_synthetic(rec: dict) -> bool:
+    """Whether the record's dataset is a generated cohort (one with a ground truth): the record's own
+    ``synthetic`` field when it has one, else the kind its dataset name starts with (``synthetic:…``,
+    ``demo:…``). A real dataset (``manifest:…``, ``hecktor2022:…``) gets none of a synthetic cohort's text."""
+    flag = rec.get("synthetic")
+    if isinstance(flag, bool):
+        return flag
+    return str(rec.get("dataset", "")).split(":")[0] in SYNTHETIC_KINDS
+
+
+def is_external(rec: dict) -> bool:
+    """Whether the record's predictions were made outside survbench (``bench score`` stores ``"external": true``
+    in the rows' config and in the method facts of their environment; either is enough)."""
+    config, info = rec.get("config"), rec.get("method_info")
+    return any(isinstance(d, dict) and d.get("external") is True for d in (config, info))
 
 
 def _columns(recs: list[dict]) -> list[tuple[str, str, MetricSpec | None]]:
@@ -135,21 +164,33 @@ def _r(x: Any, digits: int = 5) -> Any:
     return None if not np.isfinite(x) else round(x, digits)
 
 
-def _km_groups(rows: list[dict]) -> dict[str, list]:
+def _km_groups(rows: list[dict], unpacked: dict[int, dict]) -> dict[str, list]:
     """Test patients of every fold (first seed): time, event and whether the risk is above the training
-    fold's median risk (the log-rank split of the metrics)."""
+    fold's median risk (the log-rank split of the metrics). ``unpacked``: id(row) → its prediction arrays."""
     times, events, high, folds = [], [], [], []
     seed = min(r["seed"] for r in rows)
     for r in sorted(rows, key=lambda r: r["fold"]):
-        if r["seed"] != seed or not r["predictions"]:
+        p = unpacked.get(id(r))
+        if r["seed"] != seed or p is None or "train_risk" not in p:
             continue
-        p = unpack_arrays(r["predictions"])
         threshold = float(np.median(p["train_risk"]))
         times += [float(t) for t in p["time"]]
         events += [int(e) for e in p["event"]]
         high += [int(v > threshold) for v in p["risk"]]
         folds += [int(r["fold"])] * len(p["risk"])
     return {"time": times, "event": events, "high": high, "fold": folds}
+
+
+def _fold_facts(p: dict | None) -> dict:
+    """A fold's test patients and events, from its stored predictions (the centre table of LOCO pages)."""
+    if p is None or "event" not in p:
+        return {}
+    return {"n_test": int(len(p["event"])), "n_events": int(np.sum(np.asarray(p["event"]) > 0))}
+
+
+def _fold_notes(notes: Any) -> dict:
+    """Why a metric of the fold is missing or partial, as scoring noted it (``"metric: why"``, "; "-joined)."""
+    return {"notes": notes.split("; ")} if isinstance(notes, str) and notes else {}
 
 
 def _installed_method_info(name: str) -> dict:
@@ -199,6 +240,8 @@ def _record(meta: dict, g, raw: list[dict], metrics: list[str]) -> dict:
     first = raw[0]
     env = json.loads(first["env"]) if first.get("env") else {}
     ci, replicates = _pooled_ci(g, metrics)
+    unpacked = {id(r): unpack_arrays(r["predictions"]) for r in raw if r.get("predictions")}
+    by_key = {(int(r["fold"]), int(r["seed"])): unpacked.get(id(r)) for r in raw}
     record = {
         "record_version": RECORD_VERSION,
         "method": meta["method"], "config_hash": meta["config_hash"], "config": json.loads(first["config"]),
@@ -213,8 +256,9 @@ def _record(meta: dict, g, raw: list[dict], metrics: list[str]) -> dict:
         "manifest": json.loads(first["manifest"]) if first.get("manifest") else {},
         "folds": [{"fold": int(r.fold), "fold_name": r.fold_name, "seed": int(r.seed),
                    "fit_seconds": _r(r.fit_seconds, 2), "metrics": {m: _r(getattr(r, m)) for m in metrics}}
+                  | _fold_facts(by_key.get((int(r.fold), int(r.seed)))) | _fold_notes(r.notes)
                   for r in g.sort_values(["seed", "fold"]).itertuples()],
-        "ci": ci, "replicates": replicates, "km": _km_groups(raw),
+        "ci": ci, "replicates": replicates, "km": _km_groups(raw, unpacked),
     }
     provenance = provenance_of(raw)
     if provenance:
@@ -318,19 +362,186 @@ def _cell(rec: dict, metric: str, bold: bool, spec: MetricSpec | None = None) ->
 
 def _label(rec: dict) -> str:
     info = rec.get("method_info", {})
-    return rec["method"] + "".join(f" {mark}" for key, (_, mark) in FLAGS.items() if info.get(key))
+    return _name(rec) + "".join(f" {mark}" for key, (_, mark) in FLAGS.items() if info.get(key))
+
+
+def _name(rec: dict) -> str:
+    """The method's name, with ⊕ when the harness did not make its predictions."""
+    return rec["method"] + (f" {EXTERNAL_MARK}" if is_external(rec) else "")
+
+
+# --- the pooled log-rank test (the table's column and the Kaplan-Meier plot's title) ----------------------
+
+def pooled_logrank(rec: dict) -> tuple[float, str | None]:
+    """The log-rank p of the record's risk groups — each fold's test patients split at that fold's
+    training-median risk, the test patients of every fold (first seed) pooled into one test — and, when it
+    is n/a, why. The Kaplan-Meier plot shows the same groups and the same p."""
+    from bench.metrics import MetricWarning, logrank_p
+
+    km = rec.get("km") or {}
+    t, e, h = (km.get(k) or [] for k in ("time", "event", "high"))
+    if not t or not len(t) == len(e) == len(h):
+        return float("nan"), "the record keeps no test predictions to pool"
+    high = np.asarray(h, dtype=int)
+    if high.all() or not high.any():
+        return float("nan"), "every test patient falls in one risk group (every prediction on one side of the " \
+                             "training-median risk)"
+    if not np.any(e):
+        return float("nan"), "no events among the test patients"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricWarning)
+        p = logrank_p(np.asarray(t, float), np.asarray(e, float), high, 0.5)
+    return (p, None) if np.isfinite(p) else (float("nan"), "no event while both risk groups were at risk")
+
+
+def _value(rec: dict, metric: str) -> tuple[float, int]:
+    """What a table cell shows (fold mean; the log-rank column: the pooled p) and how many values it is made of."""
+    if metric == LOGRANK:
+        p = pooled_logrank(rec)[0]
+        return p, int(np.isfinite(p))
+    mean, _, n = _summary(rec, metric)
+    return mean, n
+
+
+def _table_cell(rec: dict, metric: str, bold: bool, spec: MetricSpec | None) -> str:
+    if metric != LOGRANK:
+        return _cell(rec, metric, bold, spec)
+    p = pooled_logrank(rec)[0]
+    if not np.isfinite(p):
+        return "—"
+    text = format(p, spec.number_format if spec else ".3g")
+    return f"**{text}**" if bold else text
+
+
+# --- why a value is n/a -----------------------------------------------------------------------------------
+
+def _years(y: float) -> str:
+    return f"{y:g} year" + ("" if y == 1 else "s")
+
+
+def _horizon_of(rec: dict, column: str) -> float | None:
+    """The td-AUROC horizon (years) a column needs: its own, or for the mean the first of the protocol's."""
+    if column.startswith("td_auc_") and column.endswith("y"):
+        try:
+            return float(column[7:-1])
+        except ValueError:
+            return None
+    if column == "td_auc":
+        years = (rec.get("manifest") or {}).get("horizons_years") or []
+        return min(float(y) for y in years) if years else None
+    return None
+
+
+def _fold_last_time(rec: dict, fold: int) -> float | None:
+    """The longest test follow-up (days) of one fold, from the record's risk-group data."""
+    km = rec.get("km") or {}
+    times = [t for t, f in zip(km.get("time") or [], km.get("fold") or []) if f == fold]
+    return max(times) if times else None
+
+
+def _why_na(rec: dict, column: str, fold: dict) -> tuple[str, float | None]:
+    """Why ``column`` has no value in ``fold``: (reason, the fold's longest test time when the reason is a
+    follow-up shorter than the horizon)."""
+    found = spec_of_column(column)
+    name = found[1].name if found else column
+    horizon = _horizon_of(rec, column)
+    if horizon is not None:
+        last = _fold_last_time(rec, fold["fold"])
+        if last is not None and last <= horizon * DAYS_PER_YEAR:
+            what = f"the first horizon, {_years(horizon)}" if column == "td_auc" else _years(horizon)
+            return f"follow-up ends before {what}", last
+    stated = (rec.get("manifest") or {}).get(name)
+    if isinstance(stated, str):
+        return stated, None
+    notes = [n for n in fold.get("notes") or [] if n.startswith((f"{column}:", f"{name}:"))]
+    if horizon is not None and column != "td_auc":
+        notes = [n for n in notes if f"horizon {horizon * DAYS_PER_YEAR:g} " in n]
+    elif column == "td_auc":
+        notes = [n for n in notes if "no horizon" in n] or notes
+    if notes:
+        return notes[0].split(":", 1)[1].strip(), None
+    return "no value stored, and the run record says no more", None
+
+
+def _missing(rec: dict, column: str) -> tuple[list[tuple[str, str, float | None]], int]:
+    """The folds where ``column`` is n/a, as (fold name, reason, longest test time), and how many values the
+    cell is made of when complete (folds; the pooled log-rank p: one)."""
+    if column == LOGRANK:
+        p, why = pooled_logrank(rec)
+        return ([] if np.isfinite(p) else [("pooled", why or "n/a", None)]), 1
+    out = []
+    for f in rec["folds"]:
+        v = f["metrics"].get(column)
+        if v is None or not np.isfinite(v):
+            out.append((str(f.get("fold_name") or f["fold"]), *_why_na(rec, column, f)))
+    return out, len(rec["folds"])
+
+
+def _reason_text(group: list[tuple[str, str, float | None]]) -> str:
+    last = [t for _, _, t in group if t is not None]
+    return group[0][1] + (f" (longest test time {max(last):.0f} days)" if last else "")
+
+
+def _na_message(recs: list[dict], column: str, shown: bool) -> str | None:
+    """One note for ``column``: why it is left out of the table, or why some of its cells are "—" or
+    averages over fewer folds than the others; None when every cell is complete."""
+    whole: dict[str, list[tuple[str, list]]] = {}
+    partial = []
+    for r in recs:
+        miss, total = _missing(r, column)
+        if not miss:
+            continue
+        if len(miss) >= total:
+            by: dict[str, list] = {}
+            for item in miss:
+                by.setdefault(item[1], []).append(item)
+            text = "; ".join(_reason_text(g) for g in by.values())
+            whole.setdefault(text, []).append((f"`{_name(r)}`", miss))
+            continue
+        by = {}
+        for item in miss:
+            by.setdefault(item[1], []).append(item)
+        for g in by.values():
+            folds = ", ".join(dict.fromkeys(n for n, _, _ in g))
+            partial.append(f"`{_name(r)}` n/a in {folds}: {_reason_text(g)}, so its cell averages the other "
+                           f"{total - len(miss)} fold(s)")
+    if not whole and not partial:
+        return None
+    if not shown:
+        if len(whole) == 1:
+            return f"left out, n/a for every row: {next(iter(whole))}"
+        return "left out, n/a for every row: " + "; ".join(
+            f"{text} ({', '.join(dict.fromkeys(m for m, _ in rows))})" for text, rows in whole.items())
+    parts = [f"— for {', '.join(dict.fromkeys(m for m, _ in rows))}: {text}" for text, rows in whole.items()]
+    return "; ".join(parts + partial)
+
+
+def _na_lines(recs: list[dict], columns: list[tuple[str, str]]) -> list[str]:
+    """A note under a table for every column left out or with "—" cells: (column, header) pairs, shown or
+    not; columns with the same note share one line."""
+    shown = {m for m, _ in columns if any(_value(r, m)[1] for r in recs)}
+    merged: dict[str, list[str]] = {}
+    for m, header in columns:
+        message = _na_message(recs, m, m in shown)
+        if message:
+            merged.setdefault(message, []).append(header)
+    if not merged:
+        return []
+    return ["Values not shown (\"—\", or a column left out), and why:", ""] + [
+        f"- {', '.join(headers)}: {message}." for message, headers in merged.items()]
 
 
 def _table(recs: list[dict], protocol: str) -> str:
     from tabulate import tabulate
 
-    shown = [(m, h, spec) for m, h, spec in _columns(recs) if any(_summary(r, m)[2] for r in recs)]
+    columns = [(m, LOGRANK_HEADER if m == LOGRANK else h, spec) for m, h, spec in _columns(recs)]
+    shown = [(m, h, spec) for m, h, spec in columns if any(_value(r, m)[1] for r in recs)]
     best = {}
     for m, _, spec in shown:
         if spec is None:
             continue
         up = spec.higher_is_better
-        means = [(_summary(r, m)[0], i) for i, r in enumerate(recs) if not r.get("method_info", {}).get("ceiling")]
+        means = [(_value(r, m)[0], i) for i, r in enumerate(recs) if not r.get("method_info", {}).get("ceiling")]
         means = [(v, i) for v, i in means if np.isfinite(v)]
         if means:
             target = max(v for v, _ in means) if up else min(v for v, _ in means)
@@ -338,11 +549,14 @@ def _table(recs: list[dict], protocol: str) -> str:
     rows = []
     for i, r in enumerate(recs):
         row = [_label(r), f"`{r['config_hash'][:8]}`", f"{len(r['folds'])}"]
-        row += [_cell(r, m, i in best.get(m, set()), spec) for m, _, spec in shown]
+        row += [_table_cell(r, m, i in best.get(m, set()), spec) for m, _, spec in shown]
         row.append(reported(r["method"], protocol) or "")
         rows.append(row)
     headers = ["method", "config", "jobs"] + [h for _, h, _ in shown] + ["reported (real data)"]
     text = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    notes = _na_lines(recs, [(m, h) for m, h, _ in columns])
+    if notes:
+        text += "\n\n" + "\n".join(notes)
     named = [f"- `{r['method']}` (`{r['config_hash'][:8]}`) {k}: " + "; ".join(v)
              for r in recs for k, v in sorted(r.get("provenance", {}).items())]
     if named:
@@ -350,7 +564,26 @@ def _table(recs: list[dict], protocol: str) -> str:
     return text
 
 
-def _header(title: str, recs: list[dict]) -> list[str]:
+def _legend(recs: list[dict]) -> list[str]:
+    """What the marks on the page's rows mean. A synthetic cohort's pages say that reported numbers (real
+    data) are not comparable with it and what its ceiling reads; a real dataset's say neither."""
+    if is_synthetic(recs[0]):
+        lines = ["- † reads the reference contours at test time; ‡ a ceiling (reads the synthetic cohort's true "
+                 "risk), not a method, left out of the bold best. Reported numbers come from the papers, on real "
+                 "data: not comparable with a synthetic cohort."]
+    else:
+        marks = ["† reads the reference contours at test time"]
+        if any((r.get("method_info") or {}).get("ceiling") for r in recs):
+            marks.append("‡ a ceiling, not a method, left out of the bold best")
+        lines = [f"- {'; '.join(marks)}. Reported numbers come from the papers, each on its own cohort and "
+                 "splits (named in the cell)."]
+    if any(is_external(r) for r in recs):
+        lines.append(f"- {EXTERNAL_MARK} {EXTERNAL_NOTE}.")
+    return lines
+
+
+def _header(title: str, recs: list[dict], rows: list[dict] | None = None) -> list[str]:
+    """The page's title and facts; ``rows``: every record whose row the page shows (default ``recs``)."""
     r0 = recs[0]
     newest = max(r["newest_run"] for r in recs)
     versions = sorted({r.get("harness_version") or "unknown" for r in recs})
@@ -365,11 +598,11 @@ def _header(title: str, recs: list[dict]) -> list[str]:
         "- Protocols: " + ", ".join(f"`{n}` v{v} (`{h[:12]}`)" for n, v, h in protocols),
         f"- Metrics (definitions version {manifest.get('metrics_version', '?')}, stored with every run): "
         "C-td = Antolini's time-dependent concordance; Harrell and Uno C; td-AUROC = cumulative/dynamic AUROC "
-        "at the protocol's horizons; IBS = IPCW integrated Brier score; log-rank p of the groups split at the "
-        "training-fold median risk. Cells: mean ± sd over folds (95 % CI, fold-stratified patient bootstrap).",
-        "- † reads the reference contours at test time; ‡ a ceiling (reads the synthetic cohort's true risk), "
-        "not a method, left out of the bold best. Reported numbers come from the papers, on real data: not "
-        "comparable with a synthetic cohort.", "",
+        "at the protocol's horizons; IBS = IPCW integrated Brier score. Cells: mean ± sd over folds (95 % CI, "
+        "fold-stratified patient bootstrap), except the pooled log-rank p: one test on the test patients of "
+        "every fold (first seed) pooled, each split at its fold's training-median risk — the p the Kaplan–Meier "
+        "plots show.",
+        *_legend(rows or recs), "",
     ]
     return lines
 
@@ -417,8 +650,6 @@ def _km_plot(rec: dict):
         import matplotlib.pyplot as plt
         from lifelines import KaplanMeierFitter
 
-        from bench.metrics import logrank_p
-
         km = rec["km"]
         t, e, h = (np.asarray(km[k], float) for k in ("time", "event", "high"))
         fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
@@ -427,7 +658,7 @@ def _km_plot(rec: dict):
             if sel.any():
                 KaplanMeierFitter(label=f"{name} (n={int(sel.sum())})").fit(t[sel] / 365.25, e[sel]).plot_survival_function(
                     ax=ax, color=colour)
-        p = logrank_p(t, e, h, 0.5) if len(set(h)) == 2 else float("nan")
+        p = pooled_logrank(rec)[0]  # the table's "pooled log-rank p"
         ax.set_title(f"{rec['method']} · {rec['protocol']} · log-rank p = {p:.2g}", fontsize=9)
         ax.set_xlabel("years")
         ax.set_ylabel("event-free probability")
@@ -498,7 +729,8 @@ def _noise_point(rec: dict) -> tuple[str, float] | None:
 def _cv_page(slug: str, recs: list[dict], reference: str) -> Page:
     level = {r["protocol"]: (_noise_point(r) or ("", 2.0))[1] for r in recs}
     protocols = sorted(level, key=lambda p: (level[p], p))
-    lines = _header(f"{slug}: cross-validation (clean and noisy test images)", recs)
+    corrupted = any((_corruption_of(r) or {}).get("kind") != "none" for r in recs)
+    lines = _header(f"{slug}: cross-validation" + (" (clean and noisy test images)" if corrupted else ""), recs)
     plots = []
     for protocol in protocols:
         group = _order([r for r in recs if r["protocol"] == protocol])
@@ -509,7 +741,7 @@ def _cv_page(slug: str, recs: list[dict], reference: str) -> Page:
             if r["km"]["time"]:
                 name = km_plot_name(r)
                 plots.append((f"{slug}/{name}", _km_plot(r)))
-                km.append(f"[{r['method']}]({name})")
+                km.append(f"[{_name(r)}]({name})")
         if km:
             lines += ["Kaplan–Meier curves of the risk groups: " + " · ".join(km), ""]
         trained = [r for r in group if r.get("history") and level[protocol] == 0.0]
@@ -517,7 +749,7 @@ def _cv_page(slug: str, recs: list[dict], reference: str) -> Page:
             plots.append((f"{slug}/{training_plot_name(r)}", _training_plot(r)))
         if trained:
             lines += ["Training loss per epoch and fold (one fit per fold serves every protocol): " + " · ".join(
-                f"[{r['method']}]({training_plot_name(r)})" for r in trained), ""]
+                f"[{_name(r)}]({training_plot_name(r)})" for r in trained), ""]
     return Page(f"{slug}/cv.md", "\n".join(lines).rstrip() + "\n", plots)
 
 
@@ -572,7 +804,8 @@ def _robustness_page(slug: str, recs: list[dict]) -> Page | None:
     if not experiments and not suite:
         return None
     shown = [r for v in experiments.values() for r in v.values()] or recs
-    lines = _header(f"{slug}: robustness to corrupted test images", shown)
+    rows = shown + [r for pts in _suite(recs).values() for r in pts.records.values()] if suite else shown
+    lines = _header(f"{slug}: robustness to corrupted test images", shown, rows)
     plots = []
     if experiments:
         noise, plots = _noise_lines(slug, experiments)
@@ -818,6 +1051,7 @@ def _generalisation_page(slug: str, recs: list[dict], reference: str) -> Page | 
         lines += ["## Leave one centre out", "", "C-td on each held-out centre, and pooled (mean ± sd over centres, "
                   "95 % CI).", "", tabulate(rows, headers=["method"] + centres + ["pooled"], tablefmt="github",
                                             disable_numparse=True), ""]
+        lines += _loco_na_lines(_order(loco))
         lines += _centre_lines(loco, centres)
         lines += _compare_lines(_order(loco), reference)
     for protocol in sorted({r["protocol"] for r in split}):
@@ -826,21 +1060,46 @@ def _generalisation_page(slug: str, recs: list[dict], reference: str) -> Page | 
     return Page(f"{slug}/generalisation.md", "\n".join(lines).rstrip() + "\n", [])
 
 
-def _centre_lines(loco: list[dict], centres: list[str]) -> list[str]:
-    """Each held-out centre's test patients and events (from the records' risk-group data) and what the
-    dataset says of it (a synthetic cohort: its scanner archetype)."""
-    from tabulate import tabulate
+def _loco_na_lines(loco: list[dict]) -> list[str]:
+    """Why a held-out centre's C-td is "—": one line per method and reason."""
+    lines = []
+    for r in loco:
+        by: dict[str, list] = {}
+        for item in _missing(r, PRIMARY)[0]:
+            by.setdefault(item[1], []).append(item)
+        for g in by.values():
+            lines.append(f"- `{_name(r)}` on {', '.join(dict.fromkeys(n for n, _, _ in g))}: {_reason_text(g)}.")
+    return ["C-td not shown (\"—\"), and why:", ""] + lines + [""] if lines else []
 
-    counted = next((r for r in loco if r["km"]["time"]), None)
-    facts = next((r["centres"] for r in loco if r.get("centres")), {})
-    if counted is None and not facts:
-        return []
-    names = {f["fold"]: f["fold_name"] for f in counted["folds"]} if counted else {}
-    n, events = {}, {}
-    if counted:
+
+def _centre_counts(loco: list[dict]) -> tuple[dict[str, int], dict[str, int]]:
+    """Test patients and events per held-out centre: from a record's risk-group data (its test patients),
+    else from the per-fold counts newer records keep; empty when the records hold neither."""
+    n: dict[str, int] = {}
+    events: dict[str, int] = {}
+    counted = next((r for r in loco if (r.get("km") or {}).get("time")), None)
+    if counted is not None:
+        names = {f["fold"]: f["fold_name"] for f in counted["folds"]}
         for fold, event in zip(counted["km"]["fold"], counted["km"]["event"]):
             c = names.get(fold)
             n[c], events[c] = n.get(c, 0) + 1, events.get(c, 0) + int(event)
+        return n, events
+    for r in loco:
+        for f in r["folds"]:
+            if "n_test" in f and f["fold_name"] not in n:
+                n[f["fold_name"]], events[f["fold_name"]] = int(f["n_test"]), int(f.get("n_events", 0))
+    return n, events
+
+
+def _centre_lines(loco: list[dict], centres: list[str]) -> list[str]:
+    """Each held-out centre's test patients and events (from the records) and what the dataset says of it (a
+    synthetic cohort: its scanner archetype; a real dataset may say nothing, and still gets the counts)."""
+    from tabulate import tabulate
+
+    n, events = _centre_counts(loco)
+    facts = next((r["centres"] for r in loco if r.get("centres")), {})
+    if not n and not facts:
+        return []
     keys = sorted({k for v in facts.values() for k in v})
     rows = [[c, n.get(c, "—"), events.get(c, "—")] + [facts.get(c, {}).get(k, "—") for k in keys] for c in centres]
     return ["Held-out centres: test patients, events" + (" and " + ", ".join(keys) if keys else "") + ".", "",
