@@ -23,7 +23,8 @@ install: $(STAMP)
 # over clean, the noise sweep, loco and the centre split (radiomics of 20 corrupted image sets alone take about
 # 25 minutes on 2 cores, so the feature methods meet the suite in `make bench-full`); it ends with the
 # leaderboard. `make bench-full`: every clinical, reference and feature method over every suite severity
-# (1-5), as committed. Both on the quick scale; benchmarks/make_bench_time.py times a target from an empty cache.
+# (1-5), as committed. Both on the quick scale; benchmarks/make_bench_time.py times a target from an empty cache
+# (make bench: 14.6 minutes on 2 cores, benchmarks/results/make-bench.json).
 # `make bench-deep`: the deep image methods over clean and the noise sweep (about 6 minutes per fold and method
 # on 2 cores).
 # All are resumable: run again after a kill and only the missing jobs run. A fold whose finished rows came from

@@ -44,8 +44,8 @@ def main(argv=None) -> int:
                             text=True).stdout.strip()
     entry = {
         "command": " ".join(cmd[:2]), "returncode": done.returncode, "seconds": round(seconds, 1),
-        "minutes": round(seconds / 60, 1), "jobs": int(summary[-1][0]) if summary else None,
-        "fits": int(summary[-1][2]) if summary else None, "cpus": os.cpu_count(),
+        "minutes": round(seconds / 60, 1), "jobs": sum(int(s[0]) for s in summary) if summary else None,
+        "fits": sum(int(s[2]) for s in summary) if summary else None, "cpus": os.cpu_count(),
         "machine": platform.machine(), "commit": commit, "empty_cache": True,
         "date": time.strftime("%Y-%m-%d"),
     }
