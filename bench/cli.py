@@ -369,6 +369,20 @@ def data_import_dicom(ctx, src: Path, out: Path, roi_map: Path | None, clinical:
 
 
 # --- run ------------------------------------------------------------------------------------------------
+def _echo_summary(results: Path, keys: list, header: str) -> None:
+    """The summary table `bench run` and `bench score` end with: the stored rows of ``keys``, under ``header``."""
+    from tabulate import tabulate
+
+    from bench.metric_registry import run_summary_columns
+    from bench.results import results_frame, summarise
+    from bench.store import Store
+
+    frame = results_frame(Store(results), keys, with_bootstrap=True)
+    summary = summarise(frame, metrics=run_summary_columns())
+    click.echo(header)
+    click.echo(tabulate(summary, headers="keys", showindex=False) if not summary.empty else "no results")
+
+
 @cli.command("run")
 @click.option("--method", "-m", "method", required=True, help="Method name(s), comma-separated, or 'all' (see `bench list`).")
 @click.option("--protocol", "-p", "protocol", default="clean", show_default=True,
@@ -394,12 +408,9 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
     from tabulate import tabulate
 
     from bench.data import load_dataset
-    from bench.metric_registry import run_summary_columns
     from bench.protocols import resolve_protocols
     from bench.registry import resolve_names
-    from bench.results import results_frame, summarise
     from bench.runner import plan_methods, resolve_device, run_jobs
-    from bench.store import Store
 
     seeds = parse_seeds(seed)
     names = resolve_names(method)
@@ -412,11 +423,9 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
                       progress=not ctx.obj["quiet"], skip_unfit=every)
     for skipped in report.skipped_methods:
         click.echo(f"skipped {skipped}", err=True)
-    frame = results_frame(Store(results), [k for k, _ in report.keys], with_bootstrap=True)
-    summary = summarise(frame, metrics=run_summary_columns())
-    click.echo(f"\ndataset {ds.name} ({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}, "
-               f"device {dev}")
-    click.echo(tabulate(summary, headers="keys", showindex=False) if not summary.empty else "no results")
+    _echo_summary(results, [k for k, _ in report.keys],
+                  f"\ndataset {ds.name} ({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}, "
+                  f"device {dev}")
     click.echo(f"\n{report.ran} job(s) run, {report.skipped} already done, {report.fits} model(s) fitted, "
                f"{report.reused_models} reused; results in {results}/")
     if report.rescored:
@@ -464,11 +473,8 @@ def score_cmd(ctx, dataset, protocol, predictions, name, train_predictions, conv
 
     from bench.data import load_dataset
     from bench.external import check_name, score_external, write_template
-    from bench.metric_registry import run_summary_columns
     from bench.protocols import load_protocol
-    from bench.results import results_frame, summarise
     from bench.splits import split_plan
-    from bench.store import Store
 
     if "," in protocol:
         raise BenchInputError(f"--protocol {protocol!r}: one protocol per predictions file")
@@ -498,11 +504,9 @@ def score_cmd(ctx, dataset, protocol, predictions, name, train_predictions, conv
                             convention=convention, train_predictions=train_predictions)
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
-    frame = results_frame(Store(results), report.keys, with_bootstrap=True)
-    summary = summarise(frame, metrics=run_summary_columns())
-    click.echo(f"\n{name} (external, config {report.config_hash[:8]}) under {pr.name} on {ds.name} "
-               f"({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}")
-    click.echo(tabulate(summary, headers="keys", showindex=False) if not summary.empty else "no results")
+    _echo_summary(results, report.keys,
+                  f"\n{name} (external, config {report.config_hash[:8]}) under {pr.name} on {ds.name} "
+                  f"({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}")
     click.echo(f"\n{report.scored} fold(s) scored, {report.skipped} already scored from this file; results in "
                f"{results}/")
     if report.rescored:
