@@ -78,8 +78,9 @@ def _read_csv(path: Path, required: list[str], problems: list[str]) -> pd.DataFr
 HECKTOR_ID = re.compile(r"^([A-Za-z]+)-\d+$")  # CHUM-001: the centre's code, a dash, a number
 
 
-def _centre_text(value) -> str | None:
-    """A CenterID cell as text: None when empty; 3.0 (a column with gaps reads as float) as "3"."""
+def centre_text(value) -> str | None:
+    """A centre cell (CenterID, or a manifest's centre column) as text: None when empty; 3.0 (a column with gaps
+    reads as float) as "3"."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return None
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
@@ -98,7 +99,7 @@ def _centres(clinical: pd.DataFrame, ids: list[str], path: Path, problems: list[
     them (never a pseudo-centre); a column empty for every patient (or absent) falls back to the ids' codes
     when every id has one, else the dataset has no centres."""
     column = clinical["CenterID"] if "CenterID" in clinical.columns else pd.Series(None, index=clinical.index)
-    given = {pid: _centre_text(column.get(pid)) for pid in ids}
+    given = {pid: centre_text(column.get(pid)) for pid in ids}
     codes = {pid: m.group(1) for pid in ids if (m := HECKTOR_ID.match(pid))}
     empty = [pid for pid, c in given.items() if c is None]
     if len(empty) == len(ids):

@@ -33,6 +33,7 @@ import pandas as pd
 
 from bench.data.cohort import ImageFiles
 from bench.data.dataset import DAYS_PER, NO_CENTRE, Dataset, Problem, fail
+from bench.data.hecktor import centre_text
 from bench.errors import BenchInputError
 from bench.fsutil import name_problem
 
@@ -210,8 +211,7 @@ def load_manifest_file(path: str | Path) -> Dataset:
         problems.append(Problem(f"{endpoint_path}: column {event_col!r} must be 0 or 1 (or true/false); patient(s) "
                                 f"{bad[:10]} are not", "endpoint values"))
     if centre_col:
-        centres = merged[centre_col].map(
-            lambda v: None if pd.isna(v) else (str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()) or None)
+        centres = merged[centre_col].map(centre_text)
         empty = [i for i, c in zip(ids, centres) if c is None or pd.isna(c)]
         if empty:
             holder = next(p for p, t in tables.items() if centre_col in t.columns)
