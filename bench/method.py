@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.errors import PredictionError
+from bench.errors import BenchInputError, PredictionError
 
 if TYPE_CHECKING:
     from bench.data.cohort import Cohort
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 INPUTS = ("ct", "pet", "mask", "clinical", "groundtruth")  # groundtruth: the oracle ceiling only
 OUTPUTS = ("risk", "survival", "segmentation")
 FAMILIES = ("clinical", "feature", "deep", "foundation", "reference", "other")
+# What one fit asks of a machine: CPU cores (also the threads it is pinned to, under either executor), GPUs
+# (a fraction below 1 lets fits share one), memory in GiB. A key a method does not declare takes this default.
+DEFAULT_RESOURCES: dict[str, float] = {"cpus": 1, "gpus": 0, "memory_gb": 2.0}
 
 
 @dataclass
@@ -59,6 +62,9 @@ class Method:
     # Functions (module.name) a fitted model of this method holds beyond bench.model_io's allow-list; the
     # classes of the method's own package are trusted already.
     trusted_globals: ClassVar[tuple[str, ...]] = ()
+    # What one fit needs per scale, ``{scale: {"cpus": int, "gpus": float, "memory_gb": float}}``; missing
+    # scales and keys take DEFAULT_RESOURCES (bench.method.method_resources), so a plugin may say nothing.
+    resources: ClassVar[dict[str, dict[str, float]]] = {}
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
@@ -91,6 +97,12 @@ class Method:
 
     def predict(self, cohort: Cohort) -> Prediction:
         raise NotImplementedError(f"{type(self).__name__}.predict")
+
+    def warm_cache(self, cohort: Cohort) -> None:
+        """Compute into the shared cache what ``fit`` and ``predict`` will read from ``cohort``'s images
+        (preprocessed volumes, feature tables, embeddings), so that a sweep fanned out over workers finds it
+        there instead of computing it in every worker. Called on an unfitted instance; the default does
+        nothing (a method that caches nothing, or one that computes on the fly)."""
 
     def provenance(self) -> dict[str, str]:
         """Inputs of a fitted model that its config does not pin down, named for the record (e.g. which
@@ -167,3 +179,40 @@ class Prediction:
             self.times = times
         if self.segmentation is not None and not isinstance(self.segmentation, dict):
             raise PredictionError(self.method, "segmentation must be a dict {patient id: label map}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one fit of a method asks for at one scale (``Method.resources`` over DEFAULT_RESOURCES)."""
+
+    cpus: int
+    gpus: float
+    memory_gb: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"cpus": self.cpus, "gpus": self.gpus, "memory_gb": self.memory_gb}
+
+
+def method_resources(cls: type[Method], scale: str) -> Resources:
+    """``cls``'s declared needs at ``scale``, defaults filled in; a declaration that is not a whole number
+    of CPUs >= 1, GPUs >= 0 (a fraction only below 1, as a scheduler can share a GPU but not split two) and
+    memory > 0 is an input error naming the class."""
+    where = f"{cls.__module__}.{cls.__qualname__}.resources"
+    declared = getattr(cls, "resources", None) or {}
+    if not isinstance(declared, dict) or not all(isinstance(v, dict) for v in declared.values()):
+        raise BenchInputError(f"{where} must be {{scale: {{cpus, gpus, memory_gb}}}}, got {declared!r}")
+    spec = dict(DEFAULT_RESOURCES) | dict(declared.get(scale, {}))
+    unknown = sorted(set(spec) - set(DEFAULT_RESOURCES))
+    if unknown:
+        raise BenchInputError(f"{where}[{scale!r}]: unknown key(s) {unknown}; known: {', '.join(DEFAULT_RESOURCES)}")
+    cpus, gpus, memory = spec["cpus"], spec["gpus"], spec["memory_gb"]
+    problems = []
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+        problems.append(f"cpus = {cpus!r} must be a whole number >= 1")
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not gpus >= 0 or (gpus > 1 and gpus != int(gpus)):
+        problems.append(f"gpus = {gpus!r} must be >= 0, and whole above 1")
+    if isinstance(memory, bool) or not isinstance(memory, (int, float)) or not memory > 0:
+        problems.append(f"memory_gb = {memory!r} must be > 0")
+    if problems:
+        raise BenchInputError(f"{where}[{scale!r}]: " + "; ".join(problems))
+    return Resources(int(cpus), float(gpus), float(memory))

@@ -27,11 +27,14 @@ def process_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int, on
 
 
 def available_cpus() -> int:
-    """CPU cores this process may use (its affinity mask, so a container or taskset limit is honoured)."""
+    """CPU cores this process may use: its affinity mask (so a container or taskset limit is honoured), and no
+    more than the threads a running job is pinned to (``BENCH_THREADS``, bench.env.pinned_threads)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    pinned = os.environ.get("BENCH_THREADS", "")
+    return min(cores, int(pinned)) if pinned.isdigit() and int(pinned) >= 1 else cores
 
 
 def progress_map(fn: Callable[[Any], Any], items: Sequence[Any], on_result: Callable[[Any], None], *, desc: str,

@@ -20,7 +20,7 @@ import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -29,11 +29,11 @@ from bench.config import config_hash, overrides_by_method, resolve_config
 from bench.compact import history_json, quantise_predictions
 from bench.corruptions import corrupted_files, corruption_manifest
 from bench.data import Dataset, cache_dir, check_images
-from bench.env import environment, threads
+from bench.env import environment, pinned_threads, threads
 from bench.errors import BenchInputError, PredictionError
 from bench.faults import fault_point
 from bench.hashing import content_hash
-from bench.method import Method, Prediction, RunContext
+from bench.method import Method, Prediction, RunContext, method_resources
 from bench.metrics import METRICS_VERSION, dice_counts
 from bench.protocols import Protocol
 from bench.scales import SCALES
@@ -205,18 +205,27 @@ class JobOutcome:
     failed: list[str] = field(default_factory=list)
 
 
-def run_jobs(
-    plans: list[MethodPlan],
-    protocols: list[Protocol],
-    dataset: Dataset,
-    *,
-    scale: str,
-    seeds: list[int],
-    results_dir: Path,
-    device: str = "cpu",
-    progress: bool = True,
-    skip_unfit: bool = False,
-) -> RunReport:
+@dataclass
+class Sweep:
+    """A sweep ready to run: the store, the jobs left to do (finished rows already counted in ``report``),
+    the environment recorded with every row, and the run-wide settings every job shares."""
+
+    store: Store
+    report: RunReport
+    jobs: list[Job]
+    env: dict
+    dataset: Dataset
+    scale: str
+    device: str
+    progress: bool
+
+
+def prepare_sweep(plans: list[MethodPlan], protocols: list[Protocol], dataset: Dataset, *, scale: str,
+                  seeds: list[int], results_dir: Path, device: str = "cpu", progress: bool = True,
+                  skip_unfit: bool = False, executor: str = "local") -> Sweep:
+    """Every check that needs no fit (the dataset serves the methods, images are sound, stored models match
+    the store, no fold would mix two models), then the jobs left to do. Bad input raises here, before any
+    work, whichever executor runs the jobs."""
     store = Store(results_dir)
     report = RunReport()
     if skip_unfit:  # `--method all`: leave out what this dataset cannot serve, and say so
@@ -230,22 +239,43 @@ def run_jobs(
         plans = fitting
     for p in plans:
         check_dataset_fits(p.name, p.cls, dataset)
+        method_resources(p.cls, scale)  # a malformed declaration is bad input before any work
     if any(c in IMAGE_INPUTS for p in plans for c in p.cls.consumes):
         check_images(dataset, progress=progress)  # damaged or inconsistent images: exit 2 before any fit
-    env = environment(device)
+    env = environment(device) | {"executor": executor}
     jobs = _pending_jobs(plans, protocols, dataset, seeds, store, results_dir, report)
     _refuse_mixed_fits(jobs, store, results_dir)
-    bar = tqdm(total=sum(len(j.protocols) for j in jobs), desc="bench run", unit="job",
+    return Sweep(store, report, jobs, env, dataset, scale, device, progress)
+
+
+def run_jobs(
+    plans: list[MethodPlan],
+    protocols: list[Protocol],
+    dataset: Dataset,
+    *,
+    scale: str,
+    seeds: list[int],
+    results_dir: Path,
+    device: str = "cpu",
+    progress: bool = True,
+    skip_unfit: bool = False,
+) -> RunReport:
+    """The local executor: every pending job in this process, one after another."""
+    sweep = prepare_sweep(plans, protocols, dataset, scale=scale, seeds=seeds, results_dir=results_dir,
+                          device=device, progress=progress, skip_unfit=skip_unfit)
+    store, report = sweep.store, sweep.report
+    bar = tqdm(total=sum(len(j.protocols) for j in sweep.jobs), desc="bench run", unit="job",
                disable=not progress or None, leave=False)
     try:
         with Claims(store) as claims:  # another `bench run` on this store takes the jobs this one holds
-            for job in claims.each(jobs, key=lambda j: j.train_key):
+            for job in claims.each(sweep.jobs, key=lambda j: j.train_key):
                 job = _still_pending(job, store, report, on_skipped=lambda: bar.update(1))
                 if job is None:
                     continue
                 bar.set_postfix_str(job.name)
                 ctx = method_context(job.plan, scale=scale, seed=job.seed, device=device, progress=progress)
-                outcome = run_job(job, dataset, store, ctx, env, on_scored=lambda: bar.update(1))
+                with pinned_threads(job_threads(job.plan, scale)):
+                    outcome = run_job(job, dataset, store, ctx, sweep.env, on_scored=lambda: bar.update(1))
                 report.ran += outcome.ran
                 report.fits += outcome.fitted
                 report.reused_models += outcome.reused
@@ -253,6 +283,12 @@ def run_jobs(
     finally:
         bar.close()
     return report
+
+
+def job_threads(plan: MethodPlan, scale: str) -> int:
+    """The CPU threads a job of ``plan`` is pinned to under any executor: the CPUs its method declares for
+    the scale (bench.method.method_resources)."""
+    return method_resources(plan.cls, scale).cpus
 
 
 def _still_pending(job: Job, store: Store, report: RunReport, on_skipped=lambda: None) -> Job | None:
@@ -340,22 +376,17 @@ class FittedModel:
     train_images: dict  # noisy image files of the training patients, under a train-side corruption
 
 
-def obtain_model(job: Job, dataset: Dataset, store: Store, ctx: RunContext) -> FittedModel:
-    """The job's fitted model: the stored one when this store has it, else fitted now and stored."""
+def train_images_of(job: Job, dataset: Dataset) -> dict:
+    """The training patients' corrupted image files under the job's train-side corruption (empty without
+    one, or for a method that reads no image)."""
+    uses_images = any(c in ("ct", "pet") for c in job.plan.cls.consumes)
+    return (corrupted_files(dataset, job.train_corruption, job.train_ids, cache_dir() / "corrupted")
+            if uses_images and job.train_corruption else {})
+
+
+def fit_model(job: Job, dataset: Dataset, ctx: RunContext, train_images: dict) -> FittedModel:
+    """A new fit of the job's method on its fold (seeded by the run seed); nothing is stored."""
     cls = job.plan.cls
-    uses_images = any(c in ("ct", "pet") for c in cls.consumes)
-    train_images = (corrupted_files(dataset, job.train_corruption, job.train_ids, cache_dir() / "corrupted")
-                    if uses_images and job.train_corruption else {})
-    stored = store.load_model(job.train_key, **trusted_by(cls))
-    if stored is not None:
-        method, fit_seconds = stored
-        return FittedModel(method.attach(ctx), fit_seconds, True, train_images)
-    earlier = _scored_without_model(job, store)
-    if earlier:  # listed when the sweep started, gone now
-        raise BenchInputError(f"{job.name}: the fitted model that scored {', '.join(earlier)} cannot be read "
-                              f"from {store.model_path(job.train_key)}; a new fit would mix two models in one "
-                              f"fold (to redo the experiment: `bench store drop {job.plan.name} --config "
-                              f"{job.plan.config_hash[:8]}`, then `bench run` with every protocol)")
     method = cls(ctx)
     truth = "groundtruth" in cls.consumes
     train = dataset.cohort(list(job.fit_ids), with_outcomes=True, name=f"{job.fold.name}/train",
@@ -365,14 +396,39 @@ def obtain_model(job: Job, dataset: Dataset, store: Store, ctx: RunContext) -> F
     _seed_everything(job.seed)
     t0 = time.perf_counter()
     method.fit(train, val)
-    fit_seconds = time.perf_counter() - t0
-    store.save_model(job.train_key, method, {
-        "method": job.plan.name, "config_hash": job.plan.config_hash, "dataset_fp": dataset.fingerprint,
-        "split_hash": job.split_hash, "fold": job.fold.index, "seed": job.seed,
-        "train_corruption": job.train_corruption, "fit_seconds": fit_seconds,
-    })
+    return FittedModel(method, time.perf_counter() - t0, False, train_images)
+
+
+def model_info(job: Job, dataset: Dataset, fit_seconds: float) -> dict[str, Any]:
+    """What the store's models table keeps about a fitted model of ``job``."""
+    return {"method": job.plan.name, "config_hash": job.plan.config_hash, "dataset_fp": dataset.fingerprint,
+            "split_hash": job.split_hash, "fold": job.fold.index, "seed": job.seed,
+            "train_corruption": job.train_corruption, "fit_seconds": fit_seconds}
+
+
+def obtain_model(job: Job, dataset: Dataset, store: Store, ctx: RunContext) -> FittedModel:
+    """The job's fitted model: the stored one when this store has it, else fitted now and stored."""
+    train_images = train_images_of(job, dataset)
+    stored = store.load_model(job.train_key, **trusted_by(job.plan.cls))
+    if stored is not None:
+        method, fit_seconds = stored
+        return FittedModel(method.attach(ctx), fit_seconds, True, train_images)
+    refuse_second_model(job, store)
+    model = fit_model(job, dataset, ctx, train_images)
+    store.save_model(job.train_key, model.method, model_info(job, dataset, model.fit_seconds))
     fault_point("model-saved")
-    return FittedModel(method, fit_seconds, False, train_images)
+    return model
+
+
+def refuse_second_model(job: Job, store: Store) -> None:
+    """Refuse to fit a job whose fold has rows scored by a model that is gone from the store (listed when
+    the sweep started, gone now): a new fit would mix two models in one fold."""
+    earlier = _scored_without_model(job, store)
+    if earlier:
+        raise BenchInputError(f"{job.name}: the fitted model that scored {', '.join(earlier)} cannot be read "
+                              f"from {store.model_path(job.train_key)}; a new fit would mix two models in one "
+                              f"fold (to redo the experiment: `bench store drop {job.plan.name} --config "
+                              f"{job.plan.config_hash[:8]}`, then `bench run` with every protocol)")
 
 
 def job_predictions(job: Job, model: FittedModel, dataset: Dataset, protocol: Protocol,
@@ -401,39 +457,62 @@ def job_predictions(job: Job, model: FittedModel, dataset: Dataset, protocol: Pr
     return quantise_predictions(predictions), seconds  # stored as scored: a rescore gives the same metrics
 
 
+def start_rows(job: Job, dataset: Dataset, store: Store, scale: str, env: dict) -> None:
+    """Mark every row of the job running, with what its record keeps about the run."""
+    plan = job.plan
+    for pr, key in job.protocols:
+        store.start(key, {
+            "fold_name": job.fold.name, "protocol": pr.name, "protocol_version": pr.version,
+            "dataset": dataset.name, "scale": scale, "train_key": job.train_key, "config": plan.config,
+            "protocol_content": pr.content(), "env": env | {"method": method_info(plan.cls)}
+            | ({"centres": dataset.centre_facts()} if pr.split["kind"] in ("loco", "center-split") else {}),
+        })
+
+
+def job_rows(job: Job, model: FittedModel, dataset: Dataset) -> Iterator[tuple[RunKey, dict[str, Any]]]:
+    """Each of the job's protocols, predicted with ``model`` and scored: ``(key, what Store.finish stores)``,
+    one at a time (a caller storing each as it comes keeps what was finished before a stop)."""
+    plan, fold = job.plan, job.fold
+    uses_images = any(c in ("ct", "pet") for c in plan.cls.consumes)
+    provenance = {str(k): str(v) for k, v in (model.method.provenance() or {}).items()}
+    history = history_json(model.method.training_history())
+    train_pred = predict_cohort(plan, model.method, dataset, job.train_ids, f"{fold.name}/train-predict",
+                                model.train_images)
+    for pr, key in job.protocols:
+        manifest = corruption_manifest(dataset.fingerprint, pr.corruption, fold.test,
+                                       affects_inputs=uses_images, train_ids=job.train_ids)
+        predictions, predict_seconds = job_predictions(job, model, dataset, pr, train_pred)
+        scored = score_job(pr, predictions, fold)
+        fault_point("scoring")
+        yield key, dict(metrics=scored.metrics, notes=scored.notes, corruption=manifest,
+                        fit_seconds=model.fit_seconds, predict_seconds=predict_seconds, model_reused=model.reused,
+                        predictions=predictions, manifest=scored.manifest, bootstrap=scored.replicates,
+                        provenance=provenance, threads=threads(), history=history)
+
+
+def job_name(job: Job, key: RunKey) -> str:
+    return f"{job.plan.name} / {key.protocol_hash[:8]} / {job.fold.name} / seed {job.seed}"
+
+
+def fail_job(job: Job, store: Store, exc: BaseException, err: str | None = None) -> list[str]:
+    """Record a method's own error on the job's unfinished rows; the names of the rows marked failed."""
+    err = err or (str(exc) if isinstance(exc, PredictionError) else traceback.format_exc())
+    failed = [job_name(job, key) for _, key in job.protocols if store.fail(key, err)]
+    log.error("method %s failed on %s (seed %s):\n%s", job.plan.name, job.fold.name, job.seed, err)
+    return failed
+
+
 def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict, *,
             on_scored=lambda: None) -> JobOutcome:
     """Fit (or reuse) the job's model, then predict, score and store each of its protocols. Bad input stops
     the sweep (its rows marked failed); a method's own error is recorded on its rows and the sweep goes on."""
-    plan, fold = job.plan, job.fold
     outcome = JobOutcome()
-    for pr, key in job.protocols:
-        store.start(key, {
-            "fold_name": fold.name, "protocol": pr.name, "protocol_version": pr.version, "dataset": dataset.name,
-            "scale": ctx.scale, "train_key": job.train_key, "config": plan.config, "protocol_content": pr.content(),
-            "env": env | {"method": method_info(plan.cls)}
-            | ({"centres": dataset.centre_facts()} if pr.split["kind"] in ("loco", "center-split") else {}),
-        })
-    uses_images = any(c in ("ct", "pet") for c in plan.cls.consumes)
+    start_rows(job, dataset, store, ctx.scale, env)
     try:
         model = obtain_model(job, dataset, store, ctx)
         outcome.fitted, outcome.reused = not model.reused, model.reused
-        provenance = {str(k): str(v) for k, v in (model.method.provenance() or {}).items()}
-        history = history_json(model.method.training_history())
-        train_pred = predict_cohort(plan, model.method, dataset, job.train_ids, f"{fold.name}/train-predict",
-                                    model.train_images)
-        for pr, key in job.protocols:
-            manifest = corruption_manifest(dataset.fingerprint, pr.corruption, fold.test,
-                                           affects_inputs=uses_images, train_ids=job.train_ids)
-            predictions, predict_seconds = job_predictions(job, model, dataset, pr, train_pred)
-            scored = score_job(pr, predictions, fold)
-            fault_point("scoring")
-            finished = store.finish(
-                key, metrics=scored.metrics, notes=scored.notes, corruption=manifest, fit_seconds=model.fit_seconds,
-                predict_seconds=predict_seconds, model_reused=model.reused, predictions=predictions,
-                manifest=scored.manifest, bootstrap=scored.replicates, provenance=provenance, threads=threads(),
-                history=history,
-            )
+        for key, row in job_rows(job, model, dataset):
+            finished = store.finish(key, **row)
             fault_point("row-written")
             outcome.ran += finished  # False: another process finished this row first (its row is kept)
             on_scored()
@@ -442,12 +521,10 @@ def run_job(job: Job, dataset: Dataset, store: Store, ctx: RunContext, env: dict
             store.fail(key, str(exc))
         raise
     except Exception as exc:  # a method's own bug: record it, go on with the sweep, exit 1 at the end
-        err = str(exc) if isinstance(exc, PredictionError) else traceback.format_exc()
-        for _, key in job.protocols:
-            if store.fail(key, err):
-                outcome.failed.append(f"{plan.name} / {key.protocol_hash[:8]} / {fold.name} / seed {job.seed}")
-                on_scored()
-        log.error("method %s failed on %s (seed %s):\n%s", plan.name, fold.name, job.seed, err)
+        failed = fail_job(job, store, exc)
+        outcome.failed += failed
+        for _ in failed:
+            on_scored()
     return outcome
 
 

@@ -296,17 +296,30 @@ def test_a_fold_whose_model_is_elsewhere_is_not_refitted_for_the_other_protocols
 
 
 def test_rows_record_the_cpu_parallelism(killer, tiny_dataset, tmp_path, monkeypatch):
-    """A CPU training repeats bit for bit only at the same thread count, so every row says what it ran with,
-    written when the job finishes (after fit has loaded the method's libraries)."""
+    """A CPU training repeats bit for bit only at the same thread count, so a job runs pinned to the CPUs its
+    method declares (whatever the shell set) and every row says what it ran with, written when the job
+    finishes (after fit has loaded the method's libraries); the pin is lifted after the sweep."""
     import json
+    import os
+
+    import torch
 
     from bench.env import threads
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.setattr(Killer, "resources", {"smoke": {"cpus": 1}})
+    before = torch.get_num_threads()
+    seen = []
+    monkeypatch.setattr(Killer, "fit", lambda self, train, val: (seen.append(torch.get_num_threads()),
+                                                                 setattr(self, "mean_", 60.0)))
     _run(tiny_dataset, ["clean"], tmp_path)
     envs = [json.loads(r["env"]) for r in Store(tmp_path).rows("done")]
-    assert all(e["threads"] == threads() for e in envs) and envs[0]["threads"]["omp_num_threads"] == "1"
-    assert envs[0]["threads"]["cpu_count"] >= 1
+    assert seen and set(seen) == {1}
+    assert all(e["threads"]["omp_num_threads"] == "1" and e["threads"]["pinned"] == 1 and e["threads"]["torch"] == 1
+               for e in envs)
+    assert envs[0]["threads"]["cpu_count"] >= 1 and envs[0]["executor"] == "local"
+    assert os.environ["OMP_NUM_THREADS"] == "7" and "BENCH_THREADS" not in os.environ
+    assert torch.get_num_threads() == before and "pinned" not in threads()
 
 
 def test_quiet_reaches_the_methods_and_a_reused_model_gets_this_runs_context(killer, tiny_dataset, tmp_path,
