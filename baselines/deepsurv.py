@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
+from baselines.tabular import (FEATURE_RESOURCES, RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs,
+                               feature_config_problems, warm_radiomics)
 from bench import Cohort, Method, Prediction
 from bench.config import below_minimum
 from bench.survival import event_time_grid
@@ -56,6 +57,8 @@ class DeepSurv(Method):
     family = "feature"
     produces = ("risk", "survival")
     needs_mask_at_test = True
+    resources = FEATURE_RESOURCES
+    warm_cache = warm_radiomics
     version = "2"  # history: CHANGELOG.md
     _base = {"corr_max": 0.8, "select_k": 20, "clinical": True, "hidden": [32, 32], "dropout": 0.2,
              "batch_norm": True, "lr": 1e-3, "weight_decay": 1e-3, "batch_size": 64, "epochs": 300,

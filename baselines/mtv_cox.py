@@ -150,6 +150,11 @@ class _BurdenCox(Method):
     version = "1"
     configs = _CONFIGS
     with_clinical: ClassVar[bool] = False
+    # the PET burden of a cohort is computed in a process pool as wide as the job's CPUs
+    resources = {scale: {"cpus": 2, "gpus": 0, "memory_gb": 2.0} for scale in ("smoke", "quick", "paper")}
+
+    def warm_cache(self, cohort: Cohort) -> None:
+        burden_features(cohort, self.config, progress=self.ctx.progress)
 
     @classmethod
     def check_config(cls, config: dict) -> list[str]:

@@ -16,7 +16,8 @@ from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.util import Surv
 
 from baselines.coxph import curves_at
-from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
+from baselines.tabular import (FEATURE_RESOURCES, RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs,
+                               feature_config_problems, warm_radiomics)
 from bench import BenchInputError, Cohort, Method, Prediction
 from bench.config import below_minimum
 from bench.metrics import cindex_harrell
@@ -31,6 +32,8 @@ class _CoxnetMethod(Method):
     family = "feature"
     produces = ("risk", "survival")
     needs_mask_at_test = True
+    resources = FEATURE_RESOURCES
+    warm_cache = warm_radiomics
 
     @classmethod
     def check_config(cls, config: dict) -> list[str]:

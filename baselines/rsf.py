@@ -10,7 +10,8 @@ import numpy as np
 from sksurv.ensemble import RandomSurvivalForest
 from sksurv.util import Surv
 
-from baselines.tabular import RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs, feature_config_problems
+from baselines.tabular import (FEATURE_RESOURCES, RADIOMICS_PAPER, RADIOMICS_QUICK, RADIOMICS_SMOKE, FeatureInputs,
+                               feature_config_problems, warm_radiomics)
 from bench import Cohort, Method, Prediction
 from bench.config import below_minimum
 from bench.parallel import available_cpus
@@ -30,6 +31,8 @@ class RSF(Method):
     family = "feature"
     produces = ("risk", "survival")
     needs_mask_at_test = True
+    resources = FEATURE_RESOURCES
+    warm_cache = warm_radiomics
     version = "1"
     _base = {"corr_max": 0.9, "select_k": 10, "n_estimators": 500, "min_samples_leaf": 20,
              "max_features": "sqrt", "max_features_fraction": 0.0, "n_jobs": 0, "clinical": True}

@@ -37,6 +37,15 @@ from bench.metrics import cindex_harrell
 CLIP = 3.0
 
 
+# Radiomics extraction runs in a process pool as wide as the job's CPUs (bench.parallel.available_cpus).
+FEATURE_RESOURCES = {scale: {"cpus": 2, "gpus": 0, "memory_gb": 4.0} for scale in ("smoke", "quick", "paper")}
+
+
+def warm_radiomics(method, cohort) -> None:
+    """``Method.warm_cache`` of the methods that read ``FeatureInputs``: the cohort's radiomics in the cache."""
+    FeatureInputs(method.config, logger=method.ctx.logger, progress=method.ctx.progress).radiomics(cohort)
+
+
 def feature_config_problems(config: dict[str, Any]) -> list[str]:
     """Complaints about the keys every feature baseline shares (``radiomics`` table, filters)."""
     from bench.errors import BenchInputError

@@ -19,6 +19,8 @@ from bench.errors import BenchInputError
 from bench.scales import RENAMED, RUN_HELP, SCALES, SYNTHETIC_HELP, SYNTHETIC_SCALES, synthetic_scale
 
 RESULTS_HELP = "Results directory (SQLite store, splits, fitted models)."
+RAY_ADDRESS_HELP = ("auto (a cluster started on this machine with `ray start --head`, or $RAY_ADDRESS), HOST:PORT "
+                    "of a cluster's head, or local (a one-machine Ray started for this run)")
 
 
 _FILE_SYSTEM = {errno.EACCES: "permission denied", errno.EPERM: "not permitted", errno.EROFS: "read-only file system",
@@ -397,13 +399,20 @@ def _echo_summary(results: Path, keys: list, header: str) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config field (TOML value); METHOD:KEY=VALUE targets one method. Repeatable.")
 @click.option("--results", type=click.Path(path_type=Path), default=Path("results"), show_default=True, help=RESULTS_HELP)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA where a GPU is visible (under --executor ray: where the worker was given one).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: every job in this process, one after another. ray: the jobs as tasks on a Ray cluster, "
+                   "each asking for the CPUs/GPUs its method declares (needs survbench[ray]; docs/cluster.md).")
+@click.option("--address", default="auto", show_default=True, metavar="auto|HOST:PORT|local",
+              help="With --executor ray: " + RAY_ADDRESS_HELP + ".")
 @click.pass_context
-def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, device) -> None:
+def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, device, executor, address) -> None:
     """Run every (method, protocol, fold, seed) job, store the results and print a summary.
 
     Finished jobs are skipped, so a killed run picks up where it stopped. Protocols that differ only in
-    test-side corruption share one fitted model per fold.
+    test-side corruption share one fitted model per fold. With --executor ray the same jobs run on a Ray
+    cluster and this process alone writes the store; the rows are those a local run gives.
     """
     from tabulate import tabulate
 
@@ -416,16 +425,30 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
     names = resolve_names(method)
     protocols = resolve_protocols(protocol)
     plans = plan_methods(names, scale, list(overrides))
+    if executor == "ray":
+        from bench.ray_executor import import_ray
+
+        import_ray()  # not installed: say so before the dataset is loaded or generated
+    elif address != "auto":
+        raise BenchInputError(f"--address {address}: only with --executor ray")
     ds = load_dataset(dataset, scale, progress=not ctx.obj["quiet"])
-    dev = resolve_device(device)
     every = any(part.strip() == "all" for part in method.split(","))
-    report = run_jobs(plans, protocols, ds, scale=scale, seeds=seeds, results_dir=results, device=dev,
-                      progress=not ctx.obj["quiet"], skip_unfit=every)
+    if executor == "ray":
+        from bench.ray_executor import run_jobs_ray
+
+        dev = device  # each worker resolves it on its own node
+        report, where = run_jobs_ray(plans, protocols, ds, scale=scale, seeds=seeds, results_dir=results,
+                                     device=device, progress=not ctx.obj["quiet"], skip_unfit=every, address=address)
+    else:
+        dev = resolve_device(device)
+        report = run_jobs(plans, protocols, ds, scale=scale, seeds=seeds, results_dir=results, device=dev,
+                          progress=not ctx.obj["quiet"], skip_unfit=every)
+        where = "local executor"
     for skipped in report.skipped_methods:
         click.echo(f"skipped {skipped}", err=True)
     _echo_summary(results, [k for k, _ in report.keys],
                   f"\ndataset {ds.name} ({len(ds.ids)} patients, fingerprint {ds.fingerprint}), scale {scale}, "
-                  f"device {dev}")
+                  f"device {dev}, {where}")
     click.echo(f"\n{report.ran} job(s) run, {report.skipped} already done, {report.fits} model(s) fitted, "
                f"{report.reused_models} reused; results in {results}/")
     if report.rescored:

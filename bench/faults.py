@@ -9,7 +9,9 @@ resume must reconcile). It does nothing unless the environment variable ``BENCH_
 ``action`` is ``kill`` (the default: SIGKILL to this process — a power cut or ``kill -9``, no clean-up runs),
 ``raise`` (``InjectedFault``, a RuntimeError: an unexpected bug at that moment) or ``interrupt``
 (KeyboardInterrupt: Ctrl-C). ``@n`` fires on the n-th time this process reaches the point (default 1).
-The variable is read at every call (cheap), so a test can set it with monkeypatch. Every point is listed in
+The variable is read at every call (cheap), so a test can set it with monkeypatch. With ``BENCH_FAULT_ONCE``
+naming a file, the fault fires only in the first process that gets to create that file: a task a cluster retries
+in a new worker process (bench.ray_executor) then passes the point that killed its first attempt. Every point is listed in
 ``FAULT_POINTS``; calling ``fault_point`` with a name not listed is a ValueError (a typo in code is caught
 by the tests), and a ``BENCH_FAULT`` that names no listed point or action is bad input (exit 2).
 """
@@ -22,6 +24,7 @@ from collections import Counter
 from bench.errors import BenchInputError, did_you_mean
 
 ENV = "BENCH_FAULT"
+ONCE_ENV = "BENCH_FAULT_ONCE"
 ACTIONS = ("kill", "raise", "interrupt")
 
 FAULT_POINTS: dict[str, str] = {
@@ -69,13 +72,25 @@ def fault_point(name: str) -> None:
     if point != name:
         return
     _reached[name] += 1
-    if _reached[name] != n:
+    if _reached[name] != n or not _first_to_fire():
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "interrupt":
         raise KeyboardInterrupt(f"{ENV}: interrupted at fault point {name!r}")
     raise InjectedFault(f"{ENV}: injected fault at point {name!r}")
+
+
+def _first_to_fire() -> bool:
+    """True without ``BENCH_FAULT_ONCE``; with it, True only for the process that creates that file."""
+    marker = os.environ.get(ONCE_ENV)
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def reset() -> None:

@@ -96,12 +96,17 @@ class _Reader(pickle.Unpickler):
         raise pickle.UnpicklingError(f"{full} is not on the list of what a stored model may contain")
 
 
+def model_to_bytes(model: Any, header: dict[str, Any]) -> bytes:
+    """``model`` as a stored model's bytes: the magic line, the JSON ``header``, the allow-listed pickle."""
+    buf = io.BytesIO()
+    _Writer(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
+    return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + buf.getvalue()
+
+
 def dump_model(model: Any, path: Path, header: dict[str, Any]) -> str:
     """Write ``model`` to ``path`` (a temporary file's path; the caller renames it into place); returns the
     sha256 of the bytes written."""
-    buf = io.BytesIO()
-    _Writer(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
-    data = MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + buf.getvalue()
+    data = model_to_bytes(model, header)
     Path(path).write_bytes(data)
     return hashlib.sha256(data).hexdigest()
 

@@ -269,7 +269,7 @@ def run_jobs(
     try:
         with Claims(store) as claims:  # another `bench run` on this store takes the jobs this one holds
             for job in claims.each(sweep.jobs, key=lambda j: j.train_key):
-                job = _still_pending(job, store, report, on_skipped=lambda: bar.update(1))
+                job = still_pending(job, store, report, on_skipped=lambda: bar.update(1))
                 if job is None:
                     continue
                 bar.set_postfix_str(job.name)
@@ -291,7 +291,7 @@ def job_threads(plan: MethodPlan, scale: str) -> int:
     return method_resources(plan.cls, scale).cpus
 
 
-def _still_pending(job: Job, store: Store, report: RunReport, on_skipped=lambda: None) -> Job | None:
+def still_pending(job: Job, store: Store, report: RunReport, on_skipped=lambda: None) -> Job | None:
     """The job without the protocols another process finished since the sweep was planned (counted as
     skipped); None when none is left."""
     left = tuple((pr, key) for pr, key in job.protocols if store.state(key)[0] != "done")

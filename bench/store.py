@@ -45,7 +45,7 @@ import numpy as np
 
 from bench.errors import BenchInputError
 from bench.fsutil import atomic_path, write_if_changed
-from bench.model_io import dump_model, read_header
+from bench.model_io import model_to_bytes, read_header
 from bench.model_io import load_model as load_model_bytes
 
 SCHEMA_VERSION = 3  # bump on a table change and migrate older stores in Store.__init__ (history: CHANGELOG.md)
@@ -684,13 +684,13 @@ class Store:
     def finish(self, key: RunKey, *, metrics: dict, notes: list[str], corruption: dict, predictions: dict[str, Any],
                fit_seconds: float, predict_seconds: float, model_reused: bool, manifest: dict | None = None,
                bootstrap: dict[str, np.ndarray] | None = None, provenance: dict[str, str] | None = None,
-               threads: dict | None = None, history: str | None = None) -> bool:
+               threads: dict | None = None, history: str | None = None, worker: dict | None = None) -> bool:
         """Complete a started row in one transaction. A finished row is final: finishing it again (a second
         process that did the same job) changes nothing and returns False; True when this call finished it."""
         with self._connect(immediate=True) as con:
             # kept with the environment: what the fitted model read beyond its config; the CPU threads once the
-            # method has loaded its libraries (torch is often imported by fit itself)
-            for path, value in (("$.provenance", provenance), ("$.threads", threads)):
+            # method has loaded its libraries (torch is often imported by fit itself); where a cluster ran it
+            for path, value in (("$.provenance", provenance), ("$.threads", threads), ("$.worker", worker)):
                 if value:
                     con.execute(f"UPDATE runs SET env=json_set(coalesce(env, '{{}}'), '{path}', json(?)) "
                                 f"WHERE {WHERE_KEY} AND status != 'done'", (json.dumps(value), *key.as_tuple()))
@@ -864,11 +864,19 @@ class Store:
         return model, entry.fit_seconds
 
     def save_model(self, train_key: str, model: Any, info: dict[str, Any]) -> None:
+        self.save_model_bytes(train_key, model_bytes(train_key, model, info), info)
+
+    def save_model_bytes(self, train_key: str, data: bytes, info: dict[str, Any]) -> None:
+        """Store a fitted model already written as bytes (``model_bytes``, e.g. by a worker on another
+        machine), after checking that its header names this training key."""
+        header, _ = read_header(data, f"the fitted model of {info['method']} for training key {train_key}")
+        if header.get("train_key") != train_key:
+            raise BenchInputError(f"a fitted model for training key {header.get('train_key')!r} was handed in "
+                                  f"as {train_key}; it was not stored")
         path = self.model_path(train_key)
-        header = {"train_key": train_key, "method": info["method"], "config_hash": info["config_hash"],
-                  "class": f"{type(model).__module__}.{type(model).__qualname__}"}
         with atomic_path(path, ".tmp") as tmp:
-            sha = dump_model(model, tmp, header)
+            Path(tmp).write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
         with self._connect() as con:
             con.execute(
                 """INSERT OR REPLACE INTO models (train_key, method, config_hash, dataset_fp, split_hash, fold,
@@ -877,6 +885,22 @@ class Store:
                  info["fold"], info["seed"], json.dumps(info["train_corruption"]),
                  str(path.relative_to(self.root)), info["fit_seconds"], now(), sha),
             )
+
+    def model_blob(self, train_key: str) -> tuple[bytes, float] | None:
+        """The stored model's checked bytes and its fit seconds (to hand to a worker), or None when none is
+        listed or its file is gone."""
+        entry = self._model_entry(train_key)
+        if entry is None or not entry.path.is_file():
+            return None
+        return self._model_bytes(train_key, entry), entry.fit_seconds
+
+
+def model_bytes(train_key: str, model: Any, info: dict[str, Any]) -> bytes:
+    """A fitted model as the store keeps it (bench.model_io: a header naming the training key, method and
+    class, then the allow-listed pickle), ready to be written anywhere."""
+    header = {"train_key": train_key, "method": info["method"], "config_hash": info["config_hash"],
+              "class": f"{type(model).__module__}.{type(model).__qualname__}"}
+    return model_to_bytes(model, header)
 
 
 class ModelEntry(NamedTuple):

@@ -171,6 +171,12 @@ class DeepMTSDAFT(ImageSurvivalMethod):
         return {f"{_ENCODER[m]} weights": desc.removeprefix(f"{_ENCODER[m]}: ")
                 for m, (_, desc) in self.fm_weights().items()}
 
+    def warm_cache(self, cohort) -> None:
+        """The image pipeline, then the encoders' weights (pretrained once, when missing) and the cohort's
+        frozen embeddings."""
+        super().warm_cache(cohort)
+        self.extra_inputs(cohort)
+
     def extra_inputs(self, cohort):
         from bench.data import cache_dir
 

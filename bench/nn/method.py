@@ -40,6 +40,20 @@ class ImageSurvivalMethod(Method):
     consumes: ClassVar[tuple[str, ...]] = ("ct", "pet", "mask")
     family: ClassVar[str] = "deep"
     produces: ClassVar[tuple[str, ...]] = ("risk", "survival", "segmentation")
+    # One GPU per fit at paper scale; smaller fits share one. The CPUs are torch's threads on a CPU and the
+    # image pipeline's process pool.
+    resources: ClassVar[dict[str, dict[str, float]]] = {
+        "smoke": {"cpus": 2, "gpus": 0.25, "memory_gb": 2.0},
+        "quick": {"cpus": 2, "gpus": 0.5, "memory_gb": 6.0},
+        "paper": {"cpus": 8, "gpus": 1, "memory_gb": 32.0},
+    }
+
+    def warm_cache(self, cohort) -> None:
+        """The cohort's volumes through the image pipeline, into the shared cache."""
+        from bench.data import cache_dir
+        from bench.data.pipeline import preprocess
+
+        preprocess(dict(cohort.image_files), self.pipeline_config(), cache_dir(), progress=self.ctx.progress)
 
     # -- config --------------------------------------------------------------------------------------------
     @classmethod
