@@ -308,6 +308,18 @@ def test_a_point_fires_on_its_nth_arrival_with_its_action(fault_env):
     assert faults.parse("synthesis:kill@12") == ("synthesis", "kill", 12)
 
 
+def test_with_bench_fault_once_only_the_first_process_to_reach_the_point_fails(fault_env, monkeypatch, tmp_path):
+    """A task retried in a new worker (bench.ray_executor) must not die again at the point that killed it."""
+    marker = tmp_path / "fired"
+    fault_env("scoring:raise")
+    monkeypatch.setenv("BENCH_FAULT_ONCE", str(marker))
+    with pytest.raises(InjectedFault):
+        fault_point("scoring")
+    assert marker.exists()
+    faults.reset()  # as a new process: its first arrival
+    fault_point("scoring")  # the marker exists: it passes
+
+
 def test_without_bench_fault_every_point_is_a_no_op(monkeypatch):
     monkeypatch.delenv("BENCH_FAULT", raising=False)
     for name in FAULT_POINTS:
@@ -338,6 +350,8 @@ def test_an_unlisted_point_in_code_is_a_value_error(monkeypatch):
 
 
 def test_every_listed_point_is_placed_once_and_every_placed_point_is_listed():
+    """Once in the code a local run goes through; the Ray executor's driver writes the store itself, so it
+    places the two points between its writes (model-saved, row-written) once more, and nothing else."""
     calls = re.compile(r"""fault_point\(["']([^"']+)["']\)""")
     placed: dict[str, list[str]] = {}
     for path in sorted((ROOT / "bench").rglob("*.py")):
@@ -345,5 +359,9 @@ def test_every_listed_point_is_placed_once_and_every_placed_point_is_listed():
             continue
         for name in calls.findall(path.read_text()):
             placed.setdefault(name, []).append(str(path.relative_to(ROOT)))
-    assert {n: len(p) for n, p in placed.items()} == {n: 1 for n in FAULT_POINTS}, placed
+    ray_driver = "bench/ray_executor.py"
+    assert {n: [p for p in ps if p == ray_driver] for n, ps in placed.items() if ray_driver in ps} == {
+        "model-saved": [ray_driver], "row-written": [ray_driver]}
+    local = {n: [p for p in ps if p != ray_driver] for n, ps in placed.items()}
+    assert {n: len(p) for n, p in local.items()} == {n: 1 for n in FAULT_POINTS}, placed
     assert set(FAULTS[c][1].split(":")[0].split("@")[0] for c in FAULTS) == set(FAULT_POINTS)  # each one tested
