@@ -462,6 +462,11 @@ def run_cmd(ctx, method, protocol, dataset, scale, seed, overrides, results, dev
         sys.exit(1)
 
 
+from bench.plan import plan_cmd  # noqa: E402 - a command of its own module, registered here
+
+cli.add_command(plan_cmd)
+
+
 @cli.command("score")
 @click.option("--dataset", "-d", default=None, help="As for `bench run` (default: the synthetic cohort of --scale).")
 @click.option("--protocol", "-p", "protocol", required=True,
