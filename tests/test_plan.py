@@ -223,3 +223,31 @@ def test_bad_input_is_exit_2_without_traceback(args, words):
     r = run(args)
     assert r.exit_code == 2, r.output
     assert words in r.output and "Traceback" not in r.output
+
+
+def test_the_paper_plan_in_the_readme_and_docs_is_what_bench_plan_says():
+    """The paper-scale numbers quoted in README.md, docs/cluster.md and benchmarks/results/paper-plan.txt are
+    this command's output on the committed measurement files."""
+    import re
+
+    from helpers import ROOT
+
+    deep = ("deepmts,tmss,tmss-image,robsurv,robsurv-no-patchfuse,robsurv-no-continuous,robsurv-no-vq,adamss,"
+            "deepmts-daft,fm-ct,fm-pet,fm-ctpet")
+    args = ["-m", deep, "-p", "clean,noisy,suite,loco,center-split", "--scale", "paper"]
+    eight, sixty_four = (plan_json([*args, "--gpus", str(n)])["totals"] for n in (8, 64))
+    assert (eight["fits"], eight["predictions"]) == (156, 2676)
+    readme = (ROOT / "README.md").read_text()
+    assert (f"156 fits\n  and {eight['gpu_hours']:.1f} measured GPU-hours: {eight['wall_hours']:.1f} h on 8 GPUs, "
+            f"{sixty_four['wall_hours']:.1f} h on 64") in readme
+    cluster = (ROOT / "docs" / "cluster.md").read_text()
+    row = lambda name: re.search(rf"^\| {re.escape(name)}[^|]*\| ([^|]+) \| ([^|]+) \|$", cluster, re.M).groups()
+    assert row("GPU-hours") == (f"{eight['gpu_hours']:.2f}",) * 2
+    assert row("wall time") == (f"{eight['wall_hours']:.2f} h", f"{sixty_four['wall_hours']:.2f} h")
+    assert row("lower bound: GPU-hours / N") == (f"{eight['lower_bound_hours']:.2f} h",
+                                                 f"{sixty_four['lower_bound_hours']:.2f} h")
+    assert row("lower bound: longest fit") == (f"{eight['longest_fit_hours']:.2f} h",) * 2
+    assert f"at most {eight['not_measured_upper_bound_gpu_hours']:.2f} GPU-h" in cluster
+    text = (ROOT / "benchmarks" / "results" / "paper-plan.txt").read_text()
+    for n, t in ((8, eight), (64, sixty_four)):
+        assert f"Wall time on {n} GPU(s), one GPU per fit, longest first: {t['wall_hours']:.2f} h" in text
