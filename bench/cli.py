@@ -82,7 +82,8 @@ def cli(ctx: click.Context, quiet: bool) -> None:
 
 # --- methods --------------------------------------------------------------------------------------------
 @cli.command("list")
-@click.option("-v", "--verbose", is_flag=True, help="Import each method to show what it consumes/produces and its scales.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Import each method to show what it consumes/produces, its scales and what one fit asks of a machine.")
 def list_cmd(verbose: bool) -> None:
     """List registered methods (entry points of group bench.methods) without importing them."""
     from tabulate import tabulate
@@ -97,18 +98,28 @@ def list_cmd(verbose: bool) -> None:
         rows = [(e.name, e.package, e.target) for e in entries.values()]
         click.echo(tabulate(rows, headers=["method", "package", "entry point"], tablefmt="simple"))
         return
+    from bench.method import method_resources
+
+    def per_fit(cls, scale: str) -> str:  # Method.resources, as --executor ray asks for them
+        try:
+            r = method_resources(cls, scale)
+        except BenchInputError as exc:
+            return f"invalid: {exc}"
+        return f"{r.cpus} CPU" + (f", {r.gpus:g} GPU" if r.gpus else "") + f", {r.memory_gb:g} GiB"
+
     rows = []
     for e in entries.values():
         try:
             cls = e.load()
         except BenchInputError as exc:
-            rows.append((e.name, e.package, f"cannot load: {exc}", "", "", ""))
+            rows.append((e.name, e.package, f"cannot load: {exc}", "", "", "", "", ""))
             continue
         rows.append((
             e.name, e.package, ",".join(cls.consumes), ",".join(cls.produces), ",".join(cls.configs),
-            "yes" if cls.needs_mask_at_test else "",
+            "yes" if cls.needs_mask_at_test else "", per_fit(cls, "quick"), per_fit(cls, "paper"),
         ))
-    click.echo(tabulate(rows, headers=["method", "package", "consumes", "produces", "scales", "mask at test"]))
+    click.echo(tabulate(rows, headers=["method", "package", "consumes", "produces", "scales", "mask at test",
+                                       "per fit (quick)", "per fit (paper)"]))
 
 
 @cli.command("metrics")

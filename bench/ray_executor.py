@@ -37,6 +37,7 @@ from bench.env import pinned_threads
 from bench.errors import BenchInputError, PredictionError
 from bench.faults import fault_point
 from bench.method import Resources, method_resources
+from bench.parallel import available_cpus
 from bench.runner import (FittedModel, Job, MethodPlan, RunReport, Sweep, fit_model, job_name, job_rows,
                           job_threads, method_context, model_info, prepare_sweep, refuse_second_model, start_rows,
                           still_pending,
@@ -203,7 +204,7 @@ def warm_caches(sweep: Sweep) -> int:
             images = corrupted_files(dataset, corruption, ids, cache_dir() / "corrupted") if corruption else {}
             cohorts.append(dataset.cohort(ids, with_outcomes=False, with_mask=cls.needs_mask_at_test,
                                           name=f"{name}/warm-test", replace_images=images, with_groundtruth=truth))
-        with pinned_threads(max(1, os.cpu_count() or 1)):
+        with pinned_threads(available_cpus()):
             for cohort in cohorts:
                 method.warm_cache(cohort)
                 warmed += 1

@@ -39,6 +39,8 @@ def test_verbose_listing_imports_and_shows_capabilities():
 
     out = CliRunner().invoke(cli, ["list", "-v"]).output
     assert "clinical" in out and "risk,survival" in out and "smoke,quick,paper" in out
+    # what one fit asks of a machine (Method.resources): a deep method a GPU at paper scale, coxph the defaults
+    assert "8 CPU, 1 GPU, 32 GiB" in out and "1 CPU, 2 GiB" in out
 
 
 def test_decorator_registers_in_process():
