@@ -99,3 +99,77 @@ def reliability_protocols(folder: Path) -> dict[str, Path]:
         made[name] = folder / f"{name}.toml"
         made[name].write_text(text)
     return made
+
+
+# --- a Ray head on this machine (tests/test_ray_executor.py, benchmarks/ray_executor.py) -----------------------------
+# Ray then binds and advertises 127.0.0.1 only; no token authentication (whether ~/.ray/auth_token exists on this
+# machine or not), as nothing beyond loopback can reach the cluster. Give it to `ray start` and to every driver.
+RAY_LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_under(marker: str) -> list[int]:
+    """Every process whose command line names ``marker`` (a Ray head's own temp folder), or that holds a file
+    under it open: Ray's dashboard and runtime-env agents rename their command line (``ray::DashboardAgent``,
+    ``ray::RuntimeEnvAgent``) and outlive the raylet unless ended too."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                pids.append(int(entry.name))
+                continue
+            for fd in (entry / "fd").iterdir():
+                try:
+                    if os.readlink(fd).startswith(marker):
+                        pids.append(int(entry.name))
+                        break
+                except OSError:
+                    pass
+        except OSError:
+            continue
+    return pids
+
+
+def start_ray_head(temp: str, *, cpus: int = 2, gpus: int = 2) -> tuple[str, subprocess.CompletedProcess]:
+    """``ray start --head`` on loopback with its files under ``temp`` (keep it short: Ray's socket paths live
+    there); HOST:PORT and the finished ``ray start``."""
+    port = free_port()
+    ray = str(Path(sys.executable).parent / "ray")
+    done = subprocess.run([ray, "start", "--head", "--num-cpus", str(cpus), "--num-gpus", str(gpus), "--port", str(port),
+                           "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--temp-dir", temp,
+                           "--disable-usage-stats"], env=os.environ | RAY_LOOPBACK, capture_output=True, text=True,
+                          timeout=300)
+    if done.returncode:
+        raise RuntimeError(f"ray start failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return f"127.0.0.1:{port}", done
+
+
+def stop_ray_head(temp: str) -> list[str]:
+    """End that head's processes, and only them (never `ray stop`, which ends every cluster of this machine):
+    TERM, then KILL; the names of those found."""
+    import signal
+    import time
+
+    names = []
+    for pid in processes_under(temp):
+        try:
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in processes_under(temp):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(1.0)
+    return sorted(names)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -30,54 +28,25 @@ from bench.method import Method, method_resources
 from bench.ray_executor import Cluster, check_feasible, task_options
 from bench.runner import MethodPlan
 from bench.store import Store
+from helpers import RAY_LOOPBACK, free_port, processes_under, start_ray_head, stop_ray_head
 from test_reliability import by_key, check_store, differences, summary
 from test_reliability import bench as run_bench
 
-RAY = str(Path(sys.executable).parent / "ray")
-# Ray then binds and advertises 127.0.0.1 only; no token authentication (whether ~/.ray/auth_token exists on the
-# machine running the tests or not), as nothing beyond loopback can reach the cluster
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _processes_under(marker: str) -> list[int]:
-    """Every process whose command line names ``marker`` (the cluster's own temp folder)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
+LOOPBACK = RAY_LOOPBACK
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """HOST:PORT of a Ray head started for this module (its processes, and only they, are ended after)."""
     temp = tempfile.mkdtemp(prefix="sbray", dir="/tmp")  # short: Ray's socket paths live under it
-    port = _free_port()
-    env = os.environ | LOOPBACK
-    started = subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--num-gpus", "2", "--port", str(port),
-                              "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--temp-dir", temp,
-                              "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=300)
-    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     try:
-        yield f"127.0.0.1:{port}"
+        address, _ = start_ray_head(temp, cpus=2, gpus=2)
+        yield address
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in _processes_under(temp):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            time.sleep(1.0)
+        stop_ray_head(temp)
+        left = processes_under(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert left == [], f"Ray processes of the test cluster still running: {left}"
 
 
 def ray_args(args: list[str], address: str) -> list[str]:
@@ -218,7 +187,7 @@ def test_without_ray_installed_the_ray_executor_is_exit_2(monkeypatch, tmp_path)
 def test_no_cluster_at_the_address_is_exit_2_at_once(tmp_path):
     t0 = time.perf_counter()
     done = run_bench(["run", "-m", "coxph", "-d", "demo", "--scale", "smoke", "--results", str(tmp_path / "out"),
-                      "--executor", "ray", "--address", f"127.0.0.1:{_free_port()}"], tmp_path / "cache",
+                      "--executor", "ray", "--address", f"127.0.0.1:{free_port()}"], tmp_path / "cache",
                      tmp_path / "logs", **LOOPBACK)
     assert done.returncode == 2 and "nothing answers at 127.0.0.1:" in done.stderr and "Traceback" not in done.stderr
     assert time.perf_counter() - t0 < 60 and not (tmp_path / "out").exists()
