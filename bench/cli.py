@@ -705,13 +705,32 @@ def store_drop(method: str, config: str, results: Path, leaderboards: Path | Non
 @click.option("--check", is_flag=True,
               help="Write nothing: exit 1 and print the difference when the markdown under --out is not what "
                    "its records generate (plots: only that each referenced file exists).")
-def leaderboard_cmd(results: Path | None, out: Path, reference: str, check: bool) -> None:
+@click.option("--site", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build the static HTML site of the records under --out into this folder instead of the "
+                   "markdown (sortable, filterable tables; a page per method; opens from file://).")
+def leaderboard_cmd(results: Path | None, out: Path, reference: str, check: bool, site: Path | None) -> None:
     """Markdown leaderboards (and plots) generated from stored run records.
 
     Pages per dataset: cv.md (clean and noisy protocols), robustness.md (C-td against the noise fraction)
-    and generalisation.md (leave-one-centre-out, centre split); README.md indexes them."""
+    and generalisation.md (leave-one-centre-out, centre split); README.md indexes them. With --site, the
+    same views as a static website instead, plus one page per method (docs/site.md)."""
+    import time
+
     from bench import leaderboard as lb
     from bench.fsutil import output_errors, writable_dir
+
+    if site is not None:
+        if check or results is not None:
+            raise BenchInputError("--site builds from the records already under --out: leave out --check and --results")
+        from bench.site import build_site
+
+        t0 = time.perf_counter()
+        with output_errors(writable_dir(site.resolve().parent, "--site"), "--site"):
+            files = build_site(out, site, reference)
+        pages = sum(f.suffix == ".html" for f in files)
+        click.echo(f"{pages} page(s), {len(files)} file(s) written under {site} in {time.perf_counter() - t0:.1f} s; "
+                   f"open {site / 'index.html'}", err=True)
+        return
 
     if results is not None:
         if check:
