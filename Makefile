@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.survbench-installed
 
-.PHONY: bench bench-full bench-deep test install clean-venv
+.PHONY: bench bench-full bench-deep test install clean-venv site
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-deep: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# `make site`: the static leaderboard site (index, cv/robustness/generalisation views, a page per method, plots)
+# from the committed run records into site/; open site/index.html from disk, nothing comes from the network.
+site: $(STAMP)
+	$(BIN)/bench leaderboard --out $(BOARDS) --site site
 
 clean-venv:
 	rm -rf $(VENV)

@@ -673,6 +673,12 @@ def training_plot_name(rec: dict) -> str:
     return f"plots/training__{rec['method']}__{rec['config_hash'][:8]}.png"
 
 
+def training_loss_key(series: dict) -> str:
+    """The training loss's name in a stored history: ``loss`` (bench.nn.Trainer) or ``train_loss`` (torchtuples,
+    deepsurv)."""
+    return "loss" if "loss" in series else "train_loss"
+
+
 def _training_plot(rec: dict):
     """Loss per epoch, one line per fold (validation loss dashed where the fit kept one)."""
     def draw(path: Path) -> None:
@@ -685,13 +691,13 @@ def _training_plot(rec: dict):
         for k, h in enumerate(rec["history"]):
             series = h["series"]
             colour = f"C{k % 10}"
-            for name, style in (("loss", "-"), ("val_loss", "--")):
+            for name, style in ((training_loss_key(series), "-"), ("val_loss", "--")):
                 y = [np.nan if v is None else v for v in series.get(name, [])]
                 if y:
                     x = series.get("epoch") or list(range(1, len(y) + 1))
                     ax.plot(x[:len(y)], y, style, color=colour, lw=1,
                             label=f"fold {h['fold']}" + (f" seed {h['seed']}" if h["seed"] else "")
-                            if name == "loss" else None)
+                            if name != "val_loss" else None)
         ax.set_title(f"{rec['method']} · training loss (dashed: validation)", fontsize=9)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")

@@ -56,6 +56,15 @@ def _shortened(text: str, limit: int = 140) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
+def method_facts(rec: dict) -> dict:
+    """The record's method facts; a record made before they held the family takes it from the installed class
+    (as the leaderboard takes missing flags), else "other"."""
+    info = dict(rec.get("method_info") or {})
+    if not info.get("family"):
+        info["family"] = lb._installed_method_info(rec["method"]).get("family") or "other"
+    return info
+
+
 def method_kind(info: dict) -> str:
     if info.get("ceiling"):
         return "ceiling"
@@ -308,7 +317,7 @@ def _view_of(rec: dict) -> str:
 
 def method_page(slug: str, name: str, recs: list[dict], site: Path) -> str:
     """Config, provenance, per-protocol and per-fold numbers, training history and KM plots of one method."""
-    info = recs[0].get("method_info", {})
+    info = method_facts(recs[0])
     flags = [text for key, (text, _) in FLAGS.items() if info.get(key)]
     parts = [f"<h1>{html.escape(name)} <span class=\"kind\">{html.escape(info.get('family', 'other'))}</span></h1>",
              _facts([("dataset", f"<code>{html.escape(recs[0]['dataset'])}</code> (fingerprint "
@@ -344,6 +353,8 @@ def method_page(slug: str, name: str, recs: list[dict], site: Path) -> str:
                          _mean_cell(r, lb.PRIMARY)])
         parts.append(_table_html(f"{name} {config[:8]}: protocols, their hashes and pooled C-td (95 % CI)",
                                  ["protocol", "version", "protocol hash", "split", "folds", "C-td (95 % CI)"], rows))
+        parts += _history_html(name, group, site / slug)
+        parts += _km_html(name, group, site / slug)
         parts.append("<h3>Per-fold numbers</h3>")
         for r in group:
             metrics = [m for m in _PRIMARY_METRICS if any(m in f.get("metrics", {}) for f in r.get("folds", []))]
@@ -352,8 +363,6 @@ def method_page(slug: str, name: str, recs: list[dict], site: Path) -> str:
                          for f in r.get("folds", [])]
             table = _table_html(f"{name} on {r['protocol']}: per fold", ["fold", *metrics, "fit s"], fold_rows)
             parts.append(f"<details><summary>{html.escape(r['protocol'])}</summary>{table}</details>")
-        parts += _history_html(name, group, site / slug)
-        parts += _km_html(name, group, site / slug)
     return "\n".join(parts)
 
 
@@ -371,7 +380,7 @@ def _history_html(name: str, recs: list[dict], folder: Path) -> list[str]:
     rows = []
     for h in r["history"]:
         series = h.get("series", {})
-        loss = [v for v in series.get("loss", []) if isinstance(v, (int, float))]
+        loss = [v for v in series.get(lb.training_loss_key(series), []) if isinstance(v, (int, float))]
         val = [v for v in series.get("val_loss", []) if isinstance(v, (int, float))]
         rows.append([html.escape(str(h.get("fold"))), str(len(series.get("epoch", loss))), _fmt(loss[-1] if loss else None),
                      _fmt(min(val) if val else None)])
@@ -438,7 +447,7 @@ def _write_site(site: Path, boards: Path, pages: list, records: list[dict]) -> l
     by_slug: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_slug[lb.dataset_slug(r["dataset"])].append(r)
-    methods = {slug: {r["method"]: r.get("method_info", {}) for r in recs} for slug, recs in by_slug.items()}
+    methods = {slug: {r["method"]: method_facts(r) for r in recs} for slug, recs in by_slug.items()}
     views = {slug: [] for slug in by_slug}
     for p in pages:
         for rel, draw in p.plots:
@@ -460,13 +469,13 @@ def _write_site(site: Path, boards: Path, pages: list, records: list[dict]) -> l
         mask = any(info.get("needs_mask_at_test") for info in methods[slug].values())
         if families:
             body = body.replace("</h1>", "</h1>\n" + filters_form(families, mask), 1)
-        nav = [(f"{slug} · {VIEW_TITLES.get(v, v)}", f"{v}.html") for v in views[slug]]
+        nav = [(VIEW_TITLES.get(v, v), f"{v}.html") for v in views[slug]]
         put(f"{slug}/{Path(name).stem}.html", page(title, body, 1, nav))
     for slug, recs in sorted(by_slug.items()):
         grouped: dict[str, list[dict]] = defaultdict(list)
         for r in recs:
             grouped[r["method"]].append(r)
-        nav = [(f"{slug} · {VIEW_TITLES.get(v, v)}", f"../{v}.html") for v in views[slug]]
+        nav = [(VIEW_TITLES.get(v, v), f"../{v}.html") for v in views[slug]]
         for name, group in sorted(grouped.items()):
             put(f"{slug}/methods/{name}.html", page(f"{name} on {slug}", method_page(slug, name, group, site), 2, nav))
     put("index.html", page("survbench leaderboards", _index(by_slug, views), 0))
