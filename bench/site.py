@@ -23,6 +23,7 @@ import shutil
 import xml.etree.ElementTree as etree
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,13 @@ def method_facts(rec: dict) -> dict:
     (as the leaderboard takes missing flags), else "other"."""
     info = dict(rec.get("method_info") or {})
     if not info.get("family"):
-        info["family"] = lb._installed_method_info(rec["method"]).get("family") or "other"
+        info["family"] = _installed_family(rec["method"])
     return info
+
+
+@lru_cache(maxsize=None)
+def _installed_family(name: str) -> str:
+    return lb._installed_method_info(name).get("family") or "other"  # entry points are read once per name
 
 
 def method_kind(info: dict) -> str:

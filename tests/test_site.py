@@ -123,3 +123,11 @@ def test_bad_input_is_exit_2(tmp_path):
     with pytest.raises(BenchInputError, match="a folder of its own"):
         build_site(BOARDS, BOARDS / "records" / "x")
     assert not (tmp_path / "s").exists()
+
+
+def test_the_build_time_in_the_docs_is_the_measured_one():
+    measured = json.loads((ROOT / "benchmarks" / "results" / "site-build.json").read_text())
+    text = re.sub(r"\s+", " ", (ROOT / "docs" / "site.md").read_text())
+    assert (f"The committed records ({measured['records']}) make {measured['pages']} pages and {measured['files']} files "
+            f"({measured['bytes'] / 2**20:.1f} MiB, mostly the plots), built in {measured['wall_seconds']['median']:.2f} s") \
+        in text
