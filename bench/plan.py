@@ -20,8 +20,8 @@ network is the measured one (checked in the method code) and says so; otherwise 
 One fit's GPU-seconds = Σ over its stages of seconds per step × steps per epoch × the stage's epochs (the
 maximum: early stopping may end sooner); its predictions = (training patients + test patients × protocols)
 / inference images per second. A method whose ``resources`` declare no GPU at the scale runs on CPUs. Wall time on N
-GPUs: the one-off encoder work first (the caches are built before the fan-out), then the fits scheduled
-longest first onto the GPU that frees first (LPT), one GPU per fit.
+GPUs: the one-off encoder work first, one piece after another on the driver (the caches are built there before
+the fan-out), then the fits scheduled longest first onto the GPU that frees first (LPT), one GPU per fit.
 """
 from __future__ import annotations
 
@@ -633,6 +633,8 @@ def build_plan(names: list[str], protocol_spec: str, dataset: str | None, scale:
             skipped.append(f"{p.name}: {exc}")
     plans = fitting
     groups = protocol_groups(protocols, cohort)
+    if not Path(measurements_dir).is_dir():
+        raise BenchInputError(f"--measurements {measurements_dir}: no such folder of measurement files")
     measurements = Measurements(measurements_dir)
     costs = [method_cost(p, scale, groups, seeds, measurements) for p in plans]
     one_off = encoder_work(plans, protocols, cohort, scale, measurements)
@@ -657,7 +659,8 @@ def _assemble(cohort, groups, seeds, scale, gpus, costs, one_off, measurements, 
             chains[w.chain] += w.seconds
     one_off_s = sum(w.seconds for w in one_off if w.seconds is not None)
     gpu_s = sum(fit_seconds) + one_off_s
-    phase1, phase2 = lpt(list(chains.values()), gpus), lpt(fit_seconds, gpus)
+    # the driver builds every cache before the fan-out, one after another on its own device (bench.ray_executor)
+    phase1, phase2 = sum(chains.values()), lpt(fit_seconds, gpus)
     unmeasured = [c for c in costs if c.device == "gpu" and not c.measured]
     bounded = [c for c in unmeasured if c.bound_seconds is not None]
     bound = sum(c.bound_seconds for c in bounded)
@@ -788,7 +791,8 @@ def render_text(plan: dict) -> str:
         if t["one_off_not_measured"]:
             out.append(f"One-off work not measured: {'; '.join(t['one_off_not_measured'])}.")
         out.append(f"Wall time on {n} GPU(s), one GPU per fit, longest first: {t['wall_hours']:.2f} h "
-                   f"(the one-off work {t['wall_one_off_hours']:.2f} h, as caches are built before the fan-out, "
+                   f"(the one-off work {t['wall_one_off_hours']:.2f} h, one piece after another on the driver's GPU, "
+                   f"as caches are built before the fan-out, "
                    f"then the fits {t['wall_fits_hours']:.2f} h); "
                    f"lower bounds: GPU-hours / {n} = {t['lower_bound_hours']:.2f} h, longest fit "
                    f"{t['longest_fit_hours']:.2f} h.")

@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 import time
+import traceback
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,16 +39,15 @@ from bench.errors import BenchInputError, PredictionError
 from bench.faults import fault_point
 from bench.method import Resources, method_resources
 from bench.parallel import available_cpus
-from bench.runner import (FittedModel, Job, MethodPlan, RunReport, Sweep, fit_model, job_name, job_rows,
-                          job_threads, method_context, model_info, prepare_sweep, refuse_second_model, start_rows,
-                          still_pending,
-                          train_images_of, trusted_by)
+from bench.runner import (FittedModel, Job, MethodPlan, RunReport, Sweep, fail_job, fit_model, job_name, job_rows,
+                          job_threads, method_context, model_info, prepare_sweep, refuse_second_model, resolve_device,
+                          start_rows, still_pending, train_images_of, trusted_by)
 from bench.store import Claims, RunKey, model_bytes
 
 log = logging.getLogger("bench.ray")
 
 # What a worker needs from the driver's environment (a cluster's workers start from `ray start`'s).
-FORWARDED_ENV = ("BENCH_CACHE_DIR", "BENCH_FAULT", "BENCH_FAULT_ONCE", "BENCH_PIPELINE_WORKERS")
+FORWARDED_ENV = ("BENCH_CACHE_DIR", "BENCH_FAULT", "BENCH_FAULT_ONCE")
 RETRIES = 3  # a task whose worker died is tried again this many times (a bug in a method is not retried)
 MAX_IN_FLIGHT = 256  # tasks submitted ahead of the results; the cluster queues what it cannot start yet
 
@@ -103,7 +103,11 @@ def _probe(address: str, timeout: float = 5.0) -> None:
             raise BenchInputError("--address auto: no Ray cluster was started on this machine and $RAY_ADDRESS is "
                                   "not set; start one with `ray start --head` (docs/cluster.md), give its HOST:PORT, "
                                   "or use --address local")
+    if hostport.startswith("ray://"):
+        raise BenchInputError(f"--address {address}: Ray Client addresses (ray://) are not supported; give the head's "
+                              f"HOST:PORT (the driver must share the cluster's storage)")
     host, _, port = hostport.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:6379
     if not host or not port.isdigit():
         raise BenchInputError(f"--address {address}: expected auto, local or HOST:PORT (e.g. 10.0.0.1:6379)")
     try:
@@ -170,45 +174,60 @@ def check_feasible(plans: list[MethodPlan], scale: str, device: str, cluster: Cl
 def warm_caches(sweep: Sweep) -> int:
     """Build on the driver what the jobs' fits and predictions read from images, so no two workers compute
     it: the corrupted image sets of the sweep's protocols, then each image method's ``warm_cache`` on the
-    training and test cohorts exactly as the jobs will build them. Returns the cohorts warmed."""
+    training and test cohorts exactly as the jobs will build them, on the driver's own device. Bad input stops
+    the sweep (exit 2, as locally); a method's own error fails that method's jobs, which are left out of the
+    fan-out, and the sweep goes on. Returns the cohorts warmed."""
     dataset = sweep.dataset
+    device = resolve_device("cpu" if sweep.device == "cpu" else "auto")  # the workers resolve theirs
     by_method: dict[str, list[Job]] = defaultdict(list)
     for job in sweep.jobs:
         if any(c in ("ct", "pet") for c in job.plan.cls.consumes):
             by_method[job.plan.name].append(job)
     warmed = 0
     for name, jobs in by_method.items():
-        plan = jobs[0].plan
-        cls = plan.cls
-        method = cls(method_context(plan, scale=sweep.scale, seed=0, device=sweep.device, progress=sweep.progress))
-        cohorts = []
-        train_sets: dict[str, tuple[dict | None, set[str]]] = {}
-        test_sets: dict[str, tuple[dict | None, set[str]]] = {}
-        for job in jobs:
-            key = repr(job.train_corruption)
-            train_sets.setdefault(key, (job.train_corruption, set()))[1].update(job.train_ids)
-            for pr, _ in job.protocols:
-                tests = pr.corruption if pr.corrupts and "test" in pr.corruption["apply_to"] else None
-                test_sets.setdefault(repr(tests), (tests, set()))[1].update(job.fold.test)
-        truth = "groundtruth" in cls.consumes
-        for corruption, ids in train_sets.values():
-            ids = sorted(ids)
-            images = corrupted_files(dataset, corruption, ids, cache_dir() / "corrupted") if corruption else {}
-            cohorts.append(dataset.cohort(ids, with_outcomes=True, name=f"{name}/warm-train", replace_images=images,
-                                          with_groundtruth=truth))
-            cohorts.append(dataset.cohort(ids, with_outcomes=False, with_mask=cls.needs_mask_at_test,
-                                          name=f"{name}/warm-train-predict", replace_images=images,
-                                          with_groundtruth=truth))
-        for corruption, ids in test_sets.values():
-            ids = sorted(ids)
-            images = corrupted_files(dataset, corruption, ids, cache_dir() / "corrupted") if corruption else {}
-            cohorts.append(dataset.cohort(ids, with_outcomes=False, with_mask=cls.needs_mask_at_test,
-                                          name=f"{name}/warm-test", replace_images=images, with_groundtruth=truth))
-        with pinned_threads(available_cpus()):
-            for cohort in cohorts:
-                method.warm_cache(cohort)
-                warmed += 1
+        try:
+            warmed += _warm_method(jobs, sweep, device)
+        except BenchInputError:
+            raise
+        except Exception as exc:  # a method's own bug: its jobs fail, the others run
+            err = traceback.format_exc()
+            for job in jobs:
+                start_rows(job, dataset, sweep.store, sweep.scale, sweep.env)
+                sweep.report.failed += fail_job(job, sweep.store, exc, f"warming the caches of {name} failed:\n{err}")
+            sweep.jobs = [j for j in sweep.jobs if j.plan.name != name]
     return warmed
+
+
+def _warm_method(jobs: list[Job], sweep: Sweep, device: str) -> int:
+    dataset, plan = sweep.dataset, jobs[0].plan
+    cls, name = plan.cls, plan.name
+    method = cls(method_context(plan, scale=sweep.scale, seed=0, device=device, progress=sweep.progress))
+    cohorts = []
+    train_sets: dict[str, tuple[dict | None, set[str]]] = {}
+    test_sets: dict[str, tuple[dict | None, set[str]]] = {}
+    for job in jobs:
+        train_sets.setdefault(repr(job.train_corruption), (job.train_corruption, set()))[1].update(job.train_ids)
+        for pr, _ in job.protocols:
+            tests = pr.corruption if pr.corrupts and "test" in pr.corruption["apply_to"] else None
+            test_sets.setdefault(repr(tests), (tests, set()))[1].update(job.fold.test)
+    truth = "groundtruth" in cls.consumes
+    for corruption, ids in train_sets.values():
+        ids = sorted(ids)
+        images = corrupted_files(dataset, corruption, ids, cache_dir() / "corrupted") if corruption else {}
+        cohorts.append(dataset.cohort(ids, with_outcomes=True, name=f"{name}/warm-train", replace_images=images,
+                                      with_groundtruth=truth))
+        cohorts.append(dataset.cohort(ids, with_outcomes=False, with_mask=cls.needs_mask_at_test,
+                                      name=f"{name}/warm-train-predict", replace_images=images,
+                                      with_groundtruth=truth))
+    for corruption, ids in test_sets.values():
+        ids = sorted(ids)
+        images = corrupted_files(dataset, corruption, ids, cache_dir() / "corrupted") if corruption else {}
+        cohorts.append(dataset.cohort(ids, with_outcomes=False, with_mask=cls.needs_mask_at_test,
+                                      name=f"{name}/warm-test", replace_images=images, with_groundtruth=truth))
+    with pinned_threads(available_cpus()):
+        for cohort in cohorts:
+            method.warm_cache(cohort)
+    return len(cohorts)
 
 
 # --- one job on a worker -----------------------------------------------------------------------------------
@@ -355,14 +374,14 @@ def _still_pending(job: Job, store, report: RunReport, bar) -> Job | None:
 def _submit(task, job: Job, sweep: Sweep, store, dataset_ref, cwd: str, cluster: Cluster):
     """Mark the job's rows running and hand it to the cluster with the stored model's bytes, when there is one."""
     start_rows(job, sweep.dataset, store, sweep.scale, sweep.env)
-    stored = store.model_blob(job.train_key)
-    if stored is None:
-        try:
+    try:
+        stored = store.model_blob(job.train_key)  # a model file changed since the sweep was planned: refused
+        if stored is None:
             refuse_second_model(job, store)
-        except BenchInputError as exc:
-            for _, key in job.protocols:
-                store.fail(key, str(exc))
-            raise
+    except BenchInputError as exc:
+        for _, key in job.protocols:
+            store.fail(key, str(exc))
+        raise
     opts = task_options(method_resources(job.plan.cls, sweep.scale), sweep.device, cluster)
     level = logging.getLogger("bench").getEffectiveLevel()
     return task.options(name=job.name, **opts).remote(job, dataset_ref, sweep.scale, sweep.device, stored, cwd,
@@ -383,9 +402,11 @@ def _collect(ray, ref, job: Job, sweep: Sweep, bar) -> None:
         err = str(cause) if isinstance(cause, PredictionError) else str(exc)
         _failed(job, sweep, err, bar)
         return
-    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.TaskCancelledError,
-            ray.exceptions.RayError) as exc:  # retries used up, or the cluster lost it
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:  # retries used up
         _failed(job, sweep, f"the Ray task of {job.name} was lost after {RETRIES} retries: {exc}", bar)
+        return
+    except ray.exceptions.RayError as exc:  # the cluster could not run it (runtime environment, scheduling, ...)
+        _failed(job, sweep, f"Ray could not run the task of {job.name}: {exc}", bar)
         return
     if result.model is not None:
         store.save_model_bytes(job.train_key, result.model, model_info(job, sweep.dataset, result.fit_seconds))

@@ -53,6 +53,10 @@ class SiteContext:
     methods: dict[str, dict]  # name -> method_info of its records
 
 
+def _text(el: etree.Element) -> str:
+    return re.sub(r"\s+", " ", "".join(el.itertext())).strip()
+
+
 def _shortened(text: str, limit: int = 140) -> str:
     return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
@@ -105,9 +109,9 @@ class _Tables(Treeprocessor):
         heading, used, paragraph = "", defaultdict(int), ""
         for i, el in enumerate(list(root)):
             if el.tag in ("h1", "h2", "h3"):
-                heading, paragraph = " ".join(el.itertext()).strip(), ""
+                heading, paragraph = _text(el), ""
             elif el.tag == "p":
-                paragraph = " ".join(el.itertext()).strip()
+                paragraph = _text(el)
             elif el.tag == "table":
                 used[heading] += 1
                 caption = heading or "table"
@@ -410,25 +414,35 @@ def _km_html(name: str, recs: list[dict], folder: Path) -> list[str]:
 
 
 # --- the whole site -------------------------------------------------------------------------------------------
+MARKER = ".survbench-site"  # in every built site: the only kind of folder a build replaces
+
+
 def build_site(boards: Path, out: Path, reference: str = lb.DEFAULT_REFERENCE) -> list[Path]:
     """Write the site of the records under ``boards`` (a leaderboard folder with records/) to ``out``; the files
-    written, relative to ``out``."""
+    written, relative to ``out``. ``out`` must be new, empty or a site built before (it holds MARKER): nothing
+    else is ever replaced."""
     boards, out = Path(boards), Path(out)
     pages = lb.render(boards, reference)  # BenchInputError when there are no records
     records = lb.load_records(boards)
-    inside = [boards.resolve(), *boards.resolve().parents]
-    if out.resolve() in inside or (boards / "records").resolve() in [out.resolve(), *out.resolve().parents]:
-        raise BenchInputError(f"--site {out}: choose a folder of its own, not {boards} or a folder above it or its "
-                              f"records")
+    b, o = boards.resolve(), out.resolve()
+    if o == b or o in b.parents or b in o.parents:
+        raise BenchInputError(f"--site {out}: choose a folder of its own, not {boards}, a folder above it or one "
+                              f"inside it")
+    old = out.parent / f".{out.name}.old"
+    if not out.exists() and old.is_dir() and (old / MARKER).is_file():
+        old.rename(out)  # a build stopped between its two renames: the previous site comes back first
     if out.exists() and not out.is_dir():
         raise BenchInputError(f"--site {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise BenchInputError(f"--site {out}: the folder holds files and is not a site built by `bench leaderboard "
+                              f"--site` (no {MARKER} in it); choose a new or empty folder")
     staging = out.parent / f".{out.name}.building"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         written = _write_site(staging, boards, pages, records)
+        (staging / MARKER).write_text("built by `bench leaderboard --site`; this folder is replaced by the next build\n")
         if out.exists():
-            old = out.parent / f".{out.name}.old"
             shutil.rmtree(old, ignore_errors=True)
             out.rename(old)
             staging.rename(out)

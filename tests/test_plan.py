@@ -251,3 +251,8 @@ def test_the_paper_plan_in_the_readme_and_docs_is_what_bench_plan_says():
     text = (ROOT / "benchmarks" / "results" / "paper-plan.txt").read_text()
     for n, t in ((8, eight), (64, sixty_four)):
         assert f"Wall time on {n} GPU(s), one GPU per fit, longest first: {t['wall_hours']:.2f} h" in text
+
+
+def test_a_measurement_folder_that_does_not_exist_is_exit_2(tmp_path):
+    r = run(["-m", "coxph", "--measurements", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "no such folder of measurement files" in r.output

@@ -109,9 +109,10 @@ def test_a_sweep_on_ray_equals_the_local_executors_bit_for_bit(workload, cluster
         assert env["worker"]["executor"] == "ray" and env["worker"]["node_ip"] == "127.0.0.1"
         assert env["worker"]["device"] == "cpu"  # logical GPUs: torch sees no CUDA
         # pinned the same way under both executors: the method's declared CPUs
-        assert env["threads"]["pinned"] == theirs[key]["threads"]["pinned"] == env["threads"]["torch"] or \
-            env["threads"]["torch"] is None
-        assert env["threads"]["omp_num_threads"] == theirs[key]["threads"]["omp_num_threads"]
+        assert env["threads"]["pinned"] == theirs[key]["threads"]["pinned"]
+        assert env["threads"]["omp_num_threads"] == theirs[key]["threads"]["omp_num_threads"] == \
+            str(env["threads"]["pinned"])
+        assert env["threads"]["torch"] in (None, env["threads"]["pinned"])  # torch: loaded by deep methods only
         # a deep fit asks for a fraction of a GPU and gets one; a clinical or feature fit asks for none
         assert bool(env["worker"]["gpu_ids"]) == (workload == "deep")
     if workload == "radiomics":  # the driver built the feature cache before the fan-out
@@ -241,3 +242,61 @@ def test_a_malformed_resources_declaration_is_an_input_error_naming_the_class(de
 def test_an_undeclared_method_gets_the_defaults():
     assert method_resources(Method, "paper").as_dict() == {"cpus": 1, "gpus": 0.0, "memory_gb": 2.0}
     assert method_resources(type("Half", (Method,), {"resources": {"quick": {"gpus": 0.5}}}), "quick").gpus == 0.5
+
+
+# --- the driver's cache warming ------------------------------------------------------------------------------------
+class Warmed(Method):
+    """Records the device and cohorts its caches are warmed with; ``fail`` makes warm_cache raise."""
+
+    consumes = ("ct", "pet", "clinical")
+    configs = {"smoke": {}}
+    seen: list = []
+    fail = False
+
+    def warm_cache(self, cohort):
+        type(self).seen.append((self.ctx.device, cohort.name, len(cohort)))
+        if type(self).fail:
+            raise RuntimeError("boom in warm_cache")
+
+
+@pytest.fixture
+def warmed():
+    from bench.registry import register_method, unregister_method
+
+    register_method("warm-test")(Warmed)
+    Warmed.seen, Warmed.fail = [], False
+    yield Warmed
+    unregister_method("warm-test")
+
+
+def _sweep(dataset, results):
+    from bench.protocols import load_protocol
+    from bench.runner import plan_methods, prepare_sweep
+
+    return prepare_sweep(plan_methods(["warm-test", "coxph"], "smoke", []), [load_protocol("clean")], dataset,
+                         scale="smoke", seeds=[0], results_dir=results, device="auto", progress=False, executor="ray")
+
+
+def test_the_driver_warms_each_image_methods_caches_on_its_own_resolved_device(warmed, tiny_dataset, tmp_path):
+    """--device auto is resolved on the driver for the warming (a method must never see "auto"), once per
+    cohort the jobs build: the training patients with outcomes and as predicted, and the test patients."""
+    from bench.ray_executor import warm_caches
+
+    sweep = _sweep(tiny_dataset, tmp_path)
+    assert warm_caches(sweep) == 3
+    assert [(d, n) for d, n, _ in warmed.seen] == [("cpu", "warm-test/warm-train"),
+                                                    ("cpu", "warm-test/warm-train-predict"),
+                                                    ("cpu", "warm-test/warm-test")]
+    assert {j.plan.name for j in sweep.jobs} == {"warm-test", "coxph"}
+
+
+def test_a_failing_warm_cache_fails_that_methods_jobs_and_the_sweep_goes_on(warmed, tiny_dataset, tmp_path):
+    from bench.ray_executor import warm_caches
+
+    warmed.fail = True
+    sweep = _sweep(tiny_dataset, tmp_path)
+    warm_caches(sweep)
+    assert {j.plan.name for j in sweep.jobs} == {"coxph"} and len(sweep.report.failed) == 5
+    rows = Store(tmp_path).rows()
+    assert len(rows) == 5 and {r["status"] for r in rows} == {"failed"}
+    assert all("warming the caches of warm-test failed" in r["error"] and "boom" in r["error"] for r in rows)

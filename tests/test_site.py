@@ -110,6 +110,12 @@ def test_a_failed_build_leaves_the_previous_site(site, tmp_path, monkeypatch):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_captions_are_single_spaced(site):
+    text = (site[0] / "synthetic-quick-v3-0" / "cv.html").read_text()
+    captions = re.findall(r"<caption>(.*?)</caption>", text, re.S)
+    assert captions and not [c for c in captions if "  " in c or "\n" in c]
+
+
 def test_bad_input_is_exit_2(tmp_path):
     empty = tmp_path / "empty"
     (empty / "records").mkdir(parents=True)
@@ -120,9 +126,30 @@ def test_bad_input_is_exit_2(tmp_path):
     assert done.exit_code == 2 and "leave out --check" in done.output
     with pytest.raises(BenchInputError, match="a folder of its own"):
         build_site(BOARDS, BOARDS)
-    with pytest.raises(BenchInputError, match="a folder of its own"):
-        build_site(BOARDS, BOARDS / "records" / "x")
+    for inside in (BOARDS / "records" / "x", BOARDS / "synthetic-quick-0", ROOT):
+        with pytest.raises(BenchInputError, match="a folder of its own"):
+            build_site(BOARDS, inside)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_folder_that_is_not_a_site_is_never_replaced(site, tmp_path):
+    notes = tmp_path / "docs"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    with pytest.raises(BenchInputError, match="is not a site built by"):
+        build_site(BOARDS, notes)
+    assert [p.name for p in notes.iterdir()] == ["notes.txt"]
+    (tmp_path / "empty").mkdir()
+    build_site(BOARDS, tmp_path / "empty")  # an empty folder, then the site built there, are fine
+    build_site(BOARDS, tmp_path / "empty")
+    assert (tmp_path / "empty" / ".survbench-site").is_file() and (tmp_path / "empty" / "index.html").is_file()
+
+
+def test_a_build_stopped_between_its_renames_gets_the_previous_site_back(site, tmp_path):
+    out, old = tmp_path / "site", tmp_path / ".site.old"
+    shutil.copytree(site[0], old)  # as a kill after `out -> .old` and before `staging -> out` leaves it
+    build_site(BOARDS, out)
+    assert (out / "index.html").is_file() and not old.exists()
 
 
 def test_the_build_time_in_the_docs_is_the_measured_one():
