@@ -442,6 +442,7 @@ def build_site(boards: Path, out: Path, reference: str = lb.DEFAULT_REFERENCE) -
     try:
         written = _write_site(staging, boards, pages, records)
         (staging / MARKER).write_text("built by `bench leaderboard --site`; this folder is replaced by the next build\n")
+        written.append(Path(MARKER))
         if out.exists():
             shutil.rmtree(old, ignore_errors=True)
             out.rename(old)
