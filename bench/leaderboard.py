@@ -1113,9 +1113,10 @@ def _centre_lines(loco: list[dict], centres: list[str]) -> list[str]:
                      disable_numparse=True), ""]
 
 
-def render(out: Path, reference: str = DEFAULT_REFERENCE) -> list[Page]:
-    """Every page the records under ``out`` generate (no file is written)."""
-    records = load_records(out)
+def render(out: Path, reference: str = DEFAULT_REFERENCE, records: list[dict] | None = None) -> list[Page]:
+    """Every page the records under ``out`` generate (no file is written); ``records``: those records, when the
+    caller has read them already."""
+    records = load_records(out) if records is None else records
     if not records:
         raise BenchInputError(f"{out / 'records'}: no run records; export some with `bench leaderboard --results DIR`")
     pages = []

@@ -149,32 +149,22 @@ def plan_cohort(spec: str | None, scale: str) -> PlanCohort:
     name, _, arg = spec.partition(":")
     declared = None
     if name == "synthetic":
-        from bench.data.synthetic import GENERATOR_VERSION, default_path, is_complete, scale_config
-        from bench.scales import SYNTHETIC_SCALES, synthetic_scale
+        from bench.data.sources import synthetic_spec
+        from bench.data.synthetic import default_path, is_complete, scale_config
 
-        scale_text, _, seed_text = arg.partition(":")  # as bench.data.sources.load_synthetic reads it
-        version, _, rest = seed_text.partition(":")
-        if version.startswith("v"):
-            if version[1:] != GENERATOR_VERSION:
-                raise BenchInputError(f"--dataset {spec}: generator {version} is not this harness's "
-                                      f"(v{GENERATOR_VERSION})")
-            seed_text = rest
-        chosen = synthetic_scale(scale_text or scale)
-        if chosen not in SYNTHETIC_SCALES:
-            raise BenchInputError(f"--dataset {spec}: unknown synthetic scale {chosen!r} "
-                                  f"(choose {', '.join(SYNTHETIC_SCALES)})")
-        seed = _seed(spec, seed_text)
+        chosen, seed = synthetic_spec(arg, scale)  # as the loader reads it
         cfg = scale_config(chosen)
         if not is_complete(default_path(cache_dir() / "datasets", chosen, seed), cfg, seed):
             declared = PlanCohort(synthetic_name(chosen, seed), dict(cfg.centres), True, True, True,
                                   f"not generated yet: the declared centre sizes of the synthetic {chosen} scale "
                                   f"(bench.data.synthetic.scale_config), not its folds")
     elif name == "demo":
-        from bench.data.demo import CENTRES, GENERATOR_VERSION
+        from bench.data.demo import CENTRES
+        from bench.data.demo import is_complete as demo_complete
+        from bench.data.sources import demo_path
 
         seed = _seed(f"demo:{arg}", arg)
-        marker = cache_dir() / "datasets" / f"demo-v{GENERATOR_VERSION}-seed{seed}" / ".complete"
-        if not (marker.is_file() and marker.read_text().strip() == f"{GENERATOR_VERSION}:{seed}"):
+        if not demo_complete(demo_path(seed), seed):
             declared = PlanCohort(f"demo:{seed}", dict(CENTRES), True, False, False,
                                   "not generated yet: the declared centre sizes of the demo cohort "
                                   "(bench.data.demo.CENTRES), not its folds")

@@ -39,7 +39,7 @@ from bench.errors import BenchInputError, PredictionError
 from bench.faults import fault_point
 from bench.method import Resources, method_resources
 from bench.parallel import available_cpus
-from bench.runner import (FittedModel, Job, MethodPlan, RunReport, Sweep, fail_job, fit_model, job_name, job_rows,
+from bench.runner import (FittedModel, Job, MethodPlan, RunReport, Sweep, fail_job, fit_model, job_rows,
                           job_threads, method_context, model_info, prepare_sweep, refuse_second_model, resolve_device,
                           start_rows, still_pending, train_images_of, trusted_by)
 from bench.store import Claims, RunKey, model_bytes
@@ -341,7 +341,7 @@ def _drive(ray, sweep: Sweep, cluster: Cluster) -> None:
                     if len(in_flight) >= MAX_IN_FLIGHT or not claims.claim([job.train_key]):
                         waiting.append(job)
                         continue
-                    left = _still_pending(job, store, report, bar)
+                    left = still_pending(job, store, report, on_skipped=lambda: bar.update(1))
                     if left is None:  # another process finished it meanwhile
                         claims.release([job.train_key])
                         continue
@@ -365,10 +365,6 @@ def _drive(ray, sweep: Sweep, cluster: Cluster) -> None:
         raise
     finally:
         bar.close()
-
-
-def _still_pending(job: Job, store, report: RunReport, bar) -> Job | None:
-    return still_pending(job, store, report, on_skipped=lambda: bar.update(1))
 
 
 def _submit(task, job: Job, sweep: Sweep, store, dataset_ref, cwd: str, cluster: Cluster):
@@ -421,7 +417,6 @@ def _collect(ray, ref, job: Job, sweep: Sweep, bar) -> None:
 
 
 def _failed(job: Job, sweep: Sweep, err: str, bar) -> None:
-    failed = [job_name(job, key) for _, key in job.protocols if sweep.store.fail(key, err)]
-    log.error("method %s failed on %s (seed %s):\n%s", job.plan.name, job.fold.name, job.seed, err)
+    failed = fail_job(job, sweep.store, None, err)
     sweep.report.failed += failed
     bar.update(len(failed))

@@ -494,8 +494,9 @@ def job_name(job: Job, key: RunKey) -> str:
     return f"{job.plan.name} / {key.protocol_hash[:8]} / {job.fold.name} / seed {job.seed}"
 
 
-def fail_job(job: Job, store: Store, exc: BaseException, err: str | None = None) -> list[str]:
-    """Record a method's own error on the job's unfinished rows; the names of the rows marked failed."""
+def fail_job(job: Job, store: Store, exc: BaseException | None, err: str | None = None) -> list[str]:
+    """Record a method's own error (``err``, else ``exc`` as the message or the current traceback) on the job's
+    unfinished rows; the names of the rows marked failed."""
     err = err or (str(exc) if isinstance(exc, PredictionError) else traceback.format_exc())
     failed = [job_name(job, key) for _, key in job.protocols if store.fail(key, err)]
     log.error("method %s failed on %s (seed %s):\n%s", job.plan.name, job.fold.name, job.seed, err)

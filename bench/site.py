@@ -422,8 +422,8 @@ def build_site(boards: Path, out: Path, reference: str = lb.DEFAULT_REFERENCE) -
     written, relative to ``out``. ``out`` must be new, empty or a site built before (it holds MARKER): nothing
     else is ever replaced."""
     boards, out = Path(boards), Path(out)
-    pages = lb.render(boards, reference)  # BenchInputError when there are no records
     records = lb.load_records(boards)
+    pages = lb.render(boards, reference, records)  # BenchInputError when there are no records
     b, o = boards.resolve(), out.resolve()
     if o == b or o in b.parents or b in o.parents:
         raise BenchInputError(f"--site {out}: choose a folder of its own, not {boards}, a folder above it or one "

@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM = os.environ.get("SURVBENCH_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("SURVBENCH_CHROMEDRIVER", "/usr/bin/chromedriver")
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import CHROMEDRIVER, CHROMIUM, headless_chromium  # noqa: E402 - the tests' own Chromium
 SHOTS = (  # (file under docs/, page of the site, cut a taller page here: px)
     ("site-index.png", "index.html", 3600),
     ("site-robustness.png", "synthetic-quick-v3-0/robustness.html", 3600),  # the noise sweep and the suite's tables
@@ -102,17 +102,8 @@ def build(boards: Path, repeats: int, keep: Path) -> list[dict]:
 
 # --- the screenshots --------------------------------------------------------------------------------------------
 def browser(width: int, height: int):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager downloads nothing
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--hide-scrollbars", f"--window-size={width},{height}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver = headless_chromium(width, height, "--hide-scrollbars")
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
     return driver

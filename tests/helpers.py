@@ -173,3 +173,23 @@ def stop_ray_head(temp: str) -> list[str]:
                 pass
         time.sleep(1.0)
     return sorted(names)
+
+
+# --- the system's headless Chromium (tests/test_site_browser.py, benchmarks/site_screenshots.py) ---------------------
+CHROMIUM = os.environ.get("SURVBENCH_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("SURVBENCH_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def headless_chromium(width: int, height: int, *extra_args: str):
+    """A Selenium driver of the system's Chromium through its own chromedriver (never one Selenium Manager would
+    fetch), headless at ``width`` × ``height``, keeping the browser console for ``get_log("browser")``."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run",
+                "--disable-background-networking", *extra_args, f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)

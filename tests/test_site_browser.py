@@ -21,7 +21,7 @@ from urllib.request import url2pathname
 
 import pytest
 
-from helpers import ROOT
+from helpers import CHROMEDRIVER, CHROMIUM, ROOT, headless_chromium
 
 BOARDS = ROOT / "leaderboards"
 SLUGS = ("synthetic-quick-0", "synthetic-quick-v3-0")
@@ -31,8 +31,6 @@ KINDS = {"method", "ceiling", "reference"}
 VIEWPORT = "width=device-width, initial-scale=1"
 DESKTOP = (1280, 900)
 PHONE_WIDTH = 390
-CHROMIUM = os.environ.get("SURVBENCH_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("SURVBENCH_CHROMEDRIVER", "/usr/bin/chromedriver")
 INSTALL_HINT = ("install the system's Chromium and its driver (Debian/Ubuntu: apt-get install -y chromium "
                 "chromium-driver; .ci/run does), or point SURVBENCH_CHROMIUM / SURVBENCH_CHROMEDRIVER at them")
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -64,8 +62,7 @@ def site(tmp_path_factory) -> Site:
 @pytest.fixture(scope="module")
 def browser():
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError:  # pragma: no cover - the dev extra installs it
         pytest.fail("selenium is not installed: pip install -e '.[dev]' (the dev extra has selenium>=4)")
     for what, path in (("Chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)):
@@ -74,14 +71,8 @@ def browser():
     mp = pytest.MonkeyPatch()
     mp.setenv("SE_OFFLINE", "true")  # Selenium Manager, were it ever consulted, downloads nothing
     mp.setenv("SE_AVOID_STATS", "true")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-extensions", f"--window-size={DESKTOP[0]},{DESKTOP[1]}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        driver = headless_chromium(*DESKTOP, "--disable-extensions")
     except Exception as e:  # noqa: BLE001 - say what to install instead of a bare WebDriver trace
         mp.undo()
         pytest.fail(f"headless Chromium did not start ({type(e).__name__}: {e}); {INSTALL_HINT}")

@@ -88,11 +88,17 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(fh, index=False, lineterminator="\n")
 
 
+def is_complete(out: str | Path, seed: int) -> bool:
+    """Whether ``out`` holds the whole demo cohort of ``seed`` from this generator version."""
+    done = Path(out) / ".complete"
+    return done.is_file() and done.read_text().strip() == f"{GENERATOR_VERSION}:{seed}"
+
+
 def write_demo(out: str | Path, seed: int = 0) -> Path:
     """Write the demo cohort to ``out`` unless a complete one is already there; return ``out``."""
     out = Path(out)
     done = out / ".complete"
-    if done.is_file() and done.read_text().strip() == f"{GENERATOR_VERSION}:{seed}":
+    if is_complete(out, seed):
         return out
     out.mkdir(parents=True, exist_ok=True)
     clinical, endpoint = _simulate(seed)

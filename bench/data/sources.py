@@ -80,10 +80,10 @@ def load(spec: str, scale: str, *, progress: bool = True) -> Dataset:
 
 # survbench's own loaders, registered in pyproject.toml like any plugin's.
 
-def load_synthetic(arg: str, *, scale: str, progress: bool = True) -> Dataset:
-    """``synthetic[:SCALE[:[vN:]SEED]]``: the synthetic PET/CT cohort, generated into the cache on first use."""
-    from bench.data import _seed, synthetic_name, synthetic_root
-    from bench.data.hecktor import load_hecktor
+def synthetic_spec(arg: str, scale: str) -> tuple[str, int]:
+    """(scale, seed) of ``synthetic[:SCALE[:[vN:]SEED]]`` (``arg`` is what follows the first colon); the scale
+    defaults to the run's. The recorded name, ``synthetic:SCALE:vN:SEED``, is accepted for this generator only."""
+    from bench.data import _seed
     from bench.data.synthetic import GENERATOR_VERSION
     from bench.scales import SYNTHETIC_SCALES, synthetic_scale
 
@@ -100,19 +100,34 @@ def load_synthetic(arg: str, *, scale: str, progress: bool = True) -> Dataset:
     if chosen not in SYNTHETIC_SCALES:
         raise BenchInputError(f"--dataset {spec}: unknown synthetic scale {chosen!r} "
                               f"(choose {', '.join(SYNTHETIC_SCALES)})")
-    seed = _seed(spec, seed_text)
+    return chosen, _seed(spec, seed_text)
+
+
+def load_synthetic(arg: str, *, scale: str, progress: bool = True) -> Dataset:
+    """``synthetic[:SCALE[:[vN:]SEED]]``: the synthetic PET/CT cohort, generated into the cache on first use."""
+    from bench.data import synthetic_name, synthetic_root
+    from bench.data.hecktor import load_hecktor
+
+    chosen, seed = synthetic_spec(arg, scale)
     return load_hecktor(synthetic_root(chosen, seed, progress=progress), name=synthetic_name(chosen, seed))
+
+
+def demo_path(seed: int) -> Path:
+    """Where the demo cohort of ``seed`` is generated (the cache's datasets/)."""
+    from bench.data import cache_dir
+    from bench.data.demo import GENERATOR_VERSION
+
+    return cache_dir() / "datasets" / f"demo-v{GENERATOR_VERSION}-seed{seed}"
 
 
 def load_demo(arg: str, *, scale: str, progress: bool = True) -> Dataset:
     """``demo[:SEED]``: the clinical-only demo cohort (two CSVs, no images)."""
-    from bench.data import _seed, cache_dir
-    from bench.data.demo import GENERATOR_VERSION, write_demo
+    from bench.data import _seed
+    from bench.data.demo import write_demo
     from bench.data.hecktor import load_hecktor
 
     seed = _seed(f"demo:{arg}", arg)
-    root = write_demo(cache_dir() / "datasets" / f"demo-v{GENERATOR_VERSION}-seed{seed}", seed)
-    return load_hecktor(root, name=f"demo:{seed}")
+    return load_hecktor(write_demo(demo_path(seed), seed), name=f"demo:{seed}")
 
 
 def load_hecktor2022(arg: str, *, scale: str, progress: bool = True) -> Dataset:
